@@ -1,0 +1,63 @@
+# bayes_sbm: `make demo` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Interpreter used to create the venv: override with `make PYTHON=/path/to/python3.12 ...`.
+PYTHON ?=
+FOUND_PYTHON = $(shell PYTHON="$(PYTHON)" bash .ci/find-python)
+# Pin threads: the machines are small and shared (THEORY.md §2: eigh slows 10x when oversubscribed).
+export OMP_NUM_THREADS ?= 1
+export OPENBLAS_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+
+.PHONY: help venv demo test test-slow bench figures theory-figures clean
+
+help:
+	@echo "make demo        create .venv, install, run the main job on a small problem"
+	@echo "make test        create .venv, install, run the test suite (slow studies excluded)"
+	@echo "make test-slow   run only the slow tests (large-N checks, studies)"
+	@echo "make bench       run the benchmarks (tables printed, JSON in benchmarks/results/)"
+	@echo "make figures     run the analysis studies (figures and CSVs under analysis/*/results/)"
+
+$(VENV)/.installed: pyproject.toml
+	@py="$(FOUND_PYTHON)"; \
+	if [ -z "$$py" ]; then \
+	  echo "error: bayes_sbm needs Python >= 3.12 (ArviZ 1.x requires it) and none was found." >&2; \
+	  echo "Install one (e.g. 'pyenv install 3.12', 'apt-get install python3.12-venv', or python.org)," >&2; \
+	  echo "or point to it: make PYTHON=/path/to/python3.12 $(MAKECMDGOALS)" >&2; \
+	  exit 1; \
+	fi; \
+	echo "using $$py ($$($$py --version))"; \
+	if [ ! -x "$(PY)" ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+	  rm -rf $(VENV); "$$py" -m venv $(VENV) || exit 1; \
+	fi; \
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip && \
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" && touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/bayes-sbm demo
+
+test: venv
+	@$(PY) -m pytest -q -m "not slow" -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+test-slow: venv
+	@$(PY) -m pytest -q -m "slow" -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no slow tests selected"; rc=0; fi; exit $$rc
+
+bench: venv
+	$(PY) benchmarks/bench_partition.py
+
+figures: theory-figures
+
+theory-figures: venv
+	$(PY) analysis/phase_diagrams/run.py
+	$(PY) analysis/teacher_student_curves/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
