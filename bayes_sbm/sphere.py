@@ -444,7 +444,7 @@ def sampler_acceptance(eigenvalues):
     """
     lam = jnp.asarray(eigenvalues, dtype=jnp.float64)
     ct = _contour(lam)
-    return jnp.exp(_log_prefactor(lam.shape[-1]) - 0.5 * math.log(2) + 0.5 * math.log(math.pi) + ct.log_norm)
+    return jnp.exp(_log_prefactor(lam.shape[-1]) + ct.log_norm)
 
 
 def _proposal_batch(n: int, acceptance_floor: float = 0.02) -> int:
