@@ -1,0 +1,541 @@
+"""NUTS and SVI for the tempered SBM posterior (THEORY.md §3–4).
+
+Pure functions with an explicit PRNG key first, settings as frozen
+dataclasses, results as NamedTuples:
+
+* :func:`run_nuts` — NumPyro ``MCMC(NUTS)`` with several chains, chosen
+  chain method, diagonal or dense mass matrix, optional checkpointing to a
+  folder (resumable: the run continues from the last saved segment);
+* :func:`run_svi` — NumPyro ``SVI`` with ``AutoNormal``,
+  ``AutoLowRankMultivariateNormal`` or :func:`structured_guide` (GOE bulk
+  mean-field plus a full-covariance block on the data-subspace coordinates of
+  the aligned parametrisation); returns the ELBO trace and posterior draws;
+* :func:`to_datatree` — ArviZ DataTree with ``posterior``, ``sample_stats``,
+  ``log_likelihood`` (per data point, untempered), ``observed_data``,
+  ``posterior_predictive`` (exact draws of x from p(x | βW)) and
+  ``constant_data``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median
+from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
+from numpyro.infer.util import log_likelihood
+
+from . import model as sbm_model
+from .io import atomic_path
+from .predictive import sample_posterior_predictive
+
+__all__ = [
+    "PosteriorProblem",
+    "NutsSettings",
+    "SviSettings",
+    "NutsResult",
+    "SviResult",
+    "make_problem",
+    "choose_chain_method",
+    "run_nuts",
+    "run_svi",
+    "structured_guide",
+    "make_guide",
+    "spectral_draws",
+    "coupling_draws",
+    "log_likelihood_draws",
+    "to_datatree",
+    "SAMPLE_STATS_FIELDS",
+]
+
+#: NumPyro extra fields collected by NUTS (energy and divergences for ArviZ's energy/BFMI plots).
+SAMPLE_STATS_FIELDS = ("diverging", "energy", "potential_energy", "num_steps", "accept_prob", "adapt_state.step_size")
+
+
+@dataclass(frozen=True)
+class PosteriorProblem:
+    """Data and hyperparameters of one tempered posterior (THEORY.md §3).
+
+    Attributes
+    ----------
+    data : ndarray, shape (K, N)
+    gamma, eta, beta : float
+    parametrization : str
+    frame : model.DataFrame
+    """
+
+    data: np.ndarray
+    gamma: float
+    eta: float
+    beta: float
+    parametrization: str
+    frame: sbm_model.DataFrame
+
+    @property
+    def N(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def K(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def latent_site(self) -> str:
+        return sbm_model.latent_site(self.parametrization)
+
+    def model_kwargs(self, store_W: bool = False) -> dict[str, Any]:
+        return dict(
+            data=self.data,
+            gamma=self.gamma,
+            eta=self.eta,
+            beta=self.beta,
+            parametrization=self.parametrization,
+            store_W=store_W,
+            frame=self.frame,
+        )
+
+
+def make_problem(data, gamma: float, eta: float, beta: float = 1.0, parametrization: str = "aligned") -> PosteriorProblem:
+    """Validate data and hyperparameters and precompute the data frame."""
+    sbm_model.validate_hyperparameters(gamma, eta, beta)
+    sbm_model.latent_site(parametrization)
+    frame = sbm_model.data_frame(data)
+    X = np.asarray(data, dtype=np.float64)
+    return PosteriorProblem(X, float(gamma), float(eta), float(beta), parametrization, frame)
+
+
+@dataclass(frozen=True)
+class NutsSettings:
+    """NUTS settings (NumPyro names in parentheses).
+
+    Attributes
+    ----------
+    num_warmup, num_samples, num_chains : int
+    target_accept : float
+        (``target_accept_prob``)
+    dense_mass : bool
+        Dense instead of diagonal mass matrix.
+    max_tree_depth : int
+    chain_method : {"auto", "parallel", "sequential", "vectorized"}
+        ``"auto"`` = parallel when the host exposes enough devices
+        (``numpyro.set_host_device_count`` before JAX starts), else sequential.
+    progress_bar : bool
+    checkpoint_every : int
+        Draws per saved segment when a checkpoint folder is given (0 = one segment).
+    """
+
+    num_warmup: int = 500
+    num_samples: int = 500
+    num_chains: int = 2
+    target_accept: float = 0.8
+    dense_mass: bool = False
+    max_tree_depth: int = 10
+    chain_method: str = "auto"
+    progress_bar: bool = True
+    checkpoint_every: int = 0
+
+
+@dataclass(frozen=True)
+class SviSettings:
+    """SVI settings.
+
+    Attributes
+    ----------
+    guide : {"normal", "lowrank", "structured"}
+    num_steps : int
+    learning_rate : float
+        Adam step size.
+    num_particles : int
+        ELBO particles per step.
+    num_draws : int
+        Posterior draws from the fitted guide.
+    rank : int or None
+        Rank of ``AutoLowRankMultivariateNormal`` (default ⌈√dim⌉).
+    progress_bar : bool
+    """
+
+    guide: str = "structured"
+    num_steps: int = 3000
+    learning_rate: float = 0.01
+    num_particles: int = 1
+    num_draws: int = 1000
+    rank: int | None = None
+    progress_bar: bool = True
+
+
+class NutsResult(NamedTuple):
+    """Output of :func:`run_nuts`: ``samples`` and ``sample_stats`` arrays shaped (chain, draw, ...)."""
+
+    samples: dict
+    sample_stats: dict
+    problem: PosteriorProblem
+    settings: NutsSettings
+    timing: dict
+
+
+class SviResult(NamedTuple):
+    """Output of :func:`run_svi`: ``samples`` shaped (1, draw, ...), the ELBO trace (steps,), fitted params."""
+
+    samples: dict
+    elbo: np.ndarray
+    params: dict
+    guide: Any
+    problem: PosteriorProblem
+    settings: SviSettings
+    timing: dict
+
+
+def choose_chain_method(settings: NutsSettings) -> str:
+    """Resolve ``"auto"``: parallel if ``jax.local_device_count() ≥ num_chains``, else sequential."""
+    if settings.chain_method != "auto":
+        return settings.chain_method
+    if settings.num_chains > 1 and jax.local_device_count() >= settings.num_chains:
+        return "parallel"
+    return "sequential"
+
+
+def _to_numpy(tree):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a), jax.device_get(tree))
+
+
+def _stats_from_extra(extra: dict) -> dict:
+    stats = {
+        "diverging": np.asarray(extra["diverging"], dtype=bool),
+        "energy": np.asarray(extra["energy"]),
+        "lp": -np.asarray(extra["potential_energy"]),
+        "n_steps": np.asarray(extra["num_steps"]),
+        "acceptance_rate": np.asarray(extra["accept_prob"]),
+        "step_size": np.asarray(extra["adapt_state.step_size"]),
+    }
+    stats["tree_depth"] = np.floor(np.log2(stats["n_steps"] + 1)).astype(np.int64)
+    return stats
+
+
+def _checkpoint_signature(problem: PosteriorProblem, settings: NutsSettings, seed_key) -> dict:
+    return {
+        "gamma": problem.gamma,
+        "eta": problem.eta,
+        "parametrization": problem.parametrization,
+        "data_sha": __import__("hashlib").sha256(problem.data.tobytes()).hexdigest(),
+        "settings": dataclasses.asdict(settings) | {"progress_bar": None},
+        "key": np.asarray(jax.random.key_data(seed_key) if jnp.issubdtype(getattr(seed_key, "dtype", np.uint32), jax.dtypes.prng_key) else seed_key).tolist(),
+    }
+
+
+def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettings(), checkpoint_dir: str | os.PathLike | None = None) -> NutsResult:
+    """Sample the tempered posterior with NUTS.
+
+    Parameters
+    ----------
+    key : PRNGKey
+    problem : PosteriorProblem
+    settings : NutsSettings
+    checkpoint_dir : path, optional
+        If given, the run is split into segments of ``settings.checkpoint_every``
+        draws; after each one the draws so far and the sampler state are written
+        atomically to ``checkpoint_dir/nuts_checkpoint.pkl``.  Calling again with
+        the same problem, settings and key resumes after the last segment.
+
+    Returns
+    -------
+    NutsResult
+        ``samples``: the latent site and the spectral sites, (chain, draw, ...);
+        ``sample_stats``: diverging, energy, lp, n_steps, acceptance_rate,
+        step_size, tree_depth; ``timing``: seconds for warmup+first segment
+        and in total.
+    """
+    if jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    key = jnp.asarray(key, dtype=jnp.uint32)
+    kernel = NUTS(
+        sbm_model.sbm_posterior,
+        target_accept_prob=settings.target_accept,
+        dense_mass=settings.dense_mass,
+        max_tree_depth=settings.max_tree_depth,
+        init_strategy=init_to_median(num_samples=15),
+    )
+    segment = settings.checkpoint_every if (checkpoint_dir and settings.checkpoint_every > 0) else settings.num_samples
+    segment = max(1, min(segment, settings.num_samples))
+    mcmc = MCMC(
+        kernel,
+        num_warmup=settings.num_warmup,
+        num_samples=segment,
+        num_chains=settings.num_chains,
+        chain_method=choose_chain_method(settings),
+        progress_bar=settings.progress_bar,
+    )
+    kwargs = problem.model_kwargs(store_W=False)
+    signature = _checkpoint_signature(problem, settings, key)
+    ckpt_path = Path(checkpoint_dir) / "nuts_checkpoint.pkl" if checkpoint_dir else None
+    samples_parts: list[dict] = []
+    stats_parts: list[dict] = []
+    done = 0
+    elapsed_before = 0.0
+    if ckpt_path is not None and ckpt_path.exists():
+        with open(ckpt_path, "rb") as fh:
+            saved = pickle.load(fh)
+        if saved["signature"] != signature:
+            raise ValueError(
+                f"checkpoint_dir: {ckpt_path} belongs to a different run (data, hyperparameters, settings or seed differ); "
+                "remove it or choose another folder"
+            )
+        samples_parts, stats_parts, done = saved["samples"], saved["stats"], saved["done"]
+        elapsed_before = saved["elapsed"]
+        mcmc.post_warmup_state = saved["state"]
+
+    t0 = time.perf_counter()
+    first_segment_time = None
+    while done < settings.num_samples:
+        this = min(segment, settings.num_samples - done)
+        if this != mcmc.num_samples:
+            mcmc.num_samples = this
+        rng = mcmc.post_warmup_state.rng_key if mcmc.post_warmup_state is not None else key
+        mcmc.run(rng, extra_fields=SAMPLE_STATS_FIELDS, **kwargs)
+        jax.block_until_ready(mcmc.last_state)
+        if first_segment_time is None:
+            first_segment_time = time.perf_counter() - t0
+        samples_parts.append(_to_numpy(mcmc.get_samples(group_by_chain=True)))
+        stats_parts.append(_stats_from_extra(_to_numpy(mcmc.get_extra_fields(group_by_chain=True))))
+        done += this
+        mcmc.post_warmup_state = mcmc.last_state
+        if ckpt_path is not None:
+            payload = {
+                "signature": signature,
+                "samples": samples_parts,
+                "stats": stats_parts,
+                "done": done,
+                "state": _to_numpy(mcmc.last_state),
+                "elapsed": elapsed_before + time.perf_counter() - t0,
+            }
+            with atomic_path(ckpt_path) as tmp:
+                with open(tmp, "wb") as fh:
+                    pickle.dump(payload, fh)
+
+    def cat(parts):
+        return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+
+    total = elapsed_before + time.perf_counter() - t0
+    timing = {"total_s": total, "first_segment_s": first_segment_time or 0.0, "chain_method": choose_chain_method(settings)}
+    return NutsResult(cat(samples_parts), cat(stats_parts), problem, settings, timing)
+
+
+# ---------------------------------------------------------------------------
+# SVI
+# ---------------------------------------------------------------------------
+
+
+def _data_subspace_indices(N: int, r: int):
+    """Upper-triangle (row-major) indices of entries W'_ij with i < r (the data rows in the aligned frame)."""
+    rows, _ = np.triu_indices(N)
+    data_idx = np.flatnonzero(rows < r)
+    bulk_idx = np.flatnonzero(rows >= r)
+    return data_idx, bulk_idx
+
+
+def structured_guide(problem: PosteriorProblem):
+    """Guide exploiting the posterior's form (aligned parametrisation).
+
+    In the data frame the coordinates split into the data block (entries
+    ``W'_{ij}`` with ``i < r``: the signal block and the rows coupling the
+    data directions to the bulk, ``rN − r(r−1)/2`` numbers) and the GOE bulk.
+    The guide is a full-covariance Gaussian on the data block (auxiliary site
+    ``z_data``) times a mean-field Gaussian on the bulk (``z_bulk``),
+    initialised at the prior (loc 0, scale 1), assembled into ``z`` by a
+    permutation (unit Jacobian, so the ``Delta`` carries no density).
+    """
+    if problem.parametrization != "aligned":
+        raise ValueError(f"parametrization: the structured guide needs 'aligned', got {problem.parametrization!r}")
+    N, r = problem.N, problem.frame.c.shape[0]
+    data_idx, bulk_idx = _data_subspace_indices(N, r)
+    dim = N * (N + 1) // 2
+    nd, nb = data_idx.size, bulk_idx.size
+
+    def guide(*args, **kwargs):
+        loc_d = numpyro.param("data_loc", jnp.zeros(nd))
+        tril_d = numpyro.param("data_scale_tril", jnp.eye(nd), constraint=constraints.scaled_unit_lower_cholesky)
+        loc_b = numpyro.param("bulk_loc", jnp.zeros(nb))
+        scale_b = numpyro.param("bulk_scale", jnp.ones(nb), constraint=constraints.softplus_positive)
+        z_data = numpyro.sample("z_data", dist.MultivariateNormal(loc_d, scale_tril=tril_d), infer={"is_auxiliary": True})
+        z_bulk = numpyro.sample("z_bulk", dist.Normal(loc_b, scale_b).to_event(1), infer={"is_auxiliary": True})
+        z = jnp.zeros(z_data.shape[:-1] + (dim,)).at[..., data_idx].set(z_data).at[..., bulk_idx].set(z_bulk)
+        numpyro.sample("z", dist.Delta(z, event_dim=1))
+
+    return guide
+
+
+def make_guide(problem: PosteriorProblem, name: str, rank: int | None = None):
+    """Guide by name: ``"normal"`` (AutoNormal), ``"lowrank"`` (AutoLowRankMultivariateNormal), ``"structured"``."""
+    model = sbm_model.sbm_posterior
+    if name == "normal":
+        return AutoNormal(model, init_loc_fn=init_to_median(num_samples=15), init_scale=1.0)
+    if name == "lowrank":
+        return AutoLowRankMultivariateNormal(model, init_loc_fn=init_to_median(num_samples=15), init_scale=1.0, rank=rank)
+    if name == "structured":
+        return structured_guide(problem)
+    raise ValueError(f"guide: expected 'normal', 'lowrank' or 'structured', got {name!r}")
+
+
+def run_svi(key, problem: PosteriorProblem, settings: SviSettings = SviSettings()) -> SviResult:
+    """Fit a guide by maximising the ELBO of the tempered model; draw from it.
+
+    The ELBO is a lower bound on ``log Y_η`` (THEORY.md §3, normalised
+    convention: the latent prior is the normalised GOE).
+
+    Returns
+    -------
+    SviResult
+        ``elbo`` = −loss per step, ``samples`` (1, num_draws, ...) with the
+        latent site and the spectral sites.
+    """
+    k_fit, k_draw = jax.random.split(key)
+    guide = make_guide(problem, settings.guide, settings.rank)
+    svi = SVI(
+        sbm_model.sbm_posterior,
+        guide,
+        numpyro.optim.Adam(settings.learning_rate),
+        Trace_ELBO(num_particles=settings.num_particles),
+    )
+    kwargs = problem.model_kwargs(store_W=False)
+    t0 = time.perf_counter()
+    result = svi.run(k_fit, settings.num_steps, progress_bar=settings.progress_bar, **kwargs)
+    fit_time = time.perf_counter() - t0
+    params = _to_numpy(result.params)
+    site = problem.latent_site
+    draws = Predictive(guide, params=params, num_samples=settings.num_draws, return_sites=[site])(k_draw, **kwargs)[site]
+    latent = np.asarray(draws)[None]
+    samples = {site: latent} | spectral_draws(problem, latent)
+    timing = {"fit_s": fit_time, "total_s": time.perf_counter() - t0}
+    return SviResult(samples, -np.asarray(result.losses), params, guide, problem, settings, timing)
+
+
+# ---------------------------------------------------------------------------
+# Post-processing
+# ---------------------------------------------------------------------------
+
+
+def _flatten_draws(latent):
+    latent = np.asarray(latent)
+    return latent.reshape((-1, latent.shape[-1])), latent.shape[:-1]
+
+
+def spectral_draws(problem: PosteriorProblem, latent) -> dict:
+    """Spectral deterministic sites for latent draws (..., dim) → dict of (..., *site_shape)."""
+    flat, lead = _flatten_draws(latent)
+    pred = Predictive(
+        sbm_model.sbm_posterior,
+        posterior_samples={problem.latent_site: jnp.asarray(flat)},
+        return_sites=list(sbm_model.SPECTRAL_SITES),
+        batch_ndims=1,
+    )
+    out = pred(jax.random.PRNGKey(0), **problem.model_kwargs(store_W=False))
+    return {k: np.asarray(v).reshape(lead + np.shape(v)[1:]) for k, v in out.items()}
+
+
+def coupling_draws(problem: PosteriorProblem, latent, frame_coordinates: bool = False):
+    """Coupling matrices W for latent draws (..., dim) → (..., N, N).
+
+    With ``frame_coordinates=True`` (aligned parametrisation) returns W' = QᵀWQ.
+    """
+    flat, lead = _flatten_draws(latent)
+    N = problem.N
+    upper = jnp.asarray(flat)
+    if problem.parametrization != "centred":
+        upper = upper * jnp.asarray(sbm_model.goe_scales(N, problem.gamma * problem.eta))
+    W = sbm_model.symmetric_from_upper(upper, N)
+    if problem.parametrization == "aligned" and not frame_coordinates:
+        Q = jnp.asarray(problem.frame.Q)
+        W = Q @ W @ Q.T
+    return np.asarray(W).reshape(lead + (N, N))
+
+
+def log_likelihood_draws(problem: PosteriorProblem, latent) -> np.ndarray:
+    """Untempered per-point log-likelihood ``log p(x_a | W)`` for latent draws (..., dim) → (..., K).
+
+    Uses ``numpyro.infer.util.log_likelihood``, which ignores the η scale.
+    """
+    flat, lead = _flatten_draws(latent)
+    ll = log_likelihood(
+        sbm_model.sbm_posterior,
+        {problem.latent_site: jnp.asarray(flat)},
+        batch_ndims=1,
+        **problem.model_kwargs(store_W=False),
+    )["x"]
+    return np.asarray(ll).reshape(lead + (problem.K,))
+
+
+def to_datatree(
+    key,
+    result: NutsResult | SviResult,
+    *,
+    num_points: int | None = None,
+    predictive_beta: float | None = None,
+    store_latent: bool | None = None,
+    store_W: bool = False,
+    attrs: dict | None = None,
+):
+    """ArviZ DataTree of a fit (THEORY.md §3–4 names).
+
+    Groups: ``posterior`` (spectral sites; the latent vector ``z`` when
+    ``store_latent``, default N ≤ 30; ``W`` when ``store_W``),
+    ``sample_stats`` (NUTS), ``log_likelihood`` (``x``: chain, draw, point),
+    ``observed_data``, ``posterior_predictive`` (``x``: chain, draw, point,
+    dim, exact draws from p(x | βW)), ``constant_data`` (``c``, γ, η, β).
+    """
+    import xarray as xr
+
+    problem = result.problem
+    latent = result.samples[problem.latent_site]
+    chains, draws = latent.shape[:2]
+    N, K = problem.N, problem.K
+    beta = problem.beta if predictive_beta is None else float(predictive_beta)
+    num_points = K if num_points is None else int(num_points)
+    if store_latent is None:
+        store_latent = N <= 30
+
+    def ds(variables: dict, dims: dict, sample=True):
+        coords = {"chain": np.arange(chains), "draw": np.arange(draws)} if sample else {}
+        data_vars = {}
+        for name, value in variables.items():
+            value = np.asarray(value)
+            extra = dims.get(name, [f"{name}_dim_{i}" for i in range(value.ndim - (2 if sample else 0))])
+            data_vars[name] = ((["chain", "draw"] if sample else []) + list(extra), value)
+        return xr.Dataset(data_vars, coords=coords)
+
+    spectral = {k: result.samples[k] for k in sbm_model.SPECTRAL_SITES}
+    post_vars = dict(spectral)
+    if store_latent:
+        post_vars["z"] = latent
+    W = coupling_draws(problem, latent)
+    if store_W:
+        post_vars["W"] = W
+    dims = {"lam_top": ["rank"], "u": ["mode"], "signal": ["mode"], "z": ["latent"], "W": ["row", "col"]}
+    groups = {"posterior": ds(post_vars, dims)}
+    if isinstance(result, NutsResult):
+        groups["sample_stats"] = ds(result.sample_stats, {})
+    groups["log_likelihood"] = ds({"x": log_likelihood_draws(problem, latent)}, {"x": ["point"]})
+    groups["observed_data"] = ds({"x": problem.data}, {"x": ["point", "dim"]}, sample=False)
+    pp = sample_posterior_predictive(key, W.reshape((-1, N, N)), beta, num_points)
+    groups["posterior_predictive"] = ds({"x": np.asarray(pp).reshape((chains, draws, num_points, N))}, {"x": ["pred_point", "dim"]})
+    groups["constant_data"] = xr.Dataset(
+        {
+            "c": (["mode"], problem.frame.c),
+            "gamma": problem.gamma,
+            "eta": problem.eta,
+            "beta": beta,
+        }
+    )
+    tree = xr.DataTree.from_dict({f"/{name}": d for name, d in groups.items()})
+    meta = {"N": N, "K": K, "method": "nuts" if isinstance(result, NutsResult) else "svi", "parametrization": problem.parametrization}
+    tree.attrs.update(meta | (attrs or {}))
+    return tree
