@@ -200,6 +200,63 @@ def _cmd_demo(args) -> int:
 
 
 
+@_register
+def _add_theory(sub) -> None:
+    p = sub.add_parser(
+        "theory",
+        help="large-N theory: posterior saddle and evidence (--c) or teacher-student KLs (--omega), THEORY.md §4-6",
+    )
+    p.add_argument("--c", help="data eigenvalues, comma separated: print the §4 saddle and the §5 evidence")
+    p.add_argument("--omega", type=float, help="rank-one teacher eigenvalue > 1: print the §6 divergences (K = 2)")
+    p.add_argument("--gamma", type=float, required=True, help="prior precision gamma > 0")
+    p.add_argument("--eta", type=float, required=True, help="posterior power eta > 0")
+    p.add_argument("--beta", type=float, help="sampling inverse temperature for --omega (default 1)")
+    p.set_defaults(func=_cmd_theory)
+
+
+def _cmd_theory(args) -> int:
+    from . import theory
+
+    if args.c is None and args.omega is None:
+        raise ValueError("give --c (posterior saddle and evidence) and/or --omega (teacher-student divergences)")
+    if args.beta is not None and args.omega is None:
+        raise ValueError(f"--beta {args.beta} needs --omega (it sets the sampler of the typical student)")
+    if args.c is not None:
+        try:
+            c = [float(v) for v in args.c.split(",")]
+        except ValueError:
+            raise ValueError(f"--c must be comma-separated numbers, got {args.c!r}") from None
+        ev = theory.evidence_terms(c, args.gamma, args.eta)
+        s = ev.saddle
+        print(f"posterior saddle (THEORY.md §4): c = ({', '.join(f'{v:g}' for v in s.c)}), "
+              f"gamma = {args.gamma:g}, eta = {args.eta:g}, gamma*eta = {s.kappa:.12g}")
+        print(f"phase = {s.phase}")
+        for name in ("mu", "M", "edge"):
+            print(f"{name} = {getattr(s, name):.12g}")
+        print(f"d = {s.d}")
+        print(f"o = {s.o}")
+        print(f"{'k':>3s} {'c_k':>14s} {'g':>20s} {'u':>20s} {'xi':>20s} {'lam':>20s}")
+        for k in range(s.c.size):
+            print(f"{k + 1:3d} {s.c[k]:14.8g} {s.g[k]:20.12g} {s.u[k]:20.12g} {s.xi[k]:20.12g} {s.lam[k]:20.12g}")
+        print(f"log_evidence = {ev.log_evidence:.12g}   ((1/N) log Y, THEORY.md §5, K = sum(c))")
+    if args.omega is not None:
+        beta = 1.0 if args.beta is None else args.beta
+        r = theory.teacher_student_kls(args.gamma, args.eta, args.omega)
+        st = theory.sampling_state(args.gamma, args.eta, args.omega, beta)
+        c1, c2 = theory.teacher_data_eigenvalues(args.omega)
+        if args.c is not None:
+            print()
+        print(f"teacher-student divergences per N (THEORY.md §6): omega = {args.omega:g}, K = 2, "
+              f"c = ({c1:.12g}, {c2:.12g}), gamma = {args.gamma:g}, eta = {args.eta:g}")
+        print(f"phase = {r.phase}")
+        for name in ("fwd_typ", "rev_typ", "fwd_pp", "rev_pp"):
+            print(f"{name} = {getattr(r, name):.12g}")
+        print(f"beta = {beta:g}")
+        print(f"sampling_phase = {st.phase}")
+        print(f"fwd_typ_beta = {st.forward_kl:.12g}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,0 +1,133 @@
+"""Tests of bayes_sbm.model: the tempered posterior's log density and sites."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from numpyro.infer.util import log_density
+
+import bayes_sbm  # noqa: F401  (float64)
+from bayes_sbm import model, teacher
+
+#: Log densities are sums of O(N²) float64 terms of size ≤ 1e3: agreement to 1e-9 is rounding.
+LOG_DENSITY_ATOL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return teacher.teacher_student_data(jax.random.key(3), 5, 2, 2.5).data
+
+
+def _direct(z, site_param, data, gamma, eta, frame):
+    """Map a latent vector to W with plain NumPy, then the direct formula plus the Jacobian."""
+    N = data.shape[1]
+    scales = model.goe_scales(N, gamma * eta)
+    rows, cols = np.triu_indices(N)
+    upper = z if site_param == "centred" else z * scales
+    Wm = np.zeros((N, N))
+    Wm[rows, cols] = upper
+    Wm[cols, rows] = upper
+    W = frame.Q @ Wm @ frame.Q.T if site_param == "aligned" else Wm
+    jac = 0.0 if site_param == "centred" else float(np.sum(np.log(scales)))
+    return model.log_density_direct(W, data, gamma, eta) + jac, W
+
+
+@pytest.mark.parametrize("parametrization", model.PARAMETRIZATIONS)
+@pytest.mark.parametrize("gamma,eta", [(0.5, 3.0), (2.0, 0.7)], ids=["FMo-like", "PM-like"])
+def test_log_density_matches_direct_formula(small_data, parametrization, gamma, eta):
+    rng = np.random.default_rng(0)
+    N = small_data.shape[1]
+    frame = model.data_frame(small_data)
+    for _ in range(3):
+        z = rng.normal(size=N * (N + 1) // 2)
+        if parametrization == "centred":
+            z = z * model.goe_scales(N, gamma * eta)
+        kwargs = dict(data=small_data, gamma=gamma, eta=eta, parametrization=parametrization)
+        ld, trace = log_density(model.sbm_posterior, (), kwargs, {model.latent_site(parametrization): z})
+        expected, W = _direct(z, parametrization, small_data, gamma, eta, frame)
+        assert abs(float(ld) - expected) < LOG_DENSITY_ATOL * max(1.0, abs(expected))
+        np.testing.assert_allclose(np.asarray(trace["W"]["value"]), W, atol=1e-12)
+
+
+def test_spectral_sites_match_numpy(small_data):
+    rng = np.random.default_rng(1)
+    N = small_data.shape[1]
+    z = rng.normal(size=N * (N + 1) // 2)
+    kwargs = dict(data=small_data, gamma=0.5, eta=3.0)
+    _, trace = log_density(model.sbm_posterior, (), kwargs, {"z": z})
+    W = np.asarray(trace["W"]["value"])
+    lam, vec = np.linalg.eigh(W)
+    spec = teacher.data_spectrum(small_data)
+    np.testing.assert_allclose(np.asarray(trace["lam_top"]["value"]), lam[::-1][: spec.c.size + 1], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(trace["u"]["value"]), (spec.e.T @ vec[:, -1]) ** 2, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(trace["signal"]["value"]), np.einsum("ik,ij,jk->k", spec.e, W, spec.e), atol=1e-12)
+    # mu solves (1/N) Σ 1/(mu − λ_i) = 1 above the spectrum (THEORY.md §2)
+    mu = float(trace["mu"]["value"])
+    assert mu > lam[-1] and abs(np.mean(1.0 / (mu - lam)) - 1.0) < 1e-12
+    assert 0.0 < float(trace["M"]["value"]) < 1.0
+
+
+def test_log_likelihood_is_untempered(small_data):
+    """numpyro's log_likelihood ignores handlers.scale: per-point log p(x_a | W), whatever η."""
+    from numpyro.infer.util import log_likelihood
+
+    from bayes_sbm.sphere import log_partition
+
+    N = small_data.shape[1]
+    rng = np.random.default_rng(2)
+    W_upper = rng.normal(size=N * (N + 1) // 2) * 0.3
+    Wn = np.asarray(model.symmetric_from_upper(W_upper, N))
+    expected = 0.5 * np.einsum("ai,ij,aj->a", small_data, Wn, small_data) - float(log_partition(np.linalg.eigvalsh(Wn)))
+    for eta in (0.3, 2.5):
+        ll = log_likelihood(model.sbm_posterior, {"W_upper": W_upper[None]}, data=small_data, gamma=1.0, eta=eta, parametrization="centred")["x"]
+        np.testing.assert_allclose(np.asarray(ll)[0], expected, atol=LOG_DENSITY_ATOL)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(gamma=0.0, eta=1.0), "gamma"),
+        (dict(gamma=-1.0, eta=1.0), "gamma"),
+        (dict(gamma=1.0, eta=0.0), "eta"),
+        (dict(gamma=1.0, eta=float("nan")), "eta"),
+        (dict(gamma=1.0, eta=1.0, beta=-2.0), "beta"),
+        (dict(gamma=1.0, eta=1.0, parametrization="weird"), "parametrization"),
+    ],
+    ids=["gamma0", "gamma_neg", "eta0", "eta_nan", "beta_neg", "bad_param"],
+)
+def test_bad_hyperparameters_rejected(small_data, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        log_density(model.sbm_posterior, (), dict(data=small_data) | kwargs, {"z": np.zeros(15), "W_upper": np.zeros(15)})
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (2.0 * np.ones((2, 5)), "not on the sphere"),
+        (np.full((2, 5), np.nan), "non-finite"),
+        (np.ones(5), "2-D"),
+    ],
+    ids=["off_sphere", "nan", "1d"],
+)
+def test_bad_data_rejected_before_tracing(bad, match):
+    with pytest.raises(ValueError, match=match):
+        model.sbm_posterior(bad, 1.0, 1.0)
+
+
+def test_symmetric_upper_round_trip():
+    rng = np.random.default_rng(4)
+    v = rng.normal(size=(3, 21))
+    W = np.asarray(model.symmetric_from_upper(v, 6))
+    np.testing.assert_array_equal(W, np.swapaxes(W, -1, -2))
+    np.testing.assert_array_equal(np.asarray(model.upper_from_symmetric(W)), v)
+
+
+def test_goe_scales_give_goe_trace_moment():
+    """E[tr W²] under the GOE of precision p is (N + 1)/p: check the scales against it."""
+    N, p = 7, 2.5
+    s = model.goe_scales(N, p)
+    rows, cols = np.triu_indices(N)
+    expected = (N + 1) / p
+    got = float(np.sum(np.where(rows == cols, 1.0, 2.0) * s**2))
+    assert abs(got - expected) < 1e-12
