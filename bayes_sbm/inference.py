@@ -81,6 +81,7 @@ class PosteriorProblem:
     beta: float
     parametrization: str
     frame: sbm_model.DataFrame
+    gradient: str = "spectral"
 
     @property
     def N(self) -> int:
@@ -103,16 +104,21 @@ class PosteriorProblem:
             parametrization=self.parametrization,
             store_W=store_W,
             frame=self.frame,
+            gradient=self.gradient,
         )
 
 
-def make_problem(data, gamma: float, eta: float, beta: float = 1.0, parametrization: str = "aligned") -> PosteriorProblem:
+def make_problem(
+    data, gamma: float, eta: float, beta: float = 1.0, parametrization: str = "aligned", gradient: str = "spectral"
+) -> PosteriorProblem:
     """Validate data and hyperparameters and precompute the data frame."""
+    if gradient not in ("spectral", "eigh"):
+        raise ValueError(f"gradient: expected 'spectral' or 'eigh', got {gradient!r}")
     sbm_model.validate_hyperparameters(gamma, eta, beta)
     sbm_model.latent_site(parametrization)
     frame = sbm_model.data_frame(data)
     X = np.asarray(data, dtype=np.float64)
-    return PosteriorProblem(X, float(gamma), float(eta), float(beta), parametrization, frame)
+    return PosteriorProblem(X, float(gamma), float(eta), float(beta), parametrization, frame, gradient)
 
 
 @dataclass(frozen=True)

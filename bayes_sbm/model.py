@@ -176,6 +176,7 @@ def sbm_posterior(
     parametrization: str = "aligned",
     store_W: bool = True,
     frame: DataFrame | None = None,
+    gradient: str = "spectral",
 ):
     """NumPyro model of the tempered SBM posterior (THEORY.md §3).
 
@@ -198,6 +199,9 @@ def sbm_posterior(
         Record the (N, N) deterministic site ``"W"``.
     frame : DataFrame, optional
         Precomputed :func:`data_frame` (saves an SVD per trace).
+    gradient : {"spectral", "eigh"}
+        Derivative rule of log Z (see :class:`SphericalBoltzmann`); "eigh"
+        exists for benchmarks.
     """
     validate_hyperparameters(gamma, eta, beta)
     site = latent_site(parametrization)
@@ -228,7 +232,7 @@ def sbm_posterior(
 
     with handlers.scale(scale=eta):
         with numpyro.plate("data", K):
-            numpyro.sample("x", SphericalBoltzmann(W_model), obs=jnp.asarray(X))
+            numpyro.sample("x", SphericalBoltzmann(W_model, gradient=gradient), obs=jnp.asarray(X))
 
     _spectral_observables(W_model, basis, min(r + 1, N))
 
