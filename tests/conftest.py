@@ -1,0 +1,40 @@
+"""Shared fixtures: a seeded NumPy generator and GOE spectra.
+
+GOE spectra come from the Dumitriu–Edelman tridiagonal model (β = 1): its
+eigenvalues have exactly the GOE joint law, and it costs O(N²) instead of the
+O(N³) of diagonalising a dense matrix, which keeps large-N checks cheap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.linalg import eigvalsh_tridiagonal
+
+import bayes_sbm  # noqa: F401  (switches JAX to float64 before any test imports jax arrays)
+
+#: Seed of the per-test NumPy generator (fixed: every check is reproducible).
+RNG_SEED = 20240611
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh generator with a fixed seed for each test."""
+    return np.random.default_rng(RNG_SEED)
+
+
+def goe_eigenvalues(rng: np.random.Generator, n: int, edge: float = 1.0) -> np.ndarray:
+    """Ascending eigenvalues of an N×N GOE matrix scaled so the semicircle edge is ``edge``.
+
+    Dumitriu–Edelman: diag ~ N(0, 2), off-diagonal k ~ χ_{N−k}; this is the
+    spectrum of a GOE with off-diagonal variance 1 (semicircle radius 2√N).
+    """
+    diag = rng.normal(0.0, np.sqrt(2.0), size=n)
+    off = np.sqrt(rng.chisquare(np.arange(n - 1, 0, -1)))
+    return eigvalsh_tridiagonal(diag, off) * (edge / (2.0 * np.sqrt(n)))
+
+
+@pytest.fixture
+def goe():
+    """The :func:`goe_eigenvalues` helper as a fixture."""
+    return goe_eigenvalues
