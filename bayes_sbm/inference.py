@@ -394,17 +394,19 @@ def structured_guide(problem: PosteriorProblem):
         scale_o = numpyro.param("bulk_off_scale", jnp.ones(()), constraint=constraints.softplus_positive)
         aux = {"is_auxiliary": True}
         z_s = numpyro.sample("z_signal", dist.MultivariateNormal(loc_s, scale_tril=tril_s), infer=aux)
-        z_c = numpyro.sample(
-            "z_cross", dist.MultivariateNormal(jnp.zeros(r), scale_tril=tril_c).expand([N - r]).to_event(1), infer=aux
-        )
-        z_d = numpyro.sample("z_bulk_diag", dist.Normal(loc_d, scale_d).expand([nbd]).to_event(1), infer=aux)
-        z_o = numpyro.sample("z_bulk_off", dist.Normal(0.0, scale_o).expand([nbo]).to_event(1), infer=aux)
         lead = z_s.shape[:-1]
         z = jnp.zeros(lead + (dim,))
         z = z.at[..., signal_idx].set(z_s)
-        z = z.at[..., cross_idx.reshape(-1)].set(z_c.reshape(lead + (-1,)))
-        z = z.at[..., bulk_diag_idx].set(z_d)
-        z = z.at[..., bulk_off_idx].set(z_o)
+        if N > r:  # a bulk exists (N = r leaves only the signal block)
+            z_c = numpyro.sample(
+                "z_cross", dist.MultivariateNormal(jnp.zeros(r), scale_tril=tril_c).expand([N - r]).to_event(1), infer=aux
+            )
+            z = z.at[..., cross_idx.reshape(-1)].set(z_c.reshape(lead + (-1,)))
+            z_d = numpyro.sample("z_bulk_diag", dist.Normal(loc_d, scale_d).expand([nbd]).to_event(1), infer=aux)
+            z = z.at[..., bulk_diag_idx].set(z_d)
+        if nbo > 0:
+            z_o = numpyro.sample("z_bulk_off", dist.Normal(0.0, scale_o).expand([nbo]).to_event(1), infer=aux)
+            z = z.at[..., bulk_off_idx].set(z_o)
         numpyro.sample("z", dist.Delta(z, event_dim=1))
 
     return guide
