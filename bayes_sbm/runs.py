@@ -60,7 +60,7 @@ def latent_summary(latent) -> dict[str, float]:
 
     latent = np.asarray(latent)
     ess_bulk = np.asarray(az.ess(latent, method="bulk"))
-    ess_tail = np.asarray(az.ess(latent, method="tail"))
+    ess_tail = np.asarray(az.ess(latent, method="tail", prob=(0.05, 0.95)))
     out = {
         "dim": int(latent.shape[-1]),
         "min_ess_bulk": float(np.min(ess_bulk)),
@@ -87,6 +87,9 @@ def theory_summary(c, gamma: float, eta: float) -> dict[str, Any]:
         "u": np.asarray(sol.u).tolist(),
         "signal": ((np.asarray(sol.xi) - 1.0) / (eta * np.asarray(c))).tolist(),
         "log_evidence_per_n": float(theory.log_evidence(c, gamma, eta)),
+        "kappa": gamma * eta,
+        # (1/N) log Z(W) of a typical posterior draw: ½(S(μ) − 1) with the bulk's action (THEORY.md §2)
+        "log_z_per_n": 0.5 * (float(theory.semicircle_action(sol.mu, gamma * eta)) - 1.0),
     }
     return out
 
@@ -148,6 +151,7 @@ def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False)
         num_points=pred.num_points,
         predictive_beta=pred.beta,
         store_W=store_W,
+        store_latent=True,
         attrs={"spec_name": spec.name, "seed": seed},
     )
     meta["timing"] = dict(result.timing) | {"wall_s": time.perf_counter() - t0}
