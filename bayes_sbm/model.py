@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -203,14 +204,19 @@ def sbm_posterior(
         Derivative rule of log Z (see :class:`SphericalBoltzmann`); "eigh"
         exists for benchmarks.
     """
-    validate_hyperparameters(gamma, eta, beta)
+    traced = any(isinstance(v, jax.core.Tracer) for v in (data, gamma, eta, beta))
+    if not traced:  # concrete inputs are validated; traced ones (jit_model_args) were validated by the caller
+        validate_hyperparameters(gamma, eta, beta)
     site = latent_site(parametrization)
     if frame is None:
         frame = data_frame(data)
-    X = validate_data(data) if parametrization != "aligned" else frame.aligned
+    if parametrization == "aligned":
+        X = frame.aligned
+    else:
+        X = data if traced else validate_data(data)
     K, N = X.shape
     r = frame.c.shape[0]
-    scales = jnp.asarray(goe_scales(N, gamma * eta))
+    scales = jnp.asarray(goe_scales(N, 1.0)) / jnp.sqrt(gamma * eta)
     dim = N * (N + 1) // 2
 
     if parametrization == "centred":
