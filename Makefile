@@ -53,11 +53,36 @@ test-slow: venv
 bench: venv
 	$(PY) benchmarks/bench_partition.py
 
-figures: theory-figures
+figures: theory-figures posterior-study tempered-study evidence-study temperature-study double-descent-study identity-study
 
 theory-figures: venv
 	$(PY) analysis/phase_diagrams/run.py
 	$(PY) analysis/teacher_student_curves/run.py
+
+# NUTS studies (long: run with RESUME=--resume to continue an interrupted run)
+.PHONY: posterior-study tempered-study
+posterior-study: venv
+	$(PY) analysis/posterior_vs_theory/run.py $(RESUME)
+
+tempered-study: venv
+	$(PY) analysis/tempered_posteriors/run.py $(RESUME)
+
+# Evidence and teacher-student studies (THEORY.md §5-6; long, RESUME=--resume continues) and the evidence benchmark
+.PHONY: evidence-study temperature-study double-descent-study identity-study bench-evidence
+evidence-study: venv
+	$(PY) analysis/evidence_vs_theory/run.py $(RESUME)
+
+temperature-study: venv
+	$(PY) analysis/temperature_tuning/run.py $(RESUME)
+
+double-descent-study: venv
+	$(PY) analysis/double_descent/run.py $(RESUME)
+
+identity-study: venv
+	$(PY) analysis/evidence_identity/run.py $(RESUME)
+
+bench-evidence: venv
+	$(PY) benchmarks/bench_evidence.py $(RESUME)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

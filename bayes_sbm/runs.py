@@ -17,7 +17,6 @@ folder.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import jax
 import numpy as np
 
 from . import inference, teacher
-from .io import atomic_path, run_metadata, save_npy_atomic, write_json_atomic
+from .io import atomic_path, run_metadata, save_npy_atomic, write_json_atomic, write_text_atomic
 
 __all__ = ["load_spec_data", "problem_from_spec", "fit_spec", "load_run", "latent_summary", "theory_summary"]
 
@@ -128,9 +127,7 @@ def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False)
     data = load_spec_data(spec)
     problem = problem_from_spec(spec, data)
     save_npy_atomic(out / "data.npy", data)
-    if spec.path is not None and Path(spec.path).exists():
-        with atomic_path(out / "spec.toml") as tmp:
-            shutil.copyfile(spec.path, tmp)
+    write_text_atomic(out / "spec.toml", spec.to_toml())  # the spec actually fitted (overrides included)
     seed = spec.inference.seed
     key_fit, key_pp = jax.random.split(jax.random.key(seed))
     t0 = time.perf_counter()

@@ -112,6 +112,8 @@ Example (``models/fmo.toml``)::
 
 from __future__ import annotations
 
+import json
+
 import copy
 import dataclasses
 import difflib
@@ -439,6 +441,24 @@ class Spec:
             "inference": table(self.inference, SCHEMA["inference"]),
             "predictive": table(self.predictive, SCHEMA["predictive"]),
         }
+
+    def to_toml(self) -> str:
+        """The resolved spec as TOML text (``load_spec`` of it gives an equal spec)."""
+
+        def value(v: Any) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, (int, float)):
+                return repr(v)
+            return json.dumps(str(v))
+
+        d = self.to_dict()
+        lines = [f"name = {value(d['name'])}", f"description = {value(d['description'])}", ""]
+        for table in ("model", "data", "inference", "predictive"):
+            lines.append(f"[{table}]")
+            lines += [f"{k} = {value(v)}" for k, v in d[table].items()]
+            lines.append("")
+        return "\n".join(lines)
 
     def with_overrides(self, overrides: Mapping[str, Any] | None = None, /, **dotted: Any) -> Spec:
         """A new validated spec with some keys replaced.

@@ -1,0 +1,490 @@
+"""Posterior means against the large-N spectral saddle point (THEORY.md §4, §7).
+
+Checks the first item of THEORY.md §7: "for a teacher–student data set at
+N ∈ {50, 100, 200, (400)}, in every phase: posterior means of λ_1, u_1, M,
+e_kᵀWe_k and (1/N) log Z(W) … report the finite-N value, the theory value and
+their difference, and show that the difference shrinks as N grows."
+
+For each phase spec ``models/{pmo,pme,fmo,fme,sg}.toml`` (K = 2 rank-one
+teacher, ω = 2.5, teacher seed 0) and each N, the spec is refitted with NUTS
+at that N (``spec.with_overrides({"model.N": N})``), and the posterior mean
+(± MCSE) of five observables is compared with two THEORY.md §4 values:
+
+* ``theory_data_c`` — the saddle point at the *finite-N data spectrum*
+  c = eig(C) of the data actually fitted (``meta["theory"]`` of the run);
+  the difference ``diff = mean − theory_data_c`` isolates the finite-size
+  corrections of the posterior itself;
+* ``theory_limit`` — the saddle point at the N → ∞ data spectrum
+  c = (2 − 1/ω, 1/ω) = (1.6, 0.4) (:func:`bayes_sbm.theory.posterior_saddle`);
+  ``diff_limit`` also contains the O(1/√N) fluctuation of the data spectrum.
+
+Observables (THEORY.md §4 "measurable finite-N counterparts"): ``lam_1`` (top
+eigenvalue λ_1), ``u_1`` (overlap² (v_1·e_1)²), ``M`` (condensate),
+``signal_1`` (e_1ᵀWe_1, theory (ξ_1 − 1)/a_1) and ``log_z_per_n``
+((1/N) log Z(W), theory ½(S(μ_Z) − 1)).
+
+Outputs (in ``--out``, default ``analysis/posterior_vs_theory/results``):
+
+* ``posterior_vs_theory.csv`` — one row per (spec, N, observable): mean,
+  MCSE, both theory values and differences, R-hat and min(bulk, tail) ESS of
+  the observable, divergences and sampling seconds of the run;
+* ``table.md`` — the same as a Markdown table;
+* ``diff_vs_n.png`` — per observable, |mean − theory| against N (log–log)
+  per phase, with MCSE error bars, filled markers for the data-c theory and
+  open markers for the N → ∞ theory, and a 1/√N guide line;
+* ``means_vs_n.png`` — per observable, mean ± MCSE against N per phase with
+  the N → ∞ theory as dashed lines and the data-c theory as crosses;
+* ``metadata.json`` — versions, seeds, settings, run folders, timings;
+* ``runs/<spec>_N<N>/`` — each fitted run folder (``bayes-sbm diagnose`` works
+  on it).
+
+``--resume`` keeps the rows already in the CSV and skips their (spec, N);
+a run folder that is complete and was fitted with the same spec is reused
+instead of refitted. ``--quick``: N ∈ {10, 16}, specs fmo and pmo, 100
+warm-up + 100 draws per chain (a smoke test, not a result).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpyro  # noqa: E402
+
+numpyro.set_host_device_count(2)  # before JAX starts: 2 chains in parallel
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+from bayes_sbm import diagnostics, theory  # noqa: E402
+from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
+from bayes_sbm.plots import save_figure  # noqa: E402
+from bayes_sbm.runs import fit_spec, load_run  # noqa: E402
+from bayes_sbm.specs import load_spec  # noqa: E402
+
+SPECS = ("pmo", "pme", "fmo", "fme", "sg")
+SIZES = (50, 100, 200)
+QUICK_SPECS = ("fmo", "pmo")
+QUICK_SIZES = (10, 16)
+QUICK_DRAWS = 100
+OMEGA = 2.5
+#: N → ∞ data spectrum of the K = 2 rank-one teacher (THEORY.md §3).
+C_LIMIT = (2.0 - 1.0 / OMEGA, 1.0 / OMEGA)
+
+#: (observable, posterior variable, component, key in meta["theory"], key in theory_reference, label)
+OBSERVABLES = (
+    ("lam_1", "lam_top", 0, "lam", "lam_top", r"$\lambda_1$"),
+    ("u_1", "u", 0, "u", "u", r"$u_1$"),
+    ("M", "M", None, "M", "M", r"$M$"),
+    ("signal_1", "signal", 0, "signal", "signal", r"$e_1^\top W e_1$"),
+    ("log_z_per_n", "log_z_per_n", None, "log_z_per_n", "log_z_per_n", r"$N^{-1}\log Z$"),
+)
+COLUMNS = (
+    "spec", "phase", "N", "observable", "mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit",
+    "r_hat_max", "min_ess", "divergences", "sampling_s",
+    # extra context
+    "sd", "phase_limit", "c_1", "c_2", "latent_max_r_hat", "latent_min_ess_bulk", "num_warmup", "num_samples", "num_chains",
+)
+CSV_NAME = "posterior_vs_theory.csv"
+PHASE_COLORS = {"PMo": "#1f77b4", "PMe": "#17becf", "FMo": "#d62728", "FMe": "#ff7f0e", "SG": "#2ca02c"}
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def _component(value, index) -> float:
+    """Entry ``index`` of a theory value (scalar when ``index`` is None); NaN if absent."""
+    if value is None:
+        return math.nan
+    arr = np.ravel(np.asarray(value, dtype=float))
+    i = 0 if index is None else int(index)
+    return float(arr[i]) if i < arr.size else math.nan
+
+
+def _label(name: str, index) -> str:
+    return name if index is None else f"{name}[{index}]"
+
+
+def _fmt_csv(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    return str(v)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([_fmt_csv(r.get(c, "")) for c in COLUMNS])
+    write_text_atomic(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for r in rows:
+        row = {}
+        for k, v in r.items():
+            if k in ("spec", "phase", "observable", "phase_limit"):
+                row[k] = v
+            elif k in ("N", "divergences", "num_warmup", "num_samples", "num_chains"):
+                row[k] = int(float(v)) if v not in ("", "nan") else v
+            else:
+                try:
+                    row[k] = float(v)
+                except (TypeError, ValueError):
+                    row[k] = v
+        out.append(row)
+    return out
+
+
+def _same_spec(meta: dict, spec) -> bool:
+    return json.loads(json.dumps(meta.get("spec", {}))) == json.loads(json.dumps(spec.to_dict()))
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def spec_toml(spec, origin: str) -> str:
+    """TOML text of a (possibly overridden) spec; ``load_spec`` reads it back to the same spec."""
+    d = spec.to_dict()
+    lines = [f"# {origin}", ""]
+    for key in ("name", "description"):
+        if d.get(key) is not None:
+            lines.append(f"{key} = {_toml_value(d[key])}")
+    for table in ("model", "data", "inference", "predictive"):
+        items = {k: v for k, v in (d.get(table) or {}).items() if v is not None}
+        if items:
+            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in items.items()]
+    return "\n".join(lines) + "\n"
+
+
+def fit_or_reuse(spec, run_dir: Path, resume: bool):
+    """Fit ``spec`` into ``run_dir`` (or reuse a complete run fitted with the same spec when resuming)."""
+    if resume and (run_dir / "inference.nc").exists() and (run_dir / "meta.json").exists():
+        dt, meta = load_run(run_dir)
+        if _same_spec(meta, spec) and "theory" in meta and "timing" in meta:
+            return dt, meta, True
+    dt, meta = fit_spec(spec, run_dir, progress_bar=False)
+    # fit_spec copies the *base* spec file; record the spec actually fitted (with the overrides) instead
+    write_text_atomic(run_dir / "spec.toml", spec_toml(spec, f"{spec.path} with overrides, fitted by {Path(__file__).name} ({HERE.name})"))
+    return dt, meta, False
+
+
+def rows_for_run(spec_name: str, spec, dt, meta: dict) -> list[dict]:
+    """One CSV row per observable for a fitted run."""
+    model = spec.model
+    th_data = meta.get("theory") or {}
+    if "error" in th_data:
+        th_data = {}
+    th_lim = diagnostics.theory_reference(C_LIMIT, model.gamma, model.eta)
+    table = diagnostics.summary_table(dt, var_names=("lam_top", "u", "M", "signal", "log_z_per_n"), theory={})
+    c = list(meta.get("c", [math.nan, math.nan])) + [math.nan, math.nan]
+    ls = meta.get("latent_summary", {})
+    out = []
+    for obs, var, index, key_data, key_lim, _ in OBSERVABLES:
+        r = table.row(_label(var, index))
+        mean = float(r["mean"])
+        t_data = _component(th_data.get(key_data), index)
+        t_lim = _component(th_lim.get(key_lim), index)
+        out.append({
+            "spec": spec_name,
+            "phase": th_data.get("phase", "n/a"),
+            "N": int(model.N),
+            "observable": obs,
+            "mean": mean,
+            "mcse": float(r["mcse_mean"]),
+            "theory_data_c": t_data,
+            "diff": mean - t_data,
+            "theory_limit": t_lim,
+            "diff_limit": mean - t_lim,
+            "r_hat_max": float(r["r_hat"]),
+            "min_ess": float(np.nanmin([r["ess_bulk"], r["ess_tail"]])),
+            "divergences": int(meta.get("divergences", -1)),
+            "sampling_s": float(meta.get("timing", {}).get("total_s", math.nan)),
+            "sd": float(r["sd"]),
+            "phase_limit": th_lim["phase"],
+            "c_1": float(c[0]),
+            "c_2": float(c[1]),
+            "latent_max_r_hat": float(ls.get("max_r_hat", math.nan)),
+            "latent_min_ess_bulk": float(ls.get("min_ess_bulk", math.nan)),
+            "num_warmup": spec.inference.num_warmup,
+            "num_samples": spec.inference.num_samples,
+            "num_chains": spec.inference.num_chains,
+        })
+    return out
+
+
+def _sort_key(r: dict):
+    spec_order = {s: i for i, s in enumerate(SPECS)}
+    obs_order = {o[0]: i for i, o in enumerate(OBSERVABLES)}
+    return (spec_order.get(r["spec"], 99), r["spec"], int(r["N"]), obs_order.get(r["observable"], 99))
+
+
+# --------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------
+def _md_num(v, digits: int = 4) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not math.isfinite(v):
+        return "–"
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
+        return f"{v:.2e}"
+    return f"{v:.{digits}f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ("spec", "phase", "N", "observable", "mean ± MCSE", "theory (data c)", "diff", "theory (N→∞)", "diff (N→∞)",
+            "R-hat", "min ESS", "div.", "time (s)")
+    lines = [
+        "# Posterior means vs THEORY.md §4",
+        "",
+        "theory (data c): saddle point at the fitted data spectrum; theory (N→∞): at c = (1.6, 0.4). "
+        "diff = mean − theory. R-hat and min(bulk, tail) ESS of the observable; divergences and sampling time of the run.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for r in rows:
+        ess = float(r["min_ess"])
+        cells = [
+            r["spec"], r["phase"], str(r["N"]), r["observable"],
+            f"{_md_num(r['mean'])} ± {_md_num(r['mcse'])}",
+            _md_num(r["theory_data_c"]), _md_num(r["diff"]),
+            _md_num(r["theory_limit"]), _md_num(r["diff_limit"]),
+            _md_num(r["r_hat_max"], 3), f"{ess:.0f}" if math.isfinite(ess) else "–",
+            str(r["divergences"]), _md_num(r["sampling_s"], 1),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _guide(ax, Ns, ys) -> None:
+    """1/√N guide through the geometric mean of the plotted points."""
+    Ns, ys = np.asarray(Ns, float), np.asarray(ys, float)
+    ok = np.isfinite(ys) & (ys > 0)
+    if not ok.any():
+        return
+    n0 = float(np.exp(np.mean(np.log(Ns[ok]))))
+    y0 = float(np.exp(np.mean(np.log(ys[ok]))))
+    grid = np.geomspace(Ns.min(), Ns.max(), 20) if Ns.max() > Ns.min() else np.array([Ns.min() / 1.2, Ns.max() * 1.2])
+    ax.plot(grid, y0 * np.sqrt(n0 / grid), color="0.4", linestyle=":", linewidth=1.4, label=r"$\propto 1/\sqrt{N}$")
+
+
+def _by_spec(rows: list[dict], obs: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["observable"] == obs:
+            out.setdefault(r["spec"], []).append(r)
+    for v in out.values():
+        v.sort(key=lambda r: int(r["N"]))
+    return out
+
+
+def _phase_of(group: list[dict]) -> str:
+    phases = {r["phase_limit"] for r in group}
+    return group[0]["phase_limit"] if len(phases) == 1 else "/".join(sorted(phases))
+
+
+def plot_diffs(rows: list[dict], path: Path) -> Path:
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8), layout="constrained")
+    axes = axes.ravel()
+    for ax, (obs, _, _, _, _, label) in zip(axes, OBSERVABLES):
+        all_N, all_y = [], []
+        for i, (spec, group) in enumerate(_by_spec(rows, obs).items()):
+            phase = _phase_of(group)
+            color = PHASE_COLORS.get(phase, f"C{i}")
+            N = np.array([r["N"] for r in group], float)
+            d = np.abs(np.array([r["diff"] for r in group], float))
+            dl = np.abs(np.array([r["diff_limit"] for r in group], float))
+            se = np.array([r["mcse"] for r in group], float)
+            for y, filled, ls in ((d, True, "-"), (dl, False, "--")):
+                ok = np.isfinite(y) & (y > 0)
+                if not ok.any():
+                    continue
+                # asymmetric bars clipped at the axis floor of a log scale
+                lo = np.minimum(se[ok], 0.9 * y[ok])
+                ax.errorbar(N[ok], y[ok], yerr=[lo, se[ok]], color=color, linestyle=ls, marker="o", capsize=3,
+                            markerfacecolor=color if filled else "white",
+                            label=f"{spec} ({phase})" if filled else None)
+                all_N += list(N[ok])
+                all_y += list(y[ok])
+        if all_N:
+            _guide(ax, all_N, all_y)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            Ns = sorted(set(all_N))
+            ax.set_xticks(Ns, [str(int(n)) for n in Ns])
+            ax.minorticks_off()
+        ax.set_xlabel("N")
+        ax.set_ylabel(f"|mean − theory| of {label}")
+        ax.set_title(label)
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[-1].axis("off")
+    if handles:
+        axes[-1].legend(handles, labels, loc="center", title="spec (phase)")
+    axes[-1].text(0.5, 0.05, "filled/solid: vs theory at the data c\nopen/dashed: vs N → ∞ theory (c = 1.6, 0.4)\n"
+                  "bars: MCSE", ha="center", va="bottom", transform=axes[-1].transAxes, fontsize=9)
+    fig.suptitle("Finite-size trend of posterior means vs THEORY.md §4")
+    return save_figure(fig, path)
+
+
+def plot_means(rows: list[dict], path: Path) -> Path:
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8), layout="constrained")
+    axes = axes.ravel()
+    for ax, (obs, _, _, _, _, label) in zip(axes, OBSERVABLES):
+        for i, (spec, group) in enumerate(_by_spec(rows, obs).items()):
+            phase = _phase_of(group)
+            color = PHASE_COLORS.get(phase, f"C{i}")
+            N = np.array([r["N"] for r in group], float)
+            ax.errorbar(N, [r["mean"] for r in group], yerr=[r["mcse"] for r in group], color=color, marker="o",
+                        capsize=3, label=f"{spec} ({phase})")
+            ax.plot(N, [r["theory_data_c"] for r in group], color=color, marker="x", linestyle="none", markersize=8)
+            ax.axhline(group[0]["theory_limit"], color=color, linestyle="--", linewidth=1.0)
+        ax.set_xscale("log")
+        Ns = sorted({int(r["N"]) for r in rows})
+        if Ns:
+            ax.set_xticks(Ns, [str(n) for n in Ns])
+            ax.minorticks_off()
+        ax.set_xlabel("N")
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[-1].axis("off")
+    if handles:
+        axes[-1].legend(handles, labels, loc="center", title="spec (phase)")
+    axes[-1].text(0.5, 0.05, "points: posterior mean ± MCSE\n×: theory at the data c; dashed: N → ∞ theory",
+                  ha="center", va="bottom", transform=axes[-1].transAxes, fontsize=9)
+    fig.suptitle("Posterior means vs N (THEORY.md §4)")
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help=f"smoke test: N in {QUICK_SIZES}, specs {QUICK_SPECS}, {QUICK_DRAWS}/{QUICK_DRAWS} draws")
+    p.add_argument("--sizes", type=int, nargs="+", help=f"values of N (default {SIZES})")
+    p.add_argument("--specs", nargs="+", choices=SPECS, help=f"phase specs (default {SPECS})")
+    p.add_argument("--num-warmup", type=int, help="NUTS warm-up draws per chain (default: the spec's)")
+    p.add_argument("--num-samples", type=int, help="NUTS draws per chain (default: the spec's)")
+    p.add_argument("--resume", action="store_true", help="keep rows already in the CSV and skip their (spec, N)")
+    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the phase specs (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else SIZES)
+    specs = tuple(args.specs) if args.specs else (QUICK_SPECS if args.quick else SPECS)
+    warmup = args.num_warmup if args.num_warmup is not None else (QUICK_DRAWS if args.quick else None)
+    samples = args.num_samples if args.num_samples is not None else (QUICK_DRAWS if args.quick else None)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / CSV_NAME
+
+    rows = read_csv(csv_path) if args.resume else []
+    done = {(r["spec"], int(r["N"])) for r in rows}
+    done = {k for k in done if sum(1 for r in rows if (r["spec"], int(r["N"])) == k) == len(OBSERVABLES)}
+    rows = [r for r in rows if (r["spec"], int(r["N"])) in done]
+    runs_info = {}
+    if args.resume and (out / "metadata.json").exists():
+        try:
+            runs_info = dict(json.loads((out / "metadata.json").read_text()).get("runs", {}))
+        except (OSError, ValueError):
+            runs_info = {}
+    for name in specs:
+        base = load_spec(args.models / f"{name}.toml")
+        for N in sizes:
+            run_dir = out / "runs" / f"{name}_N{N}"
+            if (name, N) in done:
+                print(f"[skip] {name} N={N}: rows already in {csv_path.name}", flush=True)
+                runs_info.setdefault(f"{name}_N{N}", {"run": str(run_dir)})
+                continue
+            overrides = {"model.N": int(N)}
+            if warmup is not None:
+                overrides["inference.num_warmup"] = int(warmup)
+            if samples is not None:
+                overrides["inference.num_samples"] = int(samples)
+            spec = base.with_overrides(overrides)
+            t0 = time.perf_counter()
+            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume)
+            new = rows_for_run(name, spec, dt, meta)
+            rows = [r for r in rows if not (r["spec"] == name and int(r["N"]) == N)] + new
+            rows.sort(key=_sort_key)
+            write_csv(csv_path, rows)  # after every run: an interrupted study resumes from here
+            wall = time.perf_counter() - t0
+            runs_info[f"{name}_N{N}"] = {
+                "run": str(run_dir), "reused": reused, "wall_s": wall, "phase": new[0]["phase"],
+                "divergences": new[0]["divergences"], "c": meta.get("c"),
+            }
+            print(f"[{'reuse' if reused else 'fit'}] {name} N={N}: phase {new[0]['phase']}, "
+                  f"{new[0]['divergences']} divergences, {wall:.1f} s", flush=True)
+            for r in new:
+                print(f"    {r['observable']:>12s}: {r['mean']:+.4f} ± {r['mcse']:.4f}  theory(c) {r['theory_data_c']:+.4f}"
+                      f"  theory(∞) {r['theory_limit']:+.4f}  R-hat {r['r_hat_max']:.3f}", flush=True)
+
+    rows.sort(key=_sort_key)
+    write_csv(csv_path, rows)
+    write_text_atomic(out / "table.md", markdown_table(rows))
+    figs = [plot_diffs(rows, out / "diff_vs_n.png"), plot_means(rows, out / "means_vs_n.png")]
+    meta = run_metadata(
+        seed=0,
+        study="posterior_vs_theory",
+        checks="THEORY.md §4 saddle-point values of λ_1, u_1, M, e_1ᵀWe_1, (1/N) log Z vs posterior means (§7)",
+        settings={
+            "quick": bool(args.quick), "sizes": list(sizes), "specs": list(specs),
+            "num_warmup": warmup if warmup is not None else "spec", "num_samples": samples if samples is not None else "spec",
+            "num_chains": "spec", "resume": bool(args.resume), "c_limit": list(C_LIMIT), "omega": OMEGA,
+            "teacher_seed": "spec (0)", "inference_seed": "spec (0)",
+        },
+        runs=runs_info,
+        outputs=[CSV_NAME, "table.md"] + [p.name for p in figs],
+        wall_s=time.perf_counter() - t_start,
+    )
+    write_json_atomic(out / "metadata.json", meta)
+    print(f"wrote {csv_path}, table.md, {', '.join(p.name for p in figs)} and metadata.json in {out} "
+          f"({time.perf_counter() - t_start:.1f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,521 @@
+"""Tempered posteriors: how η changes λ_1, u_1, M and the KLs at fixed γ (THEORY.md §3, §4, §6).
+
+Checks, at fixed prior strength γ = 0.5 (K = 2 rank-one teacher, ω = 2.5,
+teacher seed 0, N = 100 by default), the η dependence of
+
+* the THEORY.md §4 spectral saddle point: λ_1, u_1 and M of the tempered
+  posterior P_η (§3: GOE precision γη, likelihood raised to η), as the
+  curves of :func:`bayes_sbm.theory.posterior_saddle` at the N → ∞ data
+  spectrum c = (2 − 1/ω, 1/ω) = (1.6, 0.4) on a fine η grid, with the phases
+  labelled (at γ = 0.5: SG for η ≲ 0.195, FMe up to η ≈ 0.74, FMo above;
+  a second mode becomes an outlier, u_2 > 0, at large η — the PM phases
+  need γ ≥ c_1 = 1.6 and are not reached at γ = 0.5);
+* the THEORY.md §6 teacher–student divergences per N — typical forward
+  ⟨D(P*‖P_W)⟩, typical reverse ⟨D(P_W‖P*)⟩, predictive forward D(P*‖P_pp)
+  and predictive reverse D(P_pp‖P*) — as the curves of
+  :func:`bayes_sbm.theory.teacher_student_kls` (γ, η, ω = 2.5).
+
+For each η in the study (default {0.5, 1, 2, 3, 5}) the posterior is fitted
+with NUTS (``models/fmo.toml`` with ``model.eta``, ``model.gamma``,
+``model.N`` overridden); the points are the posterior means of λ_1, u_1, M
+(± MCSE) and the KLs of :func:`bayes_sbm.predictive.predict_run` (exact
+typical KLs averaged over the draws, Monte Carlo predictive KLs with their
+standard errors and Jensen-bias estimates).
+
+Outputs (in ``--out``, default ``analysis/tempered_posteriors/results``):
+
+* ``tempered.csv`` — one row per (η, quantity): value, standard error (MCSE
+  for the observables, Monte Carlo SE for the KLs), theory at the fitted data
+  spectrum (observables only: §6 has no finite-c KL values), theory at
+  N → ∞, differences, R-hat / ESS, divergences, sampling time, and for the
+  predictive KLs the Jensen bias and the bias-corrected value;
+* ``theory_curves.csv`` — the theory curves on the fine η grid;
+* ``observables_vs_eta.png`` — λ_1, u_1, M vs η: points with error bars
+  over the theory lines, phase regions shaded;
+* ``kls_vs_eta.png`` — the four KLs vs η, same layout (open markers: the
+  bias-corrected predictive KLs);
+* ``compare/forest.png``, ``compare/density.png`` — ArviZ comparison plots
+  of the tempered runs (:func:`bayes_sbm.plots.compare_plots`);
+* ``metadata.json`` — versions, seeds, settings, run folders, timings;
+* ``runs/tempered_eta<η>_N<N>/`` — each fitted run folder
+  (``bayes-sbm diagnose`` works on it).
+
+``--resume`` keeps the rows already in the CSV and skips their η (a
+complete run folder fitted with the same spec is reused instead of refitted).
+``--quick``: N = 10, η ∈ {1, 3}, 100 warm-up + 100 draws per chain, 200
+predictive points (a smoke test, not a result).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpyro  # noqa: E402
+
+numpyro.set_host_device_count(2)  # before JAX starts: 2 chains in parallel
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import jax  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+from bayes_sbm import diagnostics, predictive, theory  # noqa: E402
+from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
+from bayes_sbm.plots import compare_plots, save_figure  # noqa: E402
+from bayes_sbm.runs import fit_spec, load_run  # noqa: E402
+from bayes_sbm.specs import load_spec  # noqa: E402
+
+GAMMA = 0.5
+OMEGA = 2.5
+K = 2
+N_DEFAULT = 100
+ETAS = (0.5, 1.0, 2.0, 3.0, 5.0)
+QUICK_N = 10
+QUICK_ETAS = (1.0, 3.0)
+QUICK_DRAWS = 100
+QUICK_KL_POINTS = 200
+KL_POINTS = 2000
+ETA_GRID = (0.1, 6.0)
+#: N → ∞ data spectrum of the K = 2 rank-one teacher (THEORY.md §3).
+C_LIMIT = (2.0 - 1.0 / OMEGA, 1.0 / OMEGA)
+BASE_SPEC = "fmo"
+
+#: (quantity, posterior variable, component, key in meta["theory"], key in theory_reference, label)
+OBSERVABLES = (
+    ("lam_1", "lam_top", 0, "lam", "lam_top", r"$\lambda_1$"),
+    ("u_1", "u", 0, "u", "u", r"$u_1$"),
+    ("M", "M", None, "M", "M", r"$M$"),
+)
+#: (quantity, predict_run section, direction, theory field, label)
+KLS = (
+    ("fwd_typ", "typical", "forward", "fwd_typ", r"typical forward $\langle D(P^*\|P_W)\rangle/N$"),
+    ("rev_typ", "typical", "reverse", "rev_typ", r"typical reverse $\langle D(P_W\|P^*)\rangle/N$"),
+    ("fwd_pp", "predictive", "forward", "fwd_pp", r"predictive forward $D(P^*\|P_{pp})/N$"),
+    ("rev_pp", "predictive", "reverse", "rev_pp", r"predictive reverse $D(P_{pp}\|P^*)/N$"),
+)
+QUANTITIES = tuple(o[0] for o in OBSERVABLES) + tuple(k[0] for k in KLS)
+COLUMNS = (
+    "eta", "N", "gamma", "omega", "quantity", "value", "se", "theory_data_c", "diff", "theory_limit", "diff_limit",
+    "phase", "phase_limit", "r_hat", "min_ess", "divergences", "sampling_s",
+    "kl_ess", "kl_bias_per_n", "kl_corrected_per_n", "kl_min_weight_ess", "kl_points",
+    "c_1", "c_2", "num_warmup", "num_samples", "num_chains",
+)
+CURVE_COLUMNS = ("eta", "phase", "d", "lam_1", "u_1", "u_2", "M", "fwd_typ", "rev_typ", "fwd_pp", "rev_pp")
+CSV_NAME = "tempered.csv"
+PHASE_COLORS = {"PMo": "#1f77b4", "PMe": "#17becf", "FMo": "#d62728", "FMe": "#ff7f0e", "SG": "#2ca02c"}
+_STR_COLS = ("quantity", "phase", "phase_limit")
+_INT_COLS = ("N", "divergences", "kl_points", "num_warmup", "num_samples", "num_chains")
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def _component(value, index) -> float:
+    if value is None:
+        return math.nan
+    arr = np.ravel(np.asarray(value, dtype=float))
+    i = 0 if index is None else int(index)
+    return float(arr[i]) if i < arr.size else math.nan
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _fmt_csv(v) -> str:
+    if v is None:
+        return "nan"
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    return str(v)
+
+
+def write_csv(path: Path, columns, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_fmt_csv(r.get(c, "")) for c in columns])
+    write_text_atomic(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        raw = list(csv.DictReader(fh))
+    out = []
+    for r in raw:
+        row = {}
+        for k, v in r.items():
+            if k in _STR_COLS:
+                row[k] = v
+            elif k in _INT_COLS:
+                row[k] = int(float(v)) if v not in ("", "nan") else v
+            else:
+                row[k] = _num(v)
+        out.append(row)
+    return out
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def spec_toml(spec, origin: str) -> str:
+    """TOML text of a (possibly overridden) spec; ``load_spec`` reads it back to the same spec."""
+    d = spec.to_dict()
+    lines = [f"# {origin}", ""]
+    for key in ("name", "description"):
+        if d.get(key) is not None:
+            lines.append(f"{key} = {_toml_value(d[key])}")
+    for table in ("model", "data", "inference", "predictive"):
+        items = {k: v for k, v in (d.get(table) or {}).items() if v is not None}
+        if items:
+            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in items.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _same_spec(meta: dict, spec) -> bool:
+    return json.loads(json.dumps(meta.get("spec", {}))) == json.loads(json.dumps(spec.to_dict()))
+
+
+def fit_or_reuse(spec, run_dir: Path, resume: bool):
+    """Fit ``spec`` into ``run_dir`` (or reuse a complete run fitted with the same spec when resuming)."""
+    if resume and (run_dir / "inference.nc").exists() and (run_dir / "meta.json").exists():
+        dt, meta = load_run(run_dir)
+        if _same_spec(meta, spec) and "theory" in meta and "timing" in meta:
+            return dt, meta, True
+    dt, meta = fit_spec(spec, run_dir, progress_bar=False)
+    # fit_spec copies the *base* spec file; record the spec actually fitted (with the overrides) instead
+    write_text_atomic(run_dir / "spec.toml", spec_toml(spec, f"{spec.path} with overrides, fitted by {Path(__file__).name} ({HERE.name})"))
+    return dt, meta, False
+
+
+def _eta_tag(eta: float) -> str:
+    return f"{eta:g}"
+
+
+def run_name(eta: float, N: int) -> str:
+    return f"tempered_eta{_eta_tag(eta)}_N{N}"
+
+
+# --------------------------------------------------------------------------
+# rows
+# --------------------------------------------------------------------------
+def rows_for_run(spec, dt, meta: dict, kl: dict, kl_points: int) -> list[dict]:
+    m = spec.model
+    th_data = meta.get("theory") or {}
+    if "error" in th_data:
+        th_data = {}
+    th_lim = diagnostics.theory_reference(C_LIMIT, m.gamma, m.eta)
+    table = diagnostics.summary_table(dt, var_names=("lam_top", "u", "M"), theory={})
+    c = list(meta.get("c", [])) + [math.nan, math.nan]
+    common = {
+        "eta": float(m.eta), "N": int(m.N), "gamma": float(m.gamma), "omega": float(spec.data.omega),
+        "phase": th_data.get("phase", "n/a"), "phase_limit": th_lim["phase"],
+        "divergences": int(meta.get("divergences", -1)),
+        "sampling_s": float(meta.get("timing", {}).get("total_s", math.nan)),
+        "c_1": float(c[0]), "c_2": float(c[1]),
+        "num_warmup": spec.inference.num_warmup, "num_samples": spec.inference.num_samples,
+        "num_chains": spec.inference.num_chains,
+    }
+    rows = []
+    for q, var, index, key_data, key_lim, _ in OBSERVABLES:
+        r = table.row(var if index is None else f"{var}[{index}]")
+        t_data, t_lim = _component(th_data.get(key_data), index), _component(th_lim.get(key_lim), index)
+        rows.append(common | {
+            "quantity": q, "value": float(r["mean"]), "se": float(r["mcse_mean"]),
+            "theory_data_c": t_data, "diff": float(r["mean"]) - t_data,
+            "theory_limit": t_lim, "diff_limit": float(r["mean"]) - t_lim,
+            "r_hat": float(r["r_hat"]), "min_ess": float(np.nanmin([r["ess_bulk"], r["ess_tail"]])),
+        })
+    th_kl = kl.get("theory") or {}
+    for q, section, direction, field, _ in KLS:
+        e = kl[section][direction]
+        t_lim = _num(th_kl.get(field))
+        extra = {"kl_ess": _num(e.get("ess"))}
+        if section == "predictive":
+            extra = {
+                "kl_bias_per_n": _num(e.get("bias_per_n")),
+                "kl_corrected_per_n": _num(e.get("corrected_per_n")),
+                "kl_min_weight_ess": _num(e.get("min_weight_ess")),
+                "kl_points": int(kl_points),
+            }
+        rows.append(common | extra | {
+            "quantity": q, "value": float(e["per_n"]), "se": float(e["se_per_n"]),
+            "theory_data_c": math.nan, "diff": math.nan,  # THEORY.md §6 is stated at c = (2 − 1/ω, 1/ω) only
+            "theory_limit": t_lim, "diff_limit": float(e["per_n"]) - t_lim,
+            "r_hat": math.nan, "min_ess": math.nan,
+        })
+    return rows
+
+
+def theory_curves(etas) -> list[dict]:
+    rows = []
+    for eta in etas:
+        s = theory.posterior_saddle(C_LIMIT, GAMMA, float(eta))
+        row = {"eta": float(eta), "phase": s.phase, "d": int(s.d), "lam_1": float(s.lam[0]), "u_1": float(s.u[0]),
+               "u_2": float(s.u[1]), "M": float(s.M)}
+        try:
+            k = theory.teacher_student_kls(GAMMA, float(eta), OMEGA)
+            row |= {"fwd_typ": k.fwd_typ, "rev_typ": k.rev_typ, "fwd_pp": k.fwd_pp, "rev_pp": k.rev_pp}
+        except ValueError:
+            row |= {"fwd_typ": math.nan, "rev_typ": math.nan, "fwd_pp": math.nan, "rev_pp": math.nan}
+        rows.append(row)
+    return rows
+
+
+def phase_boundaries(curves: list[dict]) -> list[dict]:
+    """η where the §4 phase (or the number d of condensed modes) changes along the grid (geometric midpoints)."""
+    out = []
+    for a, b in zip(curves[:-1], curves[1:]):
+        if (a["phase"], a["d"]) != (b["phase"], b["d"]):
+            out.append({"eta": float(math.sqrt(a["eta"] * b["eta"])), "from": f"{a['phase']} (d={a['d']})",
+                        "to": f"{b['phase']} (d={b['d']})"})
+    return out
+
+
+# --------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------
+def _shade_phases(ax, curves: list[dict], label: bool) -> None:
+    etas = np.array([c["eta"] for c in curves])
+    phases = [c["phase"] for c in curves]
+    start = 0
+    for i in range(1, len(phases) + 1):
+        if i == len(phases) or phases[i] != phases[start]:
+            lo = etas[start] if start == 0 else math.sqrt(etas[start - 1] * etas[start])
+            hi = etas[-1] if i == len(phases) else math.sqrt(etas[i - 1] * etas[i])
+            ax.axvspan(lo, hi, color=PHASE_COLORS.get(phases[start], "0.8"), alpha=0.08, linewidth=0)
+            if label:
+                ax.text(math.sqrt(lo * hi), 0.98, phases[start], transform=ax.get_xaxis_transform(), ha="center",
+                        va="top", fontsize=8, color=PHASE_COLORS.get(phases[start], "0.3"))
+            start = i
+
+
+def _rows_of(rows: list[dict], q: str) -> list[dict]:
+    return sorted((r for r in rows if r["quantity"] == q), key=lambda r: r["eta"])
+
+
+def _finish_axis(ax, rows: list[dict]) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel(r"$\eta$")
+    ax.grid(True, alpha=0.3)
+    etas = sorted({r["eta"] for r in rows})
+    ticks = sorted(set(etas) | {0.1, 1.0})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+
+
+def plot_observables(rows, curves, path: Path) -> Path:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), layout="constrained")
+    grid = np.array([c["eta"] for c in curves])
+    Ns = sorted({int(r["N"]) for r in rows})
+    for ax, (q, _, _, _, _, label) in zip(axes, OBSERVABLES):
+        _shade_phases(ax, curves, label=True)
+        ax.plot(grid, [c[q] for c in curves], color="k", linewidth=1.4, label="theory, N → ∞ (c = 1.6, 0.4)")
+        if q == "u_1":
+            ax.plot(grid, [c["u_2"] for c in curves], color="0.5", linewidth=1.0, linestyle="--", label=r"theory $u_2$")
+        pts = _rows_of(rows, q)
+        if pts:
+            eta = np.array([r["eta"] for r in pts])
+            ax.errorbar(eta, [r["value"] for r in pts], yerr=[r["se"] for r in pts], color="C0", marker="o",
+                        linestyle="none", capsize=3, label=f"posterior mean ± MCSE (N = {', '.join(map(str, Ns))})")
+            ax.plot(eta, [r["theory_data_c"] for r in pts], color="C3", marker="x", linestyle="none", markersize=8,
+                    label="theory at the fitted data c")
+        ax.set_title(label)
+        _finish_axis(ax, rows)
+    axes[0].legend(fontsize=8, loc="center right")
+    fig.suptitle(rf"Tempered posteriors at $\gamma$ = {GAMMA:g}, $\omega$ = {OMEGA:g}, K = {K}: THEORY.md §4 vs NUTS")
+    return save_figure(fig, path)
+
+
+def plot_kls(rows, curves, path: Path) -> Path:
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
+    grid = np.array([c["eta"] for c in curves])
+    Ns = sorted({int(r["N"]) for r in rows})
+    for ax, (q, section, _, _, label) in zip(axes.ravel(), KLS):
+        _shade_phases(ax, curves, label=True)
+        ax.plot(grid, [c[q] for c in curves], color="k", linewidth=1.4, label="theory, N → ∞ (THEORY.md §6)")
+        pts = _rows_of(rows, q)
+        if pts:
+            eta = np.array([r["eta"] for r in pts])
+            ax.errorbar(eta, [r["value"] for r in pts], yerr=[r["se"] for r in pts], color="C0", marker="o",
+                        linestyle="none", capsize=3, label=f"estimate ± SE (N = {', '.join(map(str, Ns))})")
+            if section == "predictive":
+                ax.plot(eta, [r["kl_corrected_per_n"] for r in pts], color="C0", marker="o", markerfacecolor="white",
+                        linestyle="none", label="Jensen-bias corrected")
+        ax.set_title(label)
+        ax.set_ylabel("per N")
+        _finish_axis(ax, rows)
+        ax.legend(fontsize=8)
+    fig.suptitle(rf"Teacher–student KLs vs $\eta$ at $\gamma$ = {GAMMA:g}, $\omega$ = {OMEGA:g} (β = 1)")
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke test: N = {QUICK_N}, eta in {QUICK_ETAS}, {QUICK_DRAWS}/{QUICK_DRAWS} draws, {QUICK_KL_POINTS} KL points")
+    p.add_argument("--sizes", type=int, nargs="+", help=f"values of N (default {N_DEFAULT})")
+    p.add_argument("--etas", type=float, nargs="+", help=f"values of eta (default {ETAS})")
+    p.add_argument("--num-warmup", type=int, help="NUTS warm-up draws per chain (default: the base spec's)")
+    p.add_argument("--num-samples", type=int, help="NUTS draws per chain (default: the base spec's)")
+    p.add_argument("--kl-points", type=int, help=f"Monte Carlo points per direction for the predictive KLs (default {KL_POINTS})")
+    p.add_argument("--max-draws", type=int, help="thin the posterior draws to at most this many for the KLs (default: all)")
+    p.add_argument("--resume", action="store_true", help="keep rows already in the CSV and skip their (eta, N)")
+    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the base spec (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    sizes = tuple(args.sizes) if args.sizes else ((QUICK_N,) if args.quick else (N_DEFAULT,))
+    etas = tuple(float(e) for e in args.etas) if args.etas else (QUICK_ETAS if args.quick else ETAS)
+    warmup = args.num_warmup if args.num_warmup is not None else (QUICK_DRAWS if args.quick else None)
+    samples = args.num_samples if args.num_samples is not None else (QUICK_DRAWS if args.quick else None)
+    kl_points = args.kl_points if args.kl_points is not None else (QUICK_KL_POINTS if args.quick else KL_POINTS)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / CSV_NAME
+
+    rows = read_csv(csv_path) if args.resume else []
+
+    def key_of(r):
+        return (round(float(r["eta"]), 12), int(r["N"]))
+
+    counts: dict = {}
+    for r in rows:
+        counts[key_of(r)] = counts.get(key_of(r), 0) + 1
+    done = {k for k, n in counts.items() if n == len(QUANTITIES)}
+    rows = [r for r in rows if key_of(r) in done]
+    runs_info: dict = {}
+    if args.resume and (out / "metadata.json").exists():
+        try:
+            runs_info = dict(json.loads((out / "metadata.json").read_text()).get("runs", {}))
+        except (OSError, ValueError):
+            runs_info = {}
+
+    base = load_spec(args.models / f"{BASE_SPEC}.toml")
+    fitted: dict[str, Path] = {}
+    for N in sizes:
+        for eta in etas:
+            name = run_name(eta, N)
+            run_dir = out / "runs" / name
+            fitted[name] = run_dir
+            if (round(eta, 12), N) in done:
+                print(f"[skip] eta={eta:g} N={N}: rows already in {csv_path.name}", flush=True)
+                runs_info.setdefault(name, {"run": str(run_dir)})
+                continue
+            overrides = {
+                "name": f"tempered_eta{_eta_tag(eta)}",
+                "description": f"tempered posterior: {BASE_SPEC}.toml at gamma = {GAMMA:g}, eta = {eta:g}, N = {N}",
+                "model.N": int(N), "model.gamma": GAMMA, "model.eta": float(eta),
+                "data.omega": OMEGA, "data.K": K,
+            }
+            if warmup is not None:
+                overrides["inference.num_warmup"] = int(warmup)
+            if samples is not None:
+                overrides["inference.num_samples"] = int(samples)
+            spec = base.with_overrides(overrides)
+            t0 = time.perf_counter()
+            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume)
+            t_fit = time.perf_counter() - t0
+            kl = predictive.predict_run(run_dir, beta=1.0, key=jax.random.key(spec.inference.seed + 1),
+                                        num_points=kl_points, max_draws=args.max_draws)
+            t_kl = time.perf_counter() - t0 - t_fit
+            write_json_atomic(run_dir / "predict.json", kl)
+            new = rows_for_run(spec, dt, meta, kl, kl_points)
+            rows = [r for r in rows if key_of(r) != (round(eta, 12), N)] + new
+            rows.sort(key=lambda r: (int(r["N"]), r["eta"], QUANTITIES.index(r["quantity"])))
+            write_csv(csv_path, COLUMNS, rows)  # after every run: an interrupted study resumes from here
+            runs_info[name] = {"run": str(run_dir), "reused": reused, "fit_wall_s": t_fit, "kl_wall_s": t_kl,
+                               "phase": new[0]["phase"], "divergences": new[0]["divergences"], "c": meta.get("c")}
+            print(f"[{'reuse' if reused else 'fit'}] eta={eta:g} N={N}: phase {new[0]['phase']} "
+                  f"(N→∞: {new[0]['phase_limit']}), {new[0]['divergences']} divergences, fit {t_fit:.1f} s, KLs {t_kl:.1f} s",
+                  flush=True)
+            for r in new:
+                print(f"    {r['quantity']:>8s}: {r['value']:+.4f} ± {r['se']:.4f}  theory(c) {r['theory_data_c']:+.4f}  "
+                      f"theory(∞) {r['theory_limit']:+.4f}", flush=True)
+
+    rows.sort(key=lambda r: (int(r["N"]), r["eta"], QUANTITIES.index(r["quantity"])))
+    write_csv(csv_path, COLUMNS, rows)
+    lo, hi = ETA_GRID
+    grid = np.unique(np.concatenate([np.geomspace(lo, hi, 400), np.array(etas, float)]))
+    curves = theory_curves(grid)
+    write_csv(out / "theory_curves.csv", CURVE_COLUMNS, curves)
+    figs = [plot_observables(rows, curves, out / "observables_vs_eta.png"), plot_kls(rows, curves, out / "kls_vs_eta.png")]
+
+    # ArviZ comparison of the tempered runs (every run folder of this study present in --out)
+    dts, labels = {}, []
+    for name, run_dir in fitted.items():
+        if (run_dir / "inference.nc").exists():
+            dt, _ = load_run(run_dir)
+            eta = float(dt["constant_data"]["eta"].values)
+            label = f"eta={eta:g}" + (f", N={dt.attrs.get('N')}" if len(sizes) > 1 else "")
+            dts[label] = dt
+            labels.append(label)
+    compare_pngs = compare_plots(dts, out / "compare") if dts else []
+
+    meta = run_metadata(
+        seed=0,
+        study="tempered_posteriors",
+        checks="THEORY.md §4 (λ_1, u_1, M) and §6 (typical/predictive KLs) as functions of η at γ = 0.5, ω = 2.5",
+        settings={
+            "quick": bool(args.quick), "sizes": list(sizes), "etas": list(etas), "gamma": GAMMA, "omega": OMEGA, "K": K,
+            "base_spec": f"models/{BASE_SPEC}.toml", "num_warmup": warmup if warmup is not None else "spec",
+            "num_samples": samples if samples is not None else "spec", "num_chains": "spec",
+            "kl_points": kl_points, "max_draws": args.max_draws, "kl_key": "jax.random.key(inference seed + 1)",
+            "teacher_seed": "spec (0)", "inference_seed": "spec (0)", "eta_grid": [lo, hi, len(grid)],
+            "c_limit": list(C_LIMIT), "resume": bool(args.resume),
+        },
+        phase_boundaries=phase_boundaries(curves),
+        runs=runs_info,
+        compared_runs=labels,
+        outputs=[CSV_NAME, "theory_curves.csv"] + [p.name for p in figs] + [f"compare/{p.name}" for p in compare_pngs],
+        wall_s=time.perf_counter() - t_start,
+    )
+    write_json_atomic(out / "metadata.json", meta)
+    print(f"wrote {CSV_NAME}, theory_curves.csv, {', '.join(p.name for p in figs)}, "
+          f"{', '.join('compare/' + p.name for p in compare_pngs)} and metadata.json in {out} "
+          f"({time.perf_counter() - t_start:.1f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,168 @@
+"""Smoke tests of the posterior studies (``analysis/posterior_vs_theory``, ``analysis/tempered_posteriors``).
+
+Each study runs with ``--quick`` into a temporary directory (NUTS fits at
+N ≤ 16 with 100 + 100 draws; about a minute each on an idle 2-core machine,
+so these are marked slow); the tests check that every promised file is
+there, that the CSVs have the documented columns and finite posterior means,
+that each run folder can be read back, and that ``--resume`` skips the rows
+already written. The ``--help`` checks are fast and stay in the default suite.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTERIOR = "analysis/posterior_vs_theory/run.py"
+TEMPERED = "analysis/tempered_posteriors/run.py"
+#: A quick run takes ~1 min on an idle machine (~2 min on a loaded one); this only guards against hangs.
+STUDY_TIMEOUT_S = 600
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+POSTERIOR_COLUMNS = (
+    "spec", "phase", "N", "observable", "mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit",
+    "r_hat_max", "min_ess", "divergences", "sampling_s",
+)
+TEMPERED_COLUMNS = (
+    "eta", "N", "quantity", "value", "se", "theory_data_c", "diff", "theory_limit", "diff_limit",
+    "phase", "phase_limit", "r_hat", "min_ess", "divergences", "sampling_s",
+)
+
+
+def _env() -> dict:
+    return {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=STUDY_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _read(path: Path) -> tuple[list[str], list[dict]]:
+    with path.open() as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def _finite(rows, cols):
+    for r in rows:
+        for c in cols:
+            assert math.isfinite(float(r[c])), (c, r)
+
+
+def _png(path: Path) -> None:
+    assert path.is_file() and path.stat().st_size > 0, path
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+
+
+def _no_temporaries(out: Path) -> None:
+    # atomic writes leave no '.name.xxxx' files behind
+    assert not [p for p in out.rglob(".*") if p.is_file()]
+
+
+@pytest.mark.parametrize("script", [POSTERIOR, TEMPERED])
+def test_study_help(script):
+    proc = _run(script, "--help")
+    for flag in ("--out", "--quick", "--sizes", "--resume"):
+        assert flag in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def posterior_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("posterior_vs_theory")
+    _run(POSTERIOR, "--quick", "--out", str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tempered_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tempered_posteriors")
+    _run(TEMPERED, "--quick", "--out", str(out))
+    return out
+
+
+@pytest.mark.slow
+def test_posterior_vs_theory_quick(posterior_out):
+    out = posterior_out
+    cols, rows = _read(out / "posterior_vs_theory.csv")
+    assert list(cols[: len(POSTERIOR_COLUMNS)]) == list(POSTERIOR_COLUMNS)
+    # quick: specs fmo, pmo at N = 10, 16; five observables each
+    assert {(r["spec"], int(r["N"])) for r in rows} == {("fmo", 10), ("fmo", 16), ("pmo", 10), ("pmo", 16)}
+    assert {r["observable"] for r in rows} == {"lam_1", "u_1", "M", "signal_1", "log_z_per_n"}
+    assert len(rows) == 20
+    _finite(rows, ["mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit", "r_hat_max", "min_ess", "sampling_s"])
+    assert {r["phase"] for r in rows if r["spec"] == "fmo"} == {"FMo"}
+    assert {r["phase"] for r in rows if r["spec"] == "pmo"} == {"PMo"}
+    for r in rows:
+        assert int(r["divergences"]) >= 0
+        assert float(r["mcse"]) > 0
+        assert abs(float(r["diff"]) - (float(r["mean"]) - float(r["theory_data_c"]))) < 1e-12
+    for name in ("diff_vs_n.png", "means_vs_n.png"):
+        _png(out / name)
+    table = (out / "table.md").read_text()
+    assert table.count("\n| fmo |") + table.count("\n| pmo |") == 20
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["settings"]["quick"] is True and "numpy" in meta["versions"]
+    # run folders readable by load_run / `bayes-sbm diagnose`, with the spec actually fitted
+    from bayes_sbm.runs import load_run
+    from bayes_sbm.specs import load_spec
+
+    for spec in ("fmo", "pmo"):
+        for N in (10, 16):
+            run = out / "runs" / f"{spec}_N{N}"
+            dt, m = load_run(run)
+            assert m["spec"]["model"]["N"] == N and "posterior" in dt.children
+            assert load_spec(run / "spec.toml").model.N == N
+    _no_temporaries(out)
+
+
+@pytest.mark.slow
+def test_posterior_vs_theory_resume_skips_done_rows(posterior_out):
+    before = (posterior_out / "posterior_vs_theory.csv").read_text()
+    proc = _run(POSTERIOR, "--quick", "--resume", "--out", str(posterior_out))
+    assert proc.stdout.count("[skip]") == 4 and "[fit]" not in proc.stdout
+    assert (posterior_out / "posterior_vs_theory.csv").read_text() == before
+
+
+@pytest.mark.slow
+def test_tempered_posteriors_quick(tempered_out):
+    out = tempered_out
+    cols, rows = _read(out / "tempered.csv")
+    assert set(TEMPERED_COLUMNS) <= set(cols)
+    assert {float(r["eta"]) for r in rows} == {1.0, 3.0}
+    assert {int(r["N"]) for r in rows} == {10}
+    quantities = {"lam_1", "u_1", "M", "fwd_typ", "rev_typ", "fwd_pp", "rev_pp"}
+    assert {r["quantity"] for r in rows} == quantities and len(rows) == 2 * len(quantities)
+    _finite(rows, ["value", "se", "theory_limit", "diff_limit", "sampling_s"])
+    obs = [r for r in rows if r["quantity"] in ("lam_1", "u_1", "M")]
+    _finite(obs, ["theory_data_c", "diff", "r_hat", "min_ess"])
+    # at γ = 0.5 both η = 1 and η = 3 are FMo (THEORY.md §4, c = (1.6, 0.4))
+    assert {r["phase_limit"] for r in rows} == {"FMo"}
+    for r in rows:
+        if r["quantity"] in ("fwd_typ", "rev_typ"):
+            assert float(r["value"]) > 0
+    _, curves = _read(out / "theory_curves.csv")
+    assert len(curves) >= 400
+    assert {"SG", "FMe", "FMo"} <= {c["phase"] for c in curves}
+    _finite(curves, ["eta", "lam_1", "u_1", "M", "fwd_typ", "rev_typ", "fwd_pp"])
+    for name in ("observables_vs_eta.png", "kls_vs_eta.png", "compare/forest.png", "compare/density.png"):
+        _png(out / name)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["settings"]["quick"] is True and meta["phase_boundaries"]
+    for eta in ("1", "3"):
+        run = out / "runs" / f"tempered_eta{eta}_N10"
+        assert (run / "inference.nc").is_file() and (run / "predict.json").is_file()
+    _no_temporaries(out)
