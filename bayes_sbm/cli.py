@@ -553,7 +553,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--beta", type=_positive_float, default=1.0, help="sampling inverse temperature (default 1)")
     p.add_argument("--num-points", type=_positive_int, default=2000, help="Monte Carlo points per predictive KL (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed of the Monte Carlo (default 0)")
-    p.add_argument("--teacher", help="teacher couplings W* (.npy); default: regenerated from the spec's data seed")
+    p.add_argument("--teacher", help="teacher couplings W* (.npy); default: RUN/teacher.npy, else regenerated from the spec's data seed")
     p.add_argument("--json", metavar="OUT", help="also write the full result as JSON (atomically)")
     p.set_defaults(func=_cmd_predict)
 
@@ -589,7 +589,9 @@ def _cmd_predict(args) -> int:
     print()
     print(f"Jensen bias of log-mean-exp (delta method, per N): forward {pf['bias_per_n']:+.2e}, reverse {pr['bias_per_n']:+.2e} "
           f"(corrected: {pf['corrected_per_n']:.6f}, {pr['corrected_per_n']:.6f}); "
-          f"smallest weight ESS {pf['min_weight_ess']:.1f} / {pr['min_weight_ess']:.1f}")
+          f"median weight ESS {pf['weight_ess']:.1f} / {pr['weight_ess']:.1f}")
+    if not r["predictive"]["bias_reliable"]:
+        print("warning: few effective draws per point: log-mean-exp is dominated by a few draws and its bias exceeds the estimate")
     if r["theory_note"]:
         print(f"note: {r['theory_note']}")
     if args.json:

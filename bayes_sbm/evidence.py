@@ -25,6 +25,7 @@ Estimators, each with a Monte Carlo standard error (absolute and per N):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 from numpyro import handlers
-from numpyro.infer import MCMC, NUTS, init_to_value
+from numpyro.infer import MCMC, NUTS, init_to_median
 from numpyro.infer.util import log_density
 
 from . import model as sbm_model
@@ -206,34 +207,53 @@ def _rung_problem(problem: PosteriorProblem, t: float) -> PosteriorProblem:
     return replace(problem, gamma=problem.gamma * problem.eta / t, eta=t)
 
 
-def _run_rung(key, problem: PosteriorProblem, t: float, settings: LadderSettings, warm: dict | None):
-    rp = _rung_problem(problem, t)
-    kernel_kwargs = dict(target_accept_prob=settings.target_accept)
-    num_warmup = settings.first_warmup
-    init = None
-    if warm is not None:
-        kernel_kwargs.update(step_size=warm["step_size"], inverse_mass_matrix=warm["inverse_mass_matrix"])
-        init = init_to_value(values={rp.latent_site: warm["z"]})
-        num_warmup = settings.num_warmup
-    kernel = NUTS(sbm_model.sbm_posterior, init_strategy=init or sbm_model_init(), **kernel_kwargs)
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=settings.num_samples, num_chains=settings.num_chains,
-                chain_method="sequential", progress_bar=settings.progress_bar)
-    mcmc.run(key, **rp.model_kwargs(store_W=False))
-    latent = np.asarray(mcmc.get_samples(group_by_chain=True)[rp.latent_site])
-    ll = log_likelihood_draws(rp, latent).sum(-1)
-    adapt = mcmc.last_state.adapt_state
-    warm_next = {
-        "z": latent[0, -1],
-        "step_size": float(np.asarray(adapt.step_size).reshape(-1)[0]),
-        "inverse_mass_matrix": np.asarray(adapt.inverse_mass_matrix[(rp.latent_site,)] if isinstance(adapt.inverse_mass_matrix, dict) else adapt.inverse_mass_matrix).reshape(-1, latent.shape[-1])[0],
-    }
-    return Rung(t, float(ll.mean()), float(ll.var(ddof=1)), _ess(ll), ll), warm_next
+class _RungSampler:
+    """NUTS for every rung with one compilation: the model's γ', η' are traced arguments.
 
+    ``jit_model_args=True`` compiles the sampler once as a function of the
+    model arguments, so moving along the ladder costs no re-tracing; each rung
+    starts from the previous rung's last draw (warm start) and re-adapts the
+    step size and mass matrix during its warmup.
+    """
 
-def sbm_model_init():
-    from numpyro.infer import init_to_median
+    def __init__(self, problem: PosteriorProblem, settings: LadderSettings):
+        self.problem = problem
+        self.settings = settings
+        model_fn = functools.partial(
+            sbm_model.sbm_posterior, parametrization=problem.parametrization, store_W=False, gradient=problem.gradient
+        )
+        self._mcmc = {}
+        for name, warmup in (("cold", settings.first_warmup), ("warm", settings.num_warmup)):
+            kernel = NUTS(model_fn, target_accept_prob=settings.target_accept, init_strategy=init_to_median(num_samples=15))
+            self._mcmc[name] = MCMC(
+                kernel,
+                num_warmup=warmup,
+                num_samples=settings.num_samples,
+                num_chains=settings.num_chains,
+                chain_method="sequential",
+                progress_bar=settings.progress_bar,
+                jit_model_args=True,
+            )
 
-    return init_to_median(num_samples=15)
+    def run(self, key, t: float, warm_z: np.ndarray | None) -> tuple[Rung, np.ndarray]:
+        rp = _rung_problem(self.problem, t)
+        kwargs = dict(
+            data=jnp.asarray(rp.data),
+            gamma=jnp.asarray(rp.gamma),
+            eta=jnp.asarray(rp.eta),
+            beta=jnp.asarray(rp.beta),
+            frame=jax.tree_util.tree_map(jnp.asarray, rp.frame),
+        )
+        mcmc = self._mcmc["cold" if warm_z is None else "warm"]
+        init = None
+        if warm_z is not None:
+            z0 = jnp.asarray(warm_z)
+            chains = self.settings.num_chains
+            init = {rp.latent_site: jnp.broadcast_to(z0, (chains,) + z0.shape) if chains > 1 else z0}
+        mcmc.run(key, init_params=init, **kwargs)
+        latent = np.asarray(mcmc.get_samples(group_by_chain=True)[rp.latent_site])
+        ll = log_likelihood_draws(rp, latent).sum(-1)
+        return Rung(t, float(ll.mean()), float(ll.var(ddof=1)), _ess(ll), ll), latent[0, -1]
 
 
 def _interval_terms(a: Rung, b: Rung):
@@ -300,11 +320,12 @@ def thermodynamic_integration(key, problem: PosteriorProblem, settings: LadderSe
     k_prior, k_rungs = jax.random.split(key)
     prior_ll = _prior_loglik(k_prior, problem, settings.prior_draws)
     rungs = [Rung(0.0, float(prior_ll.mean()), float(prior_ll.var(ddof=1)), float(prior_ll.size), prior_ll)]
-    warm_by_t: dict[float, dict] = {}
+    sampler = _RungSampler(problem, settings)
+    warm_by_t: dict[float, np.ndarray] = {}
     warm = None
     keys = iter(jax.random.split(k_rungs, settings.max_rungs + 1))
     for t in ladder:
-        rung, warm = _run_rung(next(keys), problem, t, settings, warm)
+        rung, warm = sampler.run(next(keys), t, warm)
         rungs.append(rung)
         warm_by_t[t] = warm
     while len(rungs) - 1 < settings.max_rungs:
@@ -315,8 +336,8 @@ def thermodynamic_integration(key, problem: PosteriorProblem, settings: LadderSe
             break
         a, b = rungs[worst], rungs[worst + 1]
         t_mid = 0.5 * (a.t + b.t)
-        source = warm_by_t.get(b.t) or warm_by_t.get(a.t)
-        rung, warm_mid = _run_rung(next(keys), problem, t_mid, settings, source)
+        source = warm_by_t.get(b.t, warm_by_t.get(a.t))
+        rung, warm_mid = sampler.run(next(keys), t_mid, source)
         rungs.append(rung)
         warm_by_t[t_mid] = warm_mid
     rungs.sort(key=lambda r: r.t)

@@ -1,21 +1,379 @@
-"""Posterior predictive of the SBM (THEORY.md §3, §6).
+"""Posterior predictive and teacher–student divergences (THEORY.md §1, §3, §6).
 
-``P_pp(x) = E_{W~P_η}[p(x | βW)]``: exact draws are one exact SBM sample per
-posterior draw of W, at sampling inverse temperature β.
+The posterior predictive at sampling inverse temperature β is the mixture
+
+    P_pp(x) = E_{W~P_η}[ p(x | βW) ]                         (THEORY.md §3)
+
+over posterior draws W_1 … W_S.  This module provides
+
+* exact draws from P_pp (:func:`sample_posterior_predictive`: one SBM draw
+  per posterior draw and point; :func:`sample_predictive`: one point per
+  randomly chosen posterior draw, i.e. i.i.d. draws of the mixture);
+* the **typical** divergences to a teacher P* = p(· | W*) (THEORY.md §6),
+  ``D(P* ‖ p(·|βW_s))`` and ``D(p(·|βW_s) ‖ P*)`` for every draw, exact from
+  log Z and second moments (no sampling): :func:`typical_kls`;
+* ``log P_pp(x)`` by log-mean-exp over the draws
+  (:func:`predictive_log_density`) with its Jensen bias
+  (:func:`predictive_log_density_with_bias`, :func:`log_mean_exp_bias`);
+* the **predictive** divergences ``D(P* ‖ P_pp)`` and ``D(P_pp ‖ P*)`` by
+  Monte Carlo over x (:func:`predictive_kls_mc`);
+* at β = 1, ``log P_pp(x)`` as an evidence ratio ``Y(D ∪ {x}) / Y(D)``
+  (:func:`predictive_log_density_ratio` with any evidence estimator;
+  :func:`prior_monte_carlo_log_predictive`: both evidences by brute-force
+  prior Monte Carlo with shared prior draws, for N = 2, 3);
+* :func:`predict_run`, the work behind ``bayes-sbm predict RUN``.
+
+Bias of the log-mean-exp estimator (see :data:`BIAS_NOTE`)
+-----------------------------------------------------------
+``log P̂_pp(x) = log (1/S) Σ_s p(x | βW_s)`` is a consistent but biased
+estimate of ``log P_pp(x)``: by Jensen's inequality ``E[log P̂] ≤ log P``,
+and by the delta method (second-order expansion of log around P)
+
+    E[log P̂_pp(x)] − log P_pp(x) ≈ − Var_s[p(x|βW_s)] / (2 S P_pp(x)²)
+                                   = − (S / ESS_w(x) − 1) / (2 S),
+
+with ``ESS_w(x) = (Σ_s w_s)² / Σ_s w_s²`` the effective number of draws of
+the weights ``w_s = p(x | βW_s)``.  Hence the Monte Carlo forward KL
+``mean_x[log p*(x) − log P̂_pp(x)]`` (x ~ P*) is biased **upwards** by the
+x-average of that term over teacher draws, and the reverse KL
+``mean_x[log P̂_pp(x) − log p*(x)]`` (x ~ P_pp) **downwards** by its average
+over predictive draws.  For autocorrelated (MCMC) draws, replace S by the
+effective sample size of ``w_s`` (``effective_draws``); the i.i.d. value is
+then a lower bound on the size of the bias.  The delta method needs
+``ESS_w(x) ≫ 1``: when ``ESS_w`` is O(1) the sum is dominated by its
+largest term and the true bias is larger than the estimate (the weights'
+log-variance grows like N, so this happens at large N for a fixed S).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import sphere
 
-__all__ = ["sample_posterior_predictive"]
+__all__ = [
+    "BIAS_NOTE",
+    "TypicalKL",
+    "PredictiveLogDensity",
+    "PredictiveKL",
+    "EvidenceRatio",
+    "PriorMonteCarloPredictive",
+    "sample_posterior_predictive",
+    "sample_predictive",
+    "typical_kls",
+    "predictive_log_density",
+    "predictive_log_density_with_bias",
+    "log_mean_exp_bias",
+    "predictive_kls_mc",
+    "predictive_log_density_ratio",
+    "prior_monte_carlo_log_predictive",
+    "theory_predictive_forward_kl",
+    "predict_run",
+]
+
+#: One-paragraph explanation of the Jensen bias of the Monte Carlo predictive KLs (reported by :func:`predict_run`).
+BIAS_NOTE = (
+    "log P_pp(x) is estimated by log-mean-exp over S posterior draws; by Jensen's inequality this underestimates "
+    "log P_pp(x), by Var_s[p(x|beta W_s)] / (2 S P_pp(x)^2) = (S/ESS_w(x) - 1)/(2S) to leading order (delta method; "
+    "ESS_w = (sum w)^2 / sum w^2 of the weights w_s = p(x|beta W_s)). So the forward KL D(P*||P_pp) is biased upwards "
+    "by this term averaged over teacher draws and the reverse KL D(P_pp||P*) downwards by it averaged over predictive "
+    "draws; 'bias' below is that estimate (estimator minus truth) and 'corrected' subtracts it. With autocorrelated "
+    "draws S should be the effective sample size (the reported bias is then a lower bound on its size), and the "
+    "estimate is only reliable when ESS_w(x) >> 1. Reverse-KL points are drawn from one half of the draws and "
+    "evaluated with the other half (a point scores its own draw e^{O(N)} higher than the others)."
+)
+
+#: Below this median weight ESS the delta-method bias estimate is flagged as unreliable (the log-mean-exp is
+#: then dominated by a few draws and its bias exceeds the estimate).
+MIN_WEIGHT_ESS = 10.0
+#: Device memory budget (float64 numbers) for one chunk of coupling matrices: 2^23 numbers = 64 MiB.
+CHUNK_NUMBERS = 1 << 23
+#: Largest number of draws per device call (larger chunks do not run faster; fixed sizes avoid recompiling).
+DRAW_CHUNK = 4096
+#: Points evaluated together in :func:`predictive_log_density` (M×N work arrays stay ≤ 1024·N numbers).
+POINT_CHUNK = 1024
+#: Draws vectorised together inside a chunk on GPU/TPU (``lax.map(batch_size=...)``): batched eigh, small temporaries.
+MAP_BATCH = 8
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+class TypicalKL(NamedTuple):
+    """Typical divergences between the student ``p(·|βW_s)`` and the teacher P* (THEORY.md §6).
+
+    Attributes
+    ----------
+    forward, reverse : ndarray, shape (...)
+        Per-draw ``D(P* ‖ p(·|βW_s))`` and ``D(p(·|βW_s) ‖ P*)`` (absolute,
+        exact), with the leading shape of the draws (e.g. (chain, draw)).
+    forward_mean, reverse_mean : float
+        Posterior means ``⟨D⟩``.
+    forward_se, reverse_se : float
+        Monte Carlo standard errors ``sd / √ESS`` of the means.
+    forward_ess, reverse_ess : float
+        The effective sample sizes used (S unless given or ``"auto"``).
+    N : int
+        Dimension (the per-N values divide by it).
+    beta : float
+        Sampling inverse temperature of the student.
+    """
+
+    forward: np.ndarray
+    reverse: np.ndarray
+    forward_mean: float
+    reverse_mean: float
+    forward_se: float
+    reverse_se: float
+    forward_ess: float
+    reverse_ess: float
+    N: int
+    beta: float
+
+    @property
+    def forward_per_n(self) -> float:
+        """``⟨D(P* ‖ P_W)⟩ / N``."""
+        return self.forward_mean / self.N
+
+    @property
+    def reverse_per_n(self) -> float:
+        """``⟨D(P_W ‖ P*)⟩ / N``."""
+        return self.reverse_mean / self.N
+
+    @property
+    def forward_se_per_n(self) -> float:
+        return self.forward_se / self.N
+
+    @property
+    def reverse_se_per_n(self) -> float:
+        return self.reverse_se / self.N
+
+
+class PredictiveLogDensity(NamedTuple):
+    """``log P̂_pp(x)`` by log-mean-exp with its delta-method Jensen bias (see module docstring).
+
+    Attributes
+    ----------
+    log_density : ndarray, shape (M,)
+        ``logsumexp_s log p(x | βW_s) − log S``.
+    bias : ndarray, shape (M,)
+        Estimated ``E[log P̂] − log P ≈ −(S/ESS_w − 1) / (2 S_eff)`` (≤ 0).
+    weight_ess : ndarray, shape (M,)
+        ``ESS_w(x) = (Σ_s w_s)² / Σ_s w_s²``, ``w_s = p(x | βW_s)``.
+    num_draws : int
+        S.
+    """
+
+    log_density: np.ndarray
+    bias: np.ndarray
+    weight_ess: np.ndarray
+    num_draws: int
+
+
+class PredictiveKL(NamedTuple):
+    """Monte Carlo predictive divergences (THEORY.md §6), absolute values.
+
+    Attributes
+    ----------
+    forward, reverse : float
+        ``D(P* ‖ P_pp)`` (x ~ P*) and ``D(P_pp ‖ P*)`` (x ~ P_pp), raw
+        log-mean-exp estimates.
+    forward_se, reverse_se : float
+        Standard errors of the x-averages (the posterior-draw noise of
+        ``log P̂_pp`` is shared by all x and appears as the bias instead).
+    forward_bias, reverse_bias : float
+        Estimated Jensen bias (estimator minus truth): ≥ 0 forward, ≤ 0 reverse.
+    forward_weight_ess, reverse_weight_ess : float
+        Median ``ESS_w(x)`` over the points (the delta method needs ≫ 1).
+    forward_weight_ess_min, reverse_weight_ess_min : float
+        Smallest ``ESS_w(x)`` over the points.
+    N, num_points, num_draws : int
+    beta : float
+    """
+
+    forward: float
+    reverse: float
+    forward_se: float
+    reverse_se: float
+    forward_bias: float
+    reverse_bias: float
+    forward_weight_ess: float
+    reverse_weight_ess: float
+    forward_weight_ess_min: float
+    reverse_weight_ess_min: float
+    N: int
+    num_points: int
+    num_draws: int
+    beta: float
+
+    @property
+    def forward_corrected(self) -> float:
+        """Forward KL minus its estimated bias."""
+        return self.forward - self.forward_bias
+
+    @property
+    def reverse_corrected(self) -> float:
+        """Reverse KL minus its estimated bias."""
+        return self.reverse - self.reverse_bias
+
+
+class EvidenceRatio(NamedTuple):
+    """``log P_pp(x) = log Y(D ∪ {x}) − log Y(D)`` at β = 1 (THEORY.md §3).
+
+    Attributes
+    ----------
+    log_density, se : ndarray, shape (M,)
+        The difference and its standard error (estimates taken as independent).
+    log_evidence, log_evidence_se : float
+        ``log Y(D)``.
+    log_evidence_augmented, log_evidence_augmented_se : ndarray, shape (M,)
+        ``log Y(D ∪ {x})``.
+    """
+
+    log_density: np.ndarray
+    se: np.ndarray
+    log_evidence: float
+    log_evidence_se: float
+    log_evidence_augmented: np.ndarray
+    log_evidence_augmented_se: np.ndarray
+
+
+class PriorMonteCarloPredictive(NamedTuple):
+    """Brute-force ``log P_pp(x)`` from shared prior draws (small N only).
+
+    Attributes
+    ----------
+    log_density, se : ndarray, shape (M,)
+        ``log E_prior[Π_a p(x_a|W)^η p(x|βW)] − log E_prior[Π_a p(x_a|W)^η]``
+        and its delta-method standard error (ratio estimator).
+    weight_ess : float
+        Effective number of prior draws of the weights ``Π_a p(x_a|W)^η``.
+    num_draws : int
+    """
+
+    log_density: np.ndarray
+    se: np.ndarray
+    weight_ess: float
+    num_draws: int
+
+
+# ---------------------------------------------------------------------------
+# Validation and chunking helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_beta(beta) -> float:
+    try:
+        b = float(beta)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta: expected a positive number, got {beta!r}") from None
+    if not (math.isfinite(b) and b > 0):
+        raise ValueError(f"beta: must be finite and > 0, got {beta!r}")
+    return b
+
+
+def _draws(W_draws, name: str = "W_draws") -> tuple[np.ndarray, tuple[int, ...]]:
+    """Host float64 array (S, N, N) and the leading shape of the input."""
+    W = np.asarray(W_draws, dtype=np.float64)
+    if W.ndim < 3 or W.shape[-1] != W.shape[-2]:
+        raise ValueError(f"{name}: expected shape (..., S, N, N) of square matrices, got {W.shape}")
+    if W.shape[-1] < sphere.MIN_DIMENSION:
+        raise ValueError(f"{name}: N = {W.shape[-1]} is too small; need N >= {sphere.MIN_DIMENSION}")
+    lead = W.shape[:-2]
+    S = math.prod(lead)
+    if S < 1:
+        raise ValueError(f"{name}: no draws (shape {W.shape})")
+    return W.reshape((S,) + W.shape[-2:]), lead
+
+
+def _points(x, N: int, name: str = "x") -> np.ndarray:
+    X = np.asarray(x, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[None]
+    if X.ndim != 2 or X.shape[1] != N:
+        raise ValueError(f"{name}: expected shape (M, N) with N = {N}, got {np.shape(x)}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name}: contains non-finite values")
+    return X
+
+
+def _teacher(teacher_W, N: int) -> np.ndarray:
+    Wt = np.asarray(teacher_W, dtype=np.float64)
+    if Wt.shape != (N, N):
+        raise ValueError(f"teacher_W: expected shape ({N}, {N}) to match the draws, got {Wt.shape}")
+    return Wt
+
+
+def _bucket(n: int, cap: int) -> int:
+    """Smallest power of two ≥ n (at least 8), capped: few distinct jit shapes, ≤ 2× padding."""
+    return max(1, min(cap, max(8, 1 << max(0, int(n) - 1).bit_length())))
+
+
+def _chunk_size(N: int, S: int, chunk: int | None) -> int:
+    """Draws per device call: ``chunk`` if given, else ≤ DRAW_CHUNK and ≤ 64 MiB of matrices."""
+    if chunk is not None:
+        c = int(chunk)
+        if c < 1:
+            raise ValueError(f"chunk: expected a positive integer, got {chunk}")
+        return c
+    return _bucket(S, max(1, min(DRAW_CHUNK, CHUNK_NUMBERS // (N * N))))
+
+
+def _padded(W: np.ndarray, start: int, chunk: int) -> tuple[jnp.ndarray, int]:
+    """Device chunk W[start:start+chunk], padded to ``chunk`` by repeating its first draw (fixed jit shapes)."""
+    part = W[start : start + chunk]
+    n = part.shape[0]
+    if n < chunk:
+        part = np.concatenate([part, np.broadcast_to(part[:1], (chunk - n,) + part.shape[1:])])
+    return jnp.asarray(part), n
+
+
+def _map(fn, xs):
+    """``lax.map`` over draws; vectorised in groups of MAP_BATCH on accelerators (on CPU that only doubles compile time)."""
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    batch = MAP_BATCH if (jax.default_backend() != "cpu" and n >= MAP_BATCH) else None
+    return jax.lax.map(fn, xs, batch_size=batch)
+
+
+@jax.jit
+def _teacher_terms(scaled):
+    """For ``P* = p(·|scaled)``: ``(Σ* = E_*[xxᵀ], log Z*, E_*[log p*])``, exact (THEORY.md §1)."""
+    lam, V = jnp.linalg.eigh(scaled)
+    log_z, g = sphere.log_partition_and_gradient(lam)
+    m = 2.0 * g
+    return (V * m) @ V.T, log_z, 0.5 * jnp.sum(lam * m) - log_z
+
+
+@functools.partial(jax.jit, static_argnames=("num",))
+def _sample_one_sbm(key, scaled, num: int):
+    """``num`` exact draws of ``p(·|scaled)`` (one eigh), shape (num, N)."""
+    lam, V = jnp.linalg.eigh(scaled)
+    return sphere.sample_eigen(key, lam, num) @ V.T
+
+
+def _sbm_log_prob(x: np.ndarray, scaled: np.ndarray, log_z: float) -> np.ndarray:
+    """``½ xᵀ(βW)x − log Z(βW)`` for points (M, N)."""
+    return 0.5 * np.einsum("mi,ij,mj->m", x, scaled, x) - float(log_z)
+
+
+# ---------------------------------------------------------------------------
+# Draws from P_pp
+# ---------------------------------------------------------------------------
 
 
 def sample_posterior_predictive(key, W_draws, beta: float, num_points: int, *, batch: int | None = None):
-    """Exact draws ``x ~ p(x | βW_s)`` for each posterior draw W_s.
+    """Exact draws ``x ~ p(x | βW_s)`` for each posterior draw W_s (THEORY.md §3).
 
     Parameters
     ----------
@@ -54,3 +412,750 @@ def sample_posterior_predictive(key, W_draws, beta: float, num_points: int, *, b
         return jax.lax.map(one, (keys, W_draws))
 
     return run(keys, W_draws)
+
+
+@functools.partial(jax.jit, static_argnames=("batch",))
+def _one_point_each(keys, W, beta, batch: int):
+    def one(args):
+        k, Wi = args
+        lam, vecs = jnp.linalg.eigh(beta * Wi)
+        return sphere.sample_eigen(k, lam, 1, batch=batch)[0] @ vecs.T
+
+    return _map(one, (keys, W))
+
+
+def _points_from_draws(key, W: np.ndarray, index: np.ndarray, beta: float, chunk: int) -> np.ndarray:
+    """One exact point from ``p(·|βW[i])`` for each i in ``index`` → (len(index), N)."""
+    N = W.shape[-1]
+    out = np.empty((index.size, N))
+    keys = jax.random.split(key, index.size)
+    for start in range(0, index.size, chunk):
+        idx = index[start : start + chunk]
+        part, n = _padded(W[idx], 0, chunk)
+        k = keys[start : start + chunk]
+        if n < chunk:
+            k = jnp.concatenate([k, jax.random.split(jax.random.fold_in(key, start), chunk - n)])
+        out[start : start + n] = np.asarray(_one_point_each(k, part, beta, 64))[:n]
+    return out
+
+
+def sample_predictive(key, W_draws, beta: float, num_points: int, *, chunk: int | None = None) -> np.ndarray:
+    """I.i.d. exact draws from the mixture ``P_pp(x) = (1/S) Σ_s p(x | βW_s)`` (THEORY.md §3).
+
+    Each point picks a posterior draw uniformly at random (with replacement)
+    and draws one exact SBM sample from it.
+
+    Parameters
+    ----------
+    key : PRNGKey
+    W_draws : array_like, shape (..., N, N)
+        Posterior draws (leading axes flattened).
+    beta : float
+        Sampling inverse temperature, > 0.
+    num_points : int
+        Number of points M.
+    chunk : int, optional
+        Draws handled per device call (default keeps a chunk ≤ 64 MiB).
+
+    Returns
+    -------
+    ndarray, shape (M, N)
+    """
+    beta = _check_beta(beta)
+    W, _ = _draws(W_draws)
+    M = int(num_points)
+    if M < 1:
+        raise ValueError(f"num_points: expected a positive integer, got {num_points}")
+    k_pick, k_x = jax.random.split(key)
+    index = np.asarray(jax.random.randint(k_pick, (M,), 0, W.shape[0]))
+    return _points_from_draws(k_x, W, index, beta, _chunk_size(W.shape[-1], M, chunk))
+
+
+# ---------------------------------------------------------------------------
+# Typical KLs (exact per draw)
+# ---------------------------------------------------------------------------
+
+
+@jax.jit
+def _typical_chunk(W, beta, teacher_W, teacher_cov, teacher_log_z, teacher_self):
+    """Per-draw (forward, reverse) KLs for a chunk (c, N, N) → two (c,) arrays."""
+
+    def one(Wi):
+        lam, V = jnp.linalg.eigh(beta * Wi)
+        log_z, g = sphere.log_partition_and_gradient(lam)
+        m = 2.0 * g  # E[y_i²] in the eigenbasis of βW_s
+        self_term = 0.5 * jnp.sum(lam * m) - log_z  # E_W[log p_W]
+        teacher_diag = jnp.sum(V * (teacher_W @ V), axis=0)  # v_iᵀ (β* W*) v_i
+        cross_rev = 0.5 * jnp.sum(m * teacher_diag) - teacher_log_z  # E_W[log p*]
+        cross_fwd = 0.5 * beta * jnp.sum(Wi * teacher_cov) - log_z  # E_*[log p_W]
+        return teacher_self - cross_fwd, self_term - cross_rev
+
+    return _map(one, W)
+
+
+def _ess_of(values: np.ndarray, ess) -> float:
+    if ess is None:
+        return float(values.size)
+    if isinstance(ess, str):
+        if ess != "auto":
+            raise ValueError(f"ess: expected a number, None or 'auto', got {ess!r}")
+        import arviz as az
+
+        arr = values.reshape((1, -1)) if values.ndim != 2 else values
+        if arr.size < 8 or np.var(arr) == 0:
+            return float(arr.size)
+        return float(az.ess(arr, method="mean"))
+    e = float(ess)
+    if not (e > 0):
+        raise ValueError(f"ess: must be > 0, got {ess!r}")
+    return e
+
+
+def typical_kls(W_draws, teacher_W, beta: float = 1.0, *, ess=None, teacher_beta: float = 1.0, chunk: int | None = None) -> TypicalKL:
+    """Exact typical KLs between each student ``p(·|βW_s)`` and the teacher (THEORY.md §1, §6).
+
+    For every draw (one ``eigh`` of βW_s):
+
+    * forward ``D(P* ‖ P_W) = E_*[log p*] − ½β tr(W_s Σ*) + log Z(βW_s)``,
+    * reverse ``D(P_W ‖ P*) = ½ Σ_i λ_i m_i − log Z(βW_s) − ½ Σ_i m_i v_iᵀW*v_i + log Z(W*)``,
+
+    with ``Σ* = E_*[xxᵀ]``, ``(λ_i, v_i)`` the eigenpairs of βW_s and
+    ``m_i = 2 ∂log Z/∂λ_i = E[(v_i·x)²]`` (THEORY.md §1).
+
+    Parameters
+    ----------
+    W_draws : array_like, shape (..., N, N)
+        Posterior draws; leading axes (e.g. chain, draw) are kept in the
+        per-draw outputs.
+    teacher_W : array_like, shape (N, N)
+        Teacher couplings W*.
+    beta : float, default 1
+        Sampling inverse temperature of the student.
+    ess : None, float or "auto"
+        Effective sample size for the standard errors: None uses S,
+        a number is used for both directions, ``"auto"`` computes ArviZ's
+        ESS of each per-draw series (leading shape (chain, draw), or one chain).
+    teacher_beta : float, default 1
+        Temperature of the teacher, ``P* = p(·|teacher_beta · W*)``.
+    chunk : int, optional
+        Draws per device call; default keeps a chunk of matrices ≤ 64 MiB.
+
+    Returns
+    -------
+    TypicalKL
+    """
+    beta = _check_beta(beta)
+    teacher_beta = _check_beta(teacher_beta)
+    W, lead = _draws(W_draws)
+    S, N = W.shape[0], W.shape[-1]
+    scaled = jnp.asarray(teacher_beta * _teacher(teacher_W, N))
+    cov, log_z, teacher_self = _teacher_terms(scaled)
+    args = (scaled, cov, log_z, teacher_self)
+    c = _chunk_size(N, S, chunk)
+    fwd, rev = np.empty(S), np.empty(S)
+    for start in range(0, S, c):
+        part, n = _padded(W, start, c)
+        f, r = _typical_chunk(part, beta, *args)
+        fwd[start : start + n] = np.asarray(f)[:n]
+        rev[start : start + n] = np.asarray(r)[:n]
+    fwd, rev = fwd.reshape(lead), rev.reshape(lead)
+    ess_f, ess_r = _ess_of(fwd, ess), _ess_of(rev, ess)
+    sd = lambda v: float(np.std(v, ddof=1)) if v.size > 1 else math.nan  # noqa: E731
+    return TypicalKL(
+        forward=fwd,
+        reverse=rev,
+        forward_mean=float(np.mean(fwd)),
+        reverse_mean=float(np.mean(rev)),
+        forward_se=sd(fwd) / math.sqrt(ess_f),
+        reverse_se=sd(rev) / math.sqrt(ess_r),
+        forward_ess=ess_f,
+        reverse_ess=ess_r,
+        N=N,
+        beta=beta,
+    )
+
+
+# ---------------------------------------------------------------------------
+# log P_pp(x) by log-mean-exp
+# ---------------------------------------------------------------------------
+
+
+@jax.jit
+def _log_prob_chunk(X, W, beta):
+    """``log p(x_m | βW_c)`` for points (M, N) and draws (c, N, N) → (M, c)."""
+
+    def one(Wi):
+        log_z = sphere.log_partition(jnp.linalg.eigvalsh(beta * Wi))
+        return 0.5 * beta * jnp.sum((X @ Wi) * X, axis=1) - log_z
+
+    return _map(one, W).T
+
+
+def _log_moments(X: np.ndarray, W: np.ndarray, beta: float, chunk: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per point ``logsumexp_s lp`` and ``logsumexp_s 2·lp`` with ``lp = log p(x | βW_s)``; memory O(M + chunk·N²)."""
+    S, N = W.shape[0], W.shape[-1]
+    M = X.shape[0]
+    c = _chunk_size(N, S, chunk)
+    mc = _bucket(M, POINT_CHUNK)
+    lse1, lse2 = np.empty(M), np.empty(M)
+    for p0 in range(0, M, mc):
+        xs = X[p0 : p0 + mc]
+        m_here = xs.shape[0]  # the last chunk is padded with copies of its first point
+        if m_here < mc:
+            xs = np.concatenate([xs, np.broadcast_to(xs[:1], (mc - m_here, N))])
+        xs = jnp.asarray(xs)
+        top = np.full(m_here, -np.inf)
+        s1 = np.zeros(m_here)
+        s2 = np.zeros(m_here)
+        for start in range(0, S, c):
+            part, n = _padded(W, start, c)
+            lp = np.asarray(_log_prob_chunk(xs, part, beta))[:m_here, :n]
+            new_top = np.maximum(top, lp.max(axis=1))
+            shift = np.exp(top - new_top)  # exp(-inf) = 0 on the first chunk
+            e = np.exp(lp - new_top[:, None])
+            s1 = s1 * shift + e.sum(axis=1)
+            s2 = s2 * shift**2 + (e * e).sum(axis=1)
+            top = new_top
+        lse1[p0 : p0 + m_here] = top + np.log(s1)
+        lse2[p0 : p0 + m_here] = 2.0 * top + np.log(s2)
+    return lse1, lse2
+
+
+def predictive_log_density(x, W_draws, beta: float = 1.0, *, chunk: int | None = None) -> np.ndarray:
+    """``log P̂_pp(x) = logsumexp_s log p(x | βW_s) − log S`` (THEORY.md §3).
+
+    Batches over draws (chunks of ≤ 64 MiB of matrices) and points, so memory
+    stays O(M + chunk·N²) whatever S.  The estimate is biased low (Jensen); see
+    :func:`predictive_log_density_with_bias` and the module docstring.
+
+    Parameters
+    ----------
+    x : array_like, shape (M, N) or (N,)
+        Points (on the sphere |x|² = N for a density statement).
+    W_draws : array_like, shape (..., N, N)
+        Posterior draws.
+    beta : float, default 1
+        Sampling inverse temperature.
+    chunk : int, optional
+        Draws per device call.
+
+    Returns
+    -------
+    ndarray, shape (M,)
+    """
+    return predictive_log_density_with_bias(x, W_draws, beta, chunk=chunk).log_density
+
+
+def predictive_log_density_with_bias(x, W_draws, beta: float = 1.0, *, effective_draws: float | None = None, chunk: int | None = None) -> PredictiveLogDensity:
+    """``log P̂_pp(x)`` (THEORY.md §3) with the delta-method estimate of its Jensen bias (module docstring).
+
+    Parameters
+    ----------
+    x : array_like, shape (M, N)
+    W_draws : array_like, shape (..., N, N)
+    beta : float, default 1
+    effective_draws : float, optional
+        Effective number of independent draws behind the mean of ``p(x|βW_s)``
+        (default S; use an MCMC effective sample size for autocorrelated draws).
+    chunk : int, optional
+
+    Returns
+    -------
+    PredictiveLogDensity
+        ``bias = −(S/ESS_w − 1) / (2·effective_draws)``, ``ESS_w = exp(2 lse₁ − lse₂)``.
+    """
+    beta = _check_beta(beta)
+    W, _ = _draws(W_draws)
+    S = W.shape[0]
+    X = _points(x, W.shape[-1])
+    lse1, lse2 = _log_moments(X, W, beta, chunk)
+    weight_ess = np.exp(2.0 * lse1 - lse2)
+    rel_var = np.maximum(S / weight_ess - 1.0, 0.0)  # Var_s[w] / mean_s[w]², plug-in
+    s_eff = float(S if effective_draws is None else effective_draws)
+    if not s_eff > 0:
+        raise ValueError(f"effective_draws: must be > 0, got {effective_draws!r}")
+    return PredictiveLogDensity(lse1 - math.log(S), -rel_var / (2.0 * s_eff), weight_ess, S)
+
+
+def log_mean_exp_bias(x, W_draws, beta: float = 1.0, *, effective_draws: float | None = None, chunk: int | None = None) -> float:
+    """Delta-method size of the Jensen bias of ``log P̂_pp`` (THEORY.md §3, §6), averaged over the points x.
+
+    Returns ``mean_x Var_s[p(x|βW_s)] / (2 S P̂_pp(x)²)`` (≥ 0): the amount by
+    which a Monte Carlo forward KL over these x (x ~ P*) is too large, or a
+    reverse KL (x ~ P_pp) too small.  See the module docstring.
+
+    Parameters
+    ----------
+    x : array_like, shape (M, N)
+    W_draws : array_like, shape (..., N, N)
+    beta : float, default 1
+    effective_draws : float, optional
+        Replaces S in the denominator (MCMC effective sample size).
+    chunk : int, optional
+
+    Returns
+    -------
+    float
+    """
+    res = predictive_log_density_with_bias(x, W_draws, beta, effective_draws=effective_draws, chunk=chunk)
+    return float(-np.mean(res.bias))
+
+
+# ---------------------------------------------------------------------------
+# Predictive KLs by Monte Carlo
+# ---------------------------------------------------------------------------
+
+
+def predictive_kls_mc(
+    key,
+    W_draws,
+    teacher_W,
+    beta: float = 1.0,
+    num_points: int = 2000,
+    *,
+    teacher_beta: float = 1.0,
+    effective_draws: float | None = None,
+    chunk: int | None = None,
+) -> PredictiveKL:
+    """Predictive KLs ``D(P* ‖ P_pp)`` and ``D(P_pp ‖ P*)`` by Monte Carlo over x (THEORY.md §6).
+
+    * forward: ``mean_x[log p*(x) − log P̂_pp(x)]`` with x drawn exactly from
+      the teacher and ``log P̂_pp`` the log-mean-exp over all S draws;
+    * reverse: ``mean_x[log P̂_pp(x) − log p*(x)]`` with x ~ P_pp, one exact
+      point per randomly chosen posterior draw.  Points drawn from the first
+      half of the draws (storage order: whole chains first) are scored with
+      the second half and vice versa, so no point is scored by the draw that
+      generated it (its own draw gives it a density e^{O(N)} above the
+      others', which would dominate the mean and bias the KL upwards).
+
+    Bias: ``log P̂_pp`` underestimates ``log P_pp`` by
+    ``≈ Var_s[p(x|βW_s)] / (2 S P_pp(x)²)`` (Jensen, delta method), so the
+    raw forward KL is too large and the raw reverse KL too small by that term
+    averaged over the respective points; both are reported
+    (``forward_bias`` ≥ 0, ``reverse_bias`` ≤ 0) with ``*_corrected``
+    values, and the median (and smallest) weight ESS tell whether the delta method holds.
+
+    Parameters
+    ----------
+    key : PRNGKey
+    W_draws : array_like, shape (..., N, N)
+        Posterior draws, S ≥ 2.
+    teacher_W : array_like, shape (N, N)
+    beta : float, default 1
+        Sampling inverse temperature of the predictive.
+    num_points : int, default 2000
+        Points per direction, ≥ 2.
+    teacher_beta : float, default 1
+        ``P* = p(·|teacher_beta · W*)``.
+    effective_draws : float, optional
+        Effective number of independent draws for the bias (default S, and
+        S/2 for the reverse direction); pass an MCMC ESS for correlated draws.
+    chunk : int, optional
+        Draws per device call.
+
+    Returns
+    -------
+    PredictiveKL
+    """
+    beta = _check_beta(beta)
+    W, _ = _draws(W_draws)
+    S, N = W.shape[0], W.shape[-1]
+    if S < 2:
+        raise ValueError(f"W_draws: the reverse KL needs at least 2 draws (one half generates, the other scores), got {S}")
+    M = int(num_points)
+    if M < 2:
+        raise ValueError(f"num_points: need at least 2 points for a standard error, got {num_points}")
+    scaled = _check_beta(teacher_beta) * _teacher(teacher_W, N)
+    teacher_log_z = float(_teacher_terms(jnp.asarray(scaled))[1])
+    k_teacher, k_pick, k_x = jax.random.split(key, 3)
+
+    # forward: x ~ P*
+    xt = np.asarray(_sample_one_sbm(k_teacher, jnp.asarray(scaled), M))
+    fwd_pp = predictive_log_density_with_bias(xt, W, beta, effective_draws=effective_draws, chunk=chunk)
+    v_fwd = _sbm_log_prob(xt, scaled, teacher_log_z) - fwd_pp.log_density
+
+    # reverse: x ~ P_pp, cross-fitted halves
+    half = S // 2
+    halves = [(np.arange(0, half), np.arange(half, S)), (np.arange(half, S), np.arange(0, half))]
+    m_a = (M + 1) // 2
+    counts = [m_a, M - m_a]
+    v_rev, bias_rev, ess_rev = [], [], []
+    for (gen, score), m, kp, kx in zip(halves, counts, jax.random.split(k_pick), jax.random.split(k_x)):
+        if m == 0:
+            continue
+        pick = gen[np.asarray(jax.random.randint(kp, (m,), 0, gen.size))]
+        xs = _points_from_draws(kx, W, pick, beta, _chunk_size(N, m, chunk))
+        s_eff = None if effective_draws is None else float(effective_draws) * score.size / S
+        res = predictive_log_density_with_bias(xs, W[score[0] : score[-1] + 1], beta, effective_draws=s_eff, chunk=chunk)
+        v_rev.append(res.log_density - _sbm_log_prob(xs, scaled, teacher_log_z))
+        bias_rev.append(res.bias)
+        ess_rev.append(res.weight_ess)
+    v_rev_all = np.concatenate(v_rev)
+    return PredictiveKL(
+        forward=float(np.mean(v_fwd)),
+        reverse=float(np.mean(v_rev_all)),
+        forward_se=float(np.std(v_fwd, ddof=1) / math.sqrt(M)),
+        reverse_se=float(np.std(v_rev_all, ddof=1) / math.sqrt(M)),
+        forward_bias=float(-np.mean(fwd_pp.bias)),
+        reverse_bias=float(np.mean(np.concatenate(bias_rev))),
+        forward_weight_ess=float(np.median(fwd_pp.weight_ess)),
+        reverse_weight_ess=float(np.median(np.concatenate(ess_rev))),
+        forward_weight_ess_min=float(np.min(fwd_pp.weight_ess)),
+        reverse_weight_ess_min=float(np.min(np.concatenate(ess_rev))),
+        N=N,
+        num_points=M,
+        num_draws=S,
+        beta=beta,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Evidence-ratio identity at β = 1
+# ---------------------------------------------------------------------------
+
+
+def _as_estimate(value) -> tuple[float, float]:
+    """(log Y, se) from a float or an object with ``log_evidence`` and ``se`` (e.g. evidence.EvidenceEstimate)."""
+    if hasattr(value, "log_evidence"):
+        return float(value.log_evidence), float(getattr(value, "se", 0.0) or 0.0)
+    return float(value), 0.0
+
+
+def predictive_log_density_ratio(
+    x,
+    data,
+    gamma: float,
+    eta: float,
+    log_evidence: Callable[[Any], Any],
+    *,
+    beta: float = 1.0,
+    parametrization: str = "aligned",
+) -> EvidenceRatio:
+    """``log P_pp(x) = log Y(D ∪ {x}) − log Y(D)`` at β = 1 (THEORY.md §3).
+
+    The added point enters with weight 1 while the data carry power η (its
+    trace adds 1/η to τ).  A :class:`bayes_sbm.inference.PosteriorProblem`
+    carries a single η, so with a generic estimator the augmented evidence is
+    exactly a PosteriorProblem only at η = 1 (data and x all with power 1);
+    for η ≠ 1 use :func:`prior_monte_carlo_log_predictive` (explicit weights).
+
+    Parameters
+    ----------
+    x : array_like, shape (M, N)
+        Points on the sphere.
+    data : array_like, shape (K, N)
+    gamma, eta : float
+        Hyperparameters; η must be 1 here.
+    log_evidence : callable
+        ``log_evidence(problem)`` → float or an object with ``log_evidence``
+        and ``se`` (e.g. ``functools.partial(evidence.prior_monte_carlo, key)``
+        or thermodynamic integration).  Called once for D and once per point.
+    beta : float, default 1
+        Must be 1: the identity holds for the untempered sampler only.
+    parametrization : str, default "aligned"
+        Passed to :func:`bayes_sbm.inference.make_problem`.
+
+    Returns
+    -------
+    EvidenceRatio
+        Standard errors combine those of the two estimates as independent.
+    """
+    from .inference import make_problem
+
+    if _check_beta(beta) != 1.0:
+        raise ValueError(f"beta: the evidence-ratio identity holds at beta = 1 only (THEORY.md §3), got {beta}; use predictive_log_density")
+    if float(eta) != 1.0:
+        raise ValueError(
+            f"eta: with a PosteriorProblem-based estimator the augmented evidence needs eta = 1 (the new point has weight 1, "
+            f"the data weight eta = {eta}); use prior_monte_carlo_log_predictive for eta != 1"
+        )
+    X = np.asarray(data, dtype=np.float64)
+    pts = _points(x, X.shape[1])
+    base = make_problem(X, gamma, eta, 1.0, parametrization)
+    y0, se0 = _as_estimate(log_evidence(base))
+    ys, ses = np.empty(pts.shape[0]), np.empty(pts.shape[0])
+    for j, xj in enumerate(pts):
+        ys[j], ses[j] = _as_estimate(log_evidence(make_problem(np.vstack([X, xj]), gamma, eta, 1.0, parametrization)))
+    return EvidenceRatio(ys - y0, np.sqrt(ses**2 + se0**2), y0, se0, ys, ses)
+
+
+@functools.partial(jax.jit, static_argnames=("N", "num", "beta"))
+def _prior_chunk(key, scales, data, X, eta, beta: float, N: int, num: int):
+    from .model import symmetric_from_upper
+
+    z = jax.random.normal(key, (num, scales.shape[0]), dtype=jnp.float64)
+    W = symmetric_from_upper(z * scales, N)
+    log_z = sphere.log_partition(jnp.linalg.eigvalsh(W))
+    log_z_beta = log_z if beta == 1.0 else sphere.log_partition(jnp.linalg.eigvalsh(beta * W))
+    ll = 0.5 * jnp.einsum("ai,sij,aj->s", data, W, data) - data.shape[0] * log_z
+    lp = 0.5 * beta * jnp.einsum("mi,sij,mj->ms", X, W, X) - log_z_beta[None, :]
+    return eta * ll, lp
+
+
+def prior_monte_carlo_log_predictive(
+    key, x, data, gamma: float, eta: float, *, beta: float = 1.0, num_draws: int = 200_000, chunk: int = 8192
+) -> PriorMonteCarloPredictive:
+    """Brute-force ``log P_pp(x)`` from shared GOE prior draws (THEORY.md §3), for N = 2, 3.
+
+    With prior draws ``W_i ~ P_{γη}`` and weights ``w_i = Π_a p(x_a|W_i)^η``,
+
+        P_pp(x) = E_prior[w p(x|βW)] / E_prior[w]  ≈  Σ_i w_i p(x|βW_i) / Σ_i w_i ,
+
+    which at β = 1 is the evidence ratio ``Y(D ∪ {x}) / Y(D)`` with the new
+    point at weight 1 (the same prior draws in numerator and denominator).
+    Independent of any MCMC; reliable only while the prior covers the
+    posterior (small N, modest γη and K).  Memory O(M · num_draws).
+
+    Parameters
+    ----------
+    key : PRNGKey
+    x : array_like, shape (M, N)
+    data : array_like, shape (K, N)
+    gamma, eta : float
+    beta : float, default 1
+    num_draws : int, default 200000
+    chunk : int, default 8192
+        Prior draws per device call.
+
+    Returns
+    -------
+    PriorMonteCarloPredictive
+        ``se`` is the delta-method standard error of the log ratio estimator,
+        ``sqrt(Σ_i ŵ_i² (p_i/P̂ − 1)²)`` with normalised weights ŵ.
+    """
+    from . import model as sbm_model
+
+    beta = _check_beta(beta)
+    sbm_model.validate_hyperparameters(gamma, eta, beta)
+    X = np.asarray(data, dtype=np.float64)
+    N = X.shape[1]
+    pts = _points(x, N)
+    num = int(num_draws)
+    chunk = int(min(chunk, num))
+    scales = jnp.asarray(sbm_model.goe_scales(N, float(gamma) * float(eta)))
+    lws, lps = [], []
+    for i, k in enumerate(jax.random.split(key, -(-num // chunk))):
+        lw, lp = _prior_chunk(k, scales, jnp.asarray(X), jnp.asarray(pts), float(eta), beta, N, chunk)
+        n = min(chunk, num - i * chunk)
+        lws.append(np.asarray(lw)[:n])
+        lps.append(np.asarray(lp)[:, :n])
+    lw = np.concatenate(lws)
+    lp = np.concatenate(lps, axis=1)
+    w = np.exp(lw - lw.max())
+    w_hat = w / w.sum()
+    log_ratio = np.log(np.sum(w_hat[None, :] * np.exp(lp - lp.max(axis=1, keepdims=True)), axis=1)) + lp.max(axis=1)
+    rel = np.exp(lp - log_ratio[:, None]) - 1.0
+    se = np.sqrt(np.sum(w_hat[None, :] ** 2 * rel**2, axis=1))
+    return PriorMonteCarloPredictive(log_ratio, se, float(1.0 / np.sum(w_hat**2)), num)
+
+
+def theory_predictive_forward_kl(gamma: float, eta: float, omega: float) -> float:
+    """Large-N ``D(P* ‖ P_pp)/N`` at β = 1 for the K = 2 rank-one teacher (THEORY.md §6).
+
+    Parameters
+    ----------
+    gamma, eta : float
+    omega : float
+        Teacher eigenvalue ω > 1.
+
+    Returns
+    -------
+    float
+        ``theory.teacher_student_kls(gamma, eta, omega).fwd_pp``.
+    """
+    from . import theory
+
+    return float(theory.teacher_student_kls(gamma, eta, omega).fwd_pp)
+
+
+# ---------------------------------------------------------------------------
+# Run folders: `bayes-sbm predict RUN`
+# ---------------------------------------------------------------------------
+
+
+def _posterior_couplings(dt, data: np.ndarray, gamma: float, eta: float, run: Path) -> np.ndarray:
+    """W draws (chain, draw, N, N) from the posterior group: ``W`` if stored, else rebuilt from the latent ``z``."""
+    from . import inference
+
+    post = dt["posterior"]
+    names = set(post.data_vars) if hasattr(post, "data_vars") else set(post.ds.data_vars)
+    N = data.shape[1]
+    if "W" in names:
+        return np.asarray(post["W"].values, dtype=np.float64)
+    if "z" in names:
+        z = np.asarray(post["z"].values, dtype=np.float64)
+        par = str(dt.attrs.get("parametrization", "aligned"))
+        problem = inference.make_problem(data, gamma, eta, 1.0, par)
+        const = dt["constant_data"]
+        if "Q" in const.data_vars:  # the exact frame of the fit (the SVD's signs may differ between machines)
+            problem = dataclasses.replace(problem, frame=problem.frame._replace(Q=np.asarray(const["Q"].values)))
+        chains, draws = z.shape[:2]
+        flat = z.reshape((chains * draws, -1))
+        W = np.empty((flat.shape[0], N, N))
+        step = max(1, CHUNK_NUMBERS // (N * N))
+        for s in range(0, flat.shape[0], step):
+            W[s : s + step] = inference.coupling_draws(problem, flat[s : s + step])
+        return W.reshape((chains, draws, N, N))
+    raise ValueError(
+        f"{run}: the posterior stores neither the couplings 'W' nor the latent 'z' (fit stores z only for N <= 30 by default); "
+        "refit with latent storage (to_datatree(store_latent=True)) or with store_W to use 'bayes-sbm predict'"
+    )
+
+
+def _teacher_from_run(spec: dict, data: np.ndarray, run: Path) -> np.ndarray:
+    from . import teacher
+
+    d = spec.get("data", {}) if isinstance(spec, dict) else {}
+    if d.get("source") != "teacher":
+        raise ValueError(
+            f"{run}: the data do not come from a seeded teacher (data source {d.get('source')!r}); pass the teacher couplings (--teacher W.npy)"
+        )
+    K, N = data.shape
+    try:
+        seed, omega = int(d["seed"]), d["omega"]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{run}: meta.json spec.data lacks the teacher seed/omega; pass the teacher couplings (--teacher W.npy)") from None
+    td = teacher.teacher_student_data(jax.random.key(seed), N, int(d.get("K", K)), omega)
+    if td.data.shape != data.shape or not np.allclose(td.data, data, rtol=0, atol=1e-8):
+        raise ValueError(f"{run}: regenerating the teacher from seed {seed} does not reproduce data.npy; pass the teacher couplings (--teacher W.npy)")
+    return np.asarray(td.teacher.W)
+
+
+def _theory(gamma: float, eta: float, teacher_W: np.ndarray, K: int, beta: float) -> tuple[dict | None, str]:
+    from . import teacher, theory
+
+    spikes = teacher.teacher_from_matrix(teacher_W).spikes
+    if K != 2 or spikes.size != 1 or not spikes[0] > 1:
+        return None, f"theory (THEORY.md §6) needs K = 2 and a rank-one teacher with omega > 1 (K = {K}, spikes = {np.round(spikes, 6).tolist()})"
+    omega = float(spikes[0])
+    try:
+        r = theory.teacher_student_kls(gamma, eta, omega)
+        out = {"omega": omega, "phase": r.phase}
+        if beta == 1.0:
+            out |= {"fwd_typ": r.fwd_typ, "rev_typ": r.rev_typ, "fwd_pp": r.fwd_pp, "rev_pp": r.rev_pp}
+            note = ""
+        else:
+            out |= {"fwd_typ": theory.forward_kl_typical_beta(gamma, eta, omega, beta), "rev_typ": None, "fwd_pp": None, "rev_pp": None}
+            note = "at beta != 1 THEORY.md §6 gives the typical forward KL only"
+    except ValueError as exc:
+        return None, f"theory undefined here: {exc}"
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}, note
+
+
+def predict_run(
+    run_dir,
+    beta: float = 1.0,
+    key=None,
+    teacher_W=None,
+    num_points: int = 2000,
+    *,
+    max_draws: int | None = None,
+) -> dict:
+    """Typical and predictive KLs of a fitted run next to the large-N theory (THEORY.md §6, §7).
+
+    Loads ``RUN/inference.nc``, ``RUN/data.npy`` and ``RUN/meta.json``;
+    rebuilds the W draws from the posterior (``W`` if stored, else the latent
+    ``z`` through :func:`bayes_sbm.inference.coupling_draws`, with the frame
+    ``constant_data.Q`` when stored); takes the teacher from ``teacher_W``,
+    else ``RUN/teacher.npy``, else regenerates it from the spec's data seed
+    when the data source is ``"teacher"`` (checking that it reproduces
+    ``data.npy``).
+
+    Parameters
+    ----------
+    run_dir : path
+    beta : float, default 1
+        Sampling inverse temperature of the student and the predictive.
+    key : PRNGKey, optional
+        For the Monte Carlo predictive KLs (default ``jax.random.key(0)``).
+    teacher_W : array_like, shape (N, N), optional
+        Teacher couplings (required when the data are not from a seeded teacher).
+    num_points : int, default 2000
+        Points per direction for the predictive KLs.
+    max_draws : int, optional
+        Thin the draws evenly to at most this many (speed).
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: run facts, ``typical`` and ``predictive`` values
+        (absolute and per N, with standard errors, ESS, Jensen bias),
+        ``theory`` (per N; None where THEORY.md has no value) and ``rows``
+        (quantity, value_per_n, se_per_n, theory_per_n, difference).
+    """
+    from .runs import load_run
+
+    beta = _check_beta(beta)
+    run = Path(run_dir)
+    dt, meta = load_run(run)
+    data_path = run / "data.npy"
+    if not data_path.exists():
+        raise FileNotFoundError(f"{run}: no data.npy")
+    data = np.load(data_path, allow_pickle=False)
+    K, N = data.shape
+    const = dt["constant_data"]
+    gamma, eta = float(const["gamma"].values), float(const["eta"].values)
+    W = _posterior_couplings(dt, data, gamma, eta, run)
+    chains, draws = W.shape[:2]
+    if max_draws is not None and chains * draws > int(max_draws):
+        per_chain = max(1, int(max_draws) // chains)
+        W = W[:, np.linspace(0, draws - 1, per_chain).round().astype(int)]
+        draws = W.shape[1]
+    source = "given"
+    if teacher_W is None and (run / "teacher.npy").exists():
+        teacher_W = np.load(run / "teacher.npy", allow_pickle=False)
+        source = "from RUN/teacher.npy"
+    elif teacher_W is None:
+        teacher_W = _teacher_from_run(meta.get("spec", {}), data, run)
+        source = "regenerated from the spec's data seed"
+    teacher_W = _teacher(teacher_W, N)
+    key = jax.random.key(0) if key is None else key
+
+    typ = typical_kls(W, teacher_W, beta, ess="auto")
+    pp = predictive_kls_mc(key, W, teacher_W, beta, num_points)
+    theory_vals, theory_note = _theory(gamma, eta, teacher_W, K, beta)
+
+    def entry(value, se, **extra):
+        return {"value": value, "se": se, "per_n": value / N, "se_per_n": se / N} | extra
+
+    result: dict[str, Any] = {
+        "run": str(run),
+        "N": N,
+        "K": K,
+        "gamma": gamma,
+        "eta": eta,
+        "beta": beta,
+        "num_chains": chains,
+        "num_draws": chains * draws,
+        "teacher": source,
+        "typical": {
+            "forward": entry(typ.forward_mean, typ.forward_se, ess=typ.forward_ess),
+            "reverse": entry(typ.reverse_mean, typ.reverse_se, ess=typ.reverse_ess),
+        },
+        "predictive": {
+            "num_points": pp.num_points,
+            "forward": entry(pp.forward, pp.forward_se, bias=pp.forward_bias, bias_per_n=pp.forward_bias / N,
+                             corrected_per_n=pp.forward_corrected / N, weight_ess=pp.forward_weight_ess,
+                             min_weight_ess=pp.forward_weight_ess_min),
+            "reverse": entry(pp.reverse, pp.reverse_se, bias=pp.reverse_bias, bias_per_n=pp.reverse_bias / N,
+                             corrected_per_n=pp.reverse_corrected / N, weight_ess=pp.reverse_weight_ess,
+                             min_weight_ess=pp.reverse_weight_ess_min),
+            "bias_reliable": bool(min(pp.forward_weight_ess, pp.reverse_weight_ess) >= MIN_WEIGHT_ESS),
+            "bias_note": BIAS_NOTE,
+        },
+        "theory": theory_vals,
+        "theory_note": theory_note,
+    }
+    rows = []
+    for label, section, name, th in (
+        ("typical forward <D(P*||P_W)>", "typical", "forward", "fwd_typ"),
+        ("typical reverse <D(P_W||P*)>", "typical", "reverse", "rev_typ"),
+        ("predictive forward D(P*||P_pp)", "predictive", "forward", "fwd_pp"),
+        ("predictive reverse D(P_pp||P*)", "predictive", "reverse", "rev_pp"),
+    ):
+        e = result[section][name]
+        t = None if theory_vals is None else theory_vals.get(th)
+        rows.append({"quantity": label, "value_per_n": e["per_n"], "se_per_n": e["se_per_n"], "theory_per_n": t,
+                     "difference": None if t is None else e["per_n"] - t})
+    result["rows"] = rows
+    return result

@@ -1,0 +1,437 @@
+"""Temperature tuning: typical forward KL against the sampling temperature β (THEORY.md §6).
+
+Checks the THEORY.md §6 curve "Sampling temperature β (temperature tuning)"
+
+    ⟨D(P* ‖ P_{βW})⟩/N = β E_fwd + ½ S(μ̃; γη/β²) − ½(1 − log ω)
+
+(:func:`bayes_sbm.theory.forward_kl_typical_beta`) with its window
+(β_c, √(γη)) (:func:`bayes_sbm.theory.temperature_window`), inside which the
+sampler condenses on the outlier and the forward KL is lowered, at η = 5,
+γ ∈ {1.7, 2, 3}, ω = 2.5, K = 2, N = 100.
+
+One NUTS fit per γ (``models/fmo.toml`` with ``model.gamma``, ``model.eta``,
+``model.N`` overridden; teacher seed 0, inference seed 0 — the same fit as
+``bayes-sbm fit`` of that spec).  β only rescales W in p(x | βW), so no
+refitting is needed: for each β of the grid the exact per-draw forward KL
+``D(P* ‖ p(·|βW_s))`` comes from :func:`bayes_sbm.predictive.typical_kls`
+(``ess="auto"`` for the MCSE).  The finite-N argmin is refined by a bounded
+scalar minimisation of the posterior-mean curve (same draws) and compared
+with the theory argmin; the gain ``KL(β=1) − KL(β*)`` is reported with a
+paired standard error (per-draw differences).
+
+Outputs (in ``--out``, default ``analysis/temperature_tuning/results``):
+
+* ``kl_vs_beta.csv`` — finite N: one row per (N, γ, β): forward and reverse
+  typical KL per N ± MCSE, theory, difference, sampling phase;
+* ``theory_curves.csv`` — the theory curve on a fine β grid per γ;
+* ``argmin.csv`` — per (N, γ): theory window and argmin, finite-N argmin
+  (grid and refined), KL at β = 1 and at the argmin, gain ± SE;
+* ``table.md`` — the finite-N vs theory table (argmins, gains, KL at β = 1);
+* ``temperature_tuning.png`` — forward KL vs β: finite N (points ± MCSE) over
+  the theory curves, windows shaded, argmins marked;
+* ``metadata.json``.
+
+``--resume`` keeps rows already in the CSVs and skips (N, γ) that are
+complete.  ``--quick``: N = 10, γ = 2, 5 β values, 1 chain of 100 + 100 draws.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpyro  # noqa: E402
+
+numpyro.set_host_device_count(2)  # before JAX starts: 2 chains in parallel
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import io  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy.optimize import minimize_scalar  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+
+from bayes_sbm import inference, teacher, theory  # noqa: E402
+from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
+from bayes_sbm.plots import save_figure  # noqa: E402
+from bayes_sbm.predictive import typical_kls  # noqa: E402
+from bayes_sbm.runs import latent_summary, problem_from_spec  # noqa: E402
+from bayes_sbm.specs import load_spec  # noqa: E402
+
+ETA = 5.0
+GAMMAS = (1.7, 2.0, 3.0)
+SIZES = (100,)
+BETAS = tuple(np.round(np.linspace(0.6, 3.0, 15), 6))
+QUICK_GAMMAS = (2.0,)
+QUICK_SIZES = (10,)
+QUICK_BETAS = tuple(np.round(np.linspace(0.6, 3.0, 5), 6))
+THEORY_BETAS = np.linspace(0.3, 4.5, 1500)
+BASE_SPEC = "fmo"
+
+KL_COLUMNS = ("N", "gamma", "eta", "omega", "beta", "fwd_per_n", "fwd_se_per_n", "theory_fwd", "diff", "z",
+              "rev_per_n", "rev_se_per_n", "fwd_ess", "sampling_phase", "posterior_phase", "c_1", "c_2",
+              "divergences", "latent_min_ess_bulk", "num_draws")
+THEORY_COLUMNS = ("gamma", "eta", "omega", "beta", "theory_fwd", "sampling_phase")
+ARGMIN_COLUMNS = ("N", "gamma", "eta", "omega", "beta_c", "beta_edge", "theory_argmin", "theory_min", "theory_beta1",
+                  "grid_argmin", "refined_argmin", "refined_min", "refined_min_se", "kl_beta1", "kl_beta1_se",
+                  "gain", "gain_se", "theory_gain", "argmin_diff", "fit_wall_s", "kl_wall_s")
+STRINGS = ("sampling_phase", "posterior_phase")
+
+
+# --------------------------------------------------------------------------
+# CSV helpers
+# --------------------------------------------------------------------------
+def _fmt(v) -> str:
+    return repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)
+
+
+def write_csv(path: Path, columns, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([_fmt(r.get(c, "")) for c in columns])
+    write_text_atomic(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        raw = list(csv.DictReader(fh))
+    out = []
+    for r in raw:
+        row = {}
+        for k, v in r.items():
+            if k in STRINGS:
+                row[k] = v
+            elif k in ("N", "divergences", "num_draws"):
+                row[k] = int(float(v))
+            else:
+                try:
+                    row[k] = float(v)
+                except (TypeError, ValueError):
+                    row[k] = math.nan
+        out.append(row)
+    return out
+
+
+# --------------------------------------------------------------------------
+# computations
+# --------------------------------------------------------------------------
+def fit(base_spec, N: int, gamma: float, eta: float, nuts_overrides: dict):
+    """NUTS fit of the overridden spec; returns (problem, teacher W*, W draws (chain, draw, N, N), facts)."""
+    spec = base_spec.with_overrides({"model.N": int(N), "model.gamma": float(gamma), "model.eta": float(eta)} | nuts_overrides)
+    d = spec.data
+    td = teacher.teacher_student_data(jax.random.key(d.seed), spec.model.N, d.K, d.omega)  # as runs.load_spec_data
+    problem = problem_from_spec(spec, td.data)
+    i = spec.inference
+    settings = inference.NutsSettings(num_warmup=i.num_warmup, num_samples=i.num_samples, num_chains=i.num_chains,
+                                      target_accept=i.target_accept, dense_mass=i.dense_mass,
+                                      max_tree_depth=i.max_tree_depth, chain_method=i.chain_method, progress_bar=False)
+    key_fit = jax.random.split(jax.random.key(i.seed))[0]  # as runs.fit_spec
+    t0 = time.perf_counter()
+    res = inference.run_nuts(key_fit, problem, settings)
+    wall = time.perf_counter() - t0
+    latent = res.samples[problem.latent_site]
+    W = inference.coupling_draws(problem, latent)
+    facts = {
+        "divergences": int(np.sum(res.sample_stats["diverging"])),
+        "latent_min_ess_bulk": latent_summary(latent)["min_ess_bulk"],
+        "num_draws": int(latent.shape[0] * latent.shape[1]),
+        "fit_wall_s": wall,
+        "omega": float(d.omega if np.ndim(d.omega) == 0 else np.ravel(d.omega)[0]),
+    }
+    return problem, np.asarray(td.teacher.W), W, facts
+
+
+def _paired_se(a: np.ndarray, b: np.ndarray) -> float:
+    """MCSE of mean(a − b) for per-draw series shaped (chain, draw)."""
+    import arviz as az
+
+    d = np.asarray(a - b, dtype=float)
+    d2 = d if d.ndim == 2 else d.reshape(1, -1)
+    if d2.size < 8 or np.var(d2) == 0:
+        return float(np.std(d2, ddof=1) / math.sqrt(d2.size)) if d2.size > 1 else math.nan
+    return float(np.std(d2, ddof=1) / math.sqrt(float(az.ess(d2, method="mean"))))
+
+
+def theory_curve(gamma: float, eta: float, omega: float):
+    vals = np.array([theory.forward_kl_typical_beta(gamma, eta, omega, b) for b in THEORY_BETAS])
+    i = int(np.argmin(vals))
+    lo, hi = THEORY_BETAS[max(0, i - 2)], THEORY_BETAS[min(len(THEORY_BETAS) - 1, i + 2)]
+    r = minimize_scalar(lambda b: theory.forward_kl_typical_beta(gamma, eta, omega, b), bounds=(lo, hi),
+                        method="bounded", options={"xatol": 1e-7})
+    argmin, kl_min = (float(r.x), float(r.fun)) if r.fun <= vals[i] else (float(THEORY_BETAS[i]), float(vals[i]))
+    return vals, argmin, kl_min
+
+
+def study_one(problem, teacher_W, W, facts, betas, gamma, eta):
+    N, omega = problem.N, facts["omega"]
+    c = problem.frame.c
+    post_phase = theory.posterior_saddle(c, gamma, eta).phase
+    t0 = time.perf_counter()
+    cache: dict[float, object] = {}
+
+    def kl(b):
+        b = float(b)
+        if b not in cache:
+            cache[b] = typical_kls(W, teacher_W, b, ess="auto")
+        return cache[b]
+
+    rows = []
+    for b in betas:
+        t = kl(b)
+        th = float(theory.forward_kl_typical_beta(gamma, eta, omega, b))
+        diff = t.forward_per_n - th
+        rows.append({
+            "N": N, "gamma": gamma, "eta": eta, "omega": omega, "beta": float(b),
+            "fwd_per_n": t.forward_per_n, "fwd_se_per_n": t.forward_se_per_n, "theory_fwd": th, "diff": diff,
+            "z": diff / t.forward_se_per_n if t.forward_se_per_n > 0 else math.nan,
+            "rev_per_n": t.reverse_per_n, "rev_se_per_n": t.reverse_se_per_n, "fwd_ess": t.forward_ess,
+            "sampling_phase": theory.sampling_phase(gamma, eta, omega, b), "posterior_phase": post_phase,
+            "c_1": float(c[0]), "c_2": float(c[1]) if c.size > 1 else math.nan,
+            "divergences": facts["divergences"], "latent_min_ess_bulk": facts["latent_min_ess_bulk"],
+            "num_draws": facts["num_draws"],
+        })
+    # refine the finite-N argmin on the posterior-mean curve (same draws: a smooth function of β)
+    ys = np.array([r["fwd_per_n"] for r in rows])
+    i = int(np.argmin(ys))
+    bs = np.array([r["beta"] for r in rows])
+    lo, hi = bs[max(0, i - 1)], bs[min(len(bs) - 1, i + 1)]
+    refined = float(bs[i])
+    if hi > lo:
+        r = minimize_scalar(lambda b: kl(b).forward_per_n, bounds=(lo, hi), method="bounded", options={"xatol": 1e-3})
+        if r.fun <= ys[i]:
+            refined = float(r.x)
+    t_star, t_one = kl(refined), kl(1.0)
+    _, th_argmin, th_min = theory_curve(gamma, eta, omega)
+    th_beta1 = float(theory.forward_kl_typical_beta(gamma, eta, omega, 1.0))
+    beta_c, beta_edge = theory.temperature_window(gamma, eta, omega)
+    summary = {
+        "N": N, "gamma": gamma, "eta": eta, "omega": omega, "beta_c": beta_c, "beta_edge": beta_edge,
+        "theory_argmin": th_argmin, "theory_min": th_min, "theory_beta1": th_beta1,
+        "grid_argmin": float(bs[i]), "refined_argmin": refined,
+        "refined_min": t_star.forward_per_n, "refined_min_se": t_star.forward_se_per_n,
+        "kl_beta1": t_one.forward_per_n, "kl_beta1_se": t_one.forward_se_per_n,
+        "gain": t_one.forward_per_n - t_star.forward_per_n,
+        "gain_se": _paired_se(t_one.forward, t_star.forward) / N,
+        "theory_gain": th_beta1 - th_min, "argmin_diff": refined - th_argmin,
+        "fit_wall_s": facts["fit_wall_s"], "kl_wall_s": time.perf_counter() - t0,
+    }
+    return rows, summary
+
+
+# --------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------
+def _num(v, digits: int = 4) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not math.isfinite(v):
+        return "–"
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
+        return f"{v:.2e}"
+    return f"{v:.{digits}f}"
+
+
+def markdown_table(rows: list[dict], argmins: list[dict]) -> str:
+    lines = ["# Temperature tuning: typical forward KL vs β (THEORY.md §6)", "",
+             "## argmin β and the gain KL(β=1) − KL(β*) (per N)", "",
+             "finite-N argmin: grid minimum refined by a bounded minimisation of the posterior-mean curve (same draws). "
+             "gain SE: paired (per-draw differences).", ""]
+    head = ("N", "γ", "η", "window (β_c, √γη)", "argmin theory", "argmin finite N (grid)", "argmin diff",
+            "KL(β=1) ± SE", "theory KL(β=1)", "KL(β*) ± SE", "theory min", "gain ± SE", "theory gain")
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for a in argmins:
+        lines.append("| " + " | ".join([
+            str(a["N"]), _num(a["gamma"], 2), _num(a["eta"], 2), f"({_num(a['beta_c'], 3)}, {_num(a['beta_edge'], 3)})",
+            _num(a["theory_argmin"], 3), f"{_num(a['refined_argmin'], 3)} ({_num(a['grid_argmin'], 3)})",
+            _num(a["argmin_diff"], 3), f"{_num(a['kl_beta1'])} ± {_num(a['kl_beta1_se'])}", _num(a["theory_beta1"]),
+            f"{_num(a['refined_min'])} ± {_num(a['refined_min_se'])}", _num(a["theory_min"]),
+            f"{_num(a['gain'])} ± {_num(a['gain_se'])}", _num(a["theory_gain"]),
+        ]) + " |")
+    lines += ["", "## forward KL per N on the β grid", ""]
+    head = ("N", "γ", "β", "sampling phase", "finite N ± MCSE", "theory", "diff", "diff/SE", "reverse ± MCSE")
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            str(r["N"]), _num(r["gamma"], 2), _num(r["beta"], 3), r["sampling_phase"],
+            f"{_num(r['fwd_per_n'])} ± {_num(r['fwd_se_per_n'])}", _num(r["theory_fwd"]), _num(r["diff"]),
+            _num(r["z"], 2), f"{_num(r['rev_per_n'])} ± {_num(r['rev_se_per_n'])}",
+        ]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, theory_rows, argmins, path: Path) -> Path:
+    gammas = sorted({r["gamma"] for r in theory_rows} | {r["gamma"] for r in rows})
+    sizes = sorted({r["N"] for r in rows})
+    colors = {g: plt.cm.plasma(x) for g, x in zip(gammas, np.linspace(0.0, 0.75, max(1, len(gammas))))}
+    markers = dict(zip(sizes, "osD^v"))
+    fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
+    lo_y, hi_y = [], []
+    for g in gammas:
+        col = colors[g]
+        th = sorted((r for r in theory_rows if r["gamma"] == g), key=lambda r: r["beta"])
+        if th:
+            b = np.array([r["beta"] for r in th])
+            y = np.array([r["theory_fwd"] for r in th])
+            ax.plot(b, y, color=col, lw=1.8, label=rf"theory $\gamma={g:g}$")
+            lo_y.append(y.min())
+            hi_y.append(np.interp(1.0, b, y))
+        a0 = next((a for a in argmins if a["gamma"] == g), None)
+        if a0 is not None:
+            if math.isfinite(a0["beta_c"]):
+                ax.axvspan(a0["beta_c"], a0["beta_edge"], color=col, alpha=0.10)
+            ax.plot(a0["theory_argmin"], a0["theory_min"], "v", color=col, mec="k", ms=9)
+        for N in sizes:
+            sel = sorted((r for r in rows if r["gamma"] == g and r["N"] == N), key=lambda r: r["beta"])
+            if not sel:
+                continue
+            ax.errorbar([r["beta"] for r in sel], [r["fwd_per_n"] for r in sel], yerr=[r["fwd_se_per_n"] for r in sel],
+                        color=col, marker=markers.get(N, "o"), linestyle=":", capsize=3, mfc="white",
+                        label=rf"NUTS $N={N}$, $\gamma={g:g}$")
+            lo_y.append(min(r["fwd_per_n"] for r in sel))
+            hi_y.append(max(r["fwd_per_n"] for r in sel))
+            a = next((a for a in argmins if a["gamma"] == g and a["N"] == N), None)
+            if a is not None:
+                ax.errorbar(a["refined_argmin"], a["refined_min"], yerr=a["refined_min_se"], color=col, marker="*",
+                            ms=13, mec="k", linestyle="none")
+    ax.axvline(1.0, color="k", lw=0.8)
+    if lo_y:
+        span = max(hi_y) - min(lo_y)
+        ax.set_ylim(min(lo_y) - 0.15 * span - 0.02, max(hi_y) + 0.25 * span + 0.02)
+    betas = [r["beta"] for r in rows] or [0.6, 3.0]
+    ax.set_xlim(min(betas) - 0.15, max(betas) + 0.3)
+    ax.set_xlabel(r"sampling inverse temperature $\beta$")
+    ax.set_ylabel(r"$\langle D(P^*\|P_{\beta W})\rangle/N$")
+    ax.set_title("Temperature tuning (THEORY.md §6): shaded $(\\beta_c, \\sqrt{\\gamma\\eta})$; "
+                 r"$\blacktriangledown$ theory argmin, $\bigstar$ finite-N argmin", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="smoke test: N = 10, gamma = 2, 5 beta values, 100+100 draws")
+    p.add_argument("--resume", action="store_true", help="keep rows already in the CSVs and skip complete (N, gamma)")
+    p.add_argument("--sizes", type=lambda s: [int(v) for v in _floats(s)], help="values of N (default 100)")
+    p.add_argument("--gammas", type=_floats, help="values of gamma (default 1.7,2,3)")
+    p.add_argument("--eta", type=float, default=ETA, help="eta (default %(default)s)")
+    p.add_argument("--betas", type=_floats, help="beta grid (default 15 points 0.6..3)")
+    p.add_argument("--num-warmup", type=int, help="NUTS warm-up per chain (default: the spec's, 500)")
+    p.add_argument("--num-samples", type=int, help="NUTS draws per chain (default: the spec's, 500)")
+    p.add_argument("--num-chains", type=int, help="NUTS chains (default: the spec's, 2)")
+    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the specs (default: %(default)s)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    q = args.quick
+    sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if q else SIZES)
+    gammas = tuple(args.gammas) if args.gammas else (QUICK_GAMMAS if q else GAMMAS)
+    betas = tuple(sorted(set(args.betas))) if args.betas else (QUICK_BETAS if q else BETAS)
+    eta = float(args.eta)
+    nuts = {}
+    for key, given, quick in (("inference.num_warmup", args.num_warmup, 100), ("inference.num_samples", args.num_samples, 100),
+                              ("inference.num_chains", args.num_chains, 1)):
+        if given is not None or q:
+            nuts[key] = int(given if given is not None else quick)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    kl_path, th_path, am_path = out / "kl_vs_beta.csv", out / "theory_curves.csv", out / "argmin.csv"
+    rows = read_csv(kl_path) if args.resume else []
+    argmins = read_csv(am_path) if args.resume else []
+    base_spec = load_spec(args.models / f"{BASE_SPEC}.toml")
+    omega = float(np.ravel(base_spec.data.omega)[0])
+
+    # theory curves (cheap: always recomputed)
+    theory_rows = []
+    for g in gammas:
+        vals, _, _ = theory_curve(g, eta, omega)
+        theory_rows += [{"gamma": g, "eta": eta, "omega": omega, "beta": float(b), "theory_fwd": float(v),
+                         "sampling_phase": theory.sampling_phase(g, eta, omega, b)} for b, v in zip(THEORY_BETAS, vals)]
+    write_csv(th_path, THEORY_COLUMNS, theory_rows)
+
+    def complete(N, g):
+        have = {round(r["beta"], 9) for r in rows if r["N"] == N and r["gamma"] == g and r["eta"] == eta}
+        return {round(float(b), 9) for b in betas} <= have and any(a["N"] == N and a["gamma"] == g for a in argmins)
+
+    fits = {}
+    for N in sizes:
+        for g in gammas:
+            if complete(N, g):
+                print(f"[skip] N={N} gamma={g:g}: rows already in {kl_path.name}", flush=True)
+                continue
+            problem, teacher_W, W, facts = fit(base_spec, N, g, eta, nuts)
+            new, summary = study_one(problem, teacher_W, W, facts, betas, g, eta)
+            del W
+            rows = [r for r in rows if not (r["N"] == N and r["gamma"] == g and r["eta"] == eta)] + new
+            argmins = [a for a in argmins if not (a["N"] == N and a["gamma"] == g and a["eta"] == eta)] + [summary]
+            rows.sort(key=lambda r: (r["N"], r["gamma"], r["beta"]))
+            argmins.sort(key=lambda r: (r["N"], r["gamma"]))
+            write_csv(kl_path, KL_COLUMNS, rows)
+            write_csv(am_path, ARGMIN_COLUMNS, argmins)
+            fits[f"N{N}_gamma{g:g}"] = {k: facts[k] for k in ("divergences", "latent_min_ess_bulk", "num_draws", "fit_wall_s")}
+            print(f"[fit] N={N} gamma={g:g} eta={eta:g}: {facts['divergences']} divergences, min latent ESS "
+                  f"{facts['latent_min_ess_bulk']:.0f}, fit {facts['fit_wall_s']:.1f} s, KLs {summary['kl_wall_s']:.1f} s", flush=True)
+            print(f"    argmin beta: finite N {summary['refined_argmin']:.3f} (grid {summary['grid_argmin']:.3f}), theory "
+                  f"{summary['theory_argmin']:.3f}, window ({summary['beta_c']:.3f}, {summary['beta_edge']:.3f}); "
+                  f"gain {summary['gain']:.4f} ± {summary['gain_se']:.4f} (theory {summary['theory_gain']:.4f})", flush=True)
+
+    write_text_atomic(out / "table.md", markdown_table(rows, argmins))
+    figs = [plot(rows, theory_rows, argmins, out / "temperature_tuning.png")]
+    meta = run_metadata(
+        seed=0,
+        study="temperature_tuning",
+        checks="THEORY.md §6 typical forward KL vs beta (forward_kl_typical_beta) and the window (beta_c, sqrt(gamma eta))",
+        quick=bool(q),
+        settings={"sizes": list(sizes), "gammas": list(gammas), "eta": eta, "omega": omega, "betas": list(betas),
+                  "base_spec": f"models/{BASE_SPEC}.toml", "nuts_overrides": nuts or "spec",
+                  "seeds": "teacher: spec data.seed (0); NUTS: split(key(spec inference.seed))[0] as runs.fit_spec",
+                  "theory_beta_grid": [float(THEORY_BETAS[0]), float(THEORY_BETAS[-1]), len(THEORY_BETAS)],
+                  "resume": bool(args.resume)},
+        fits=fits,
+        argmins=argmins,
+        outputs=[kl_path.name, th_path.name, am_path.name, "table.md"] + [p.name for p in figs],
+        wall_s=time.perf_counter() - t_start,
+    )
+    write_json_atomic(out / "metadata.json", meta)
+    print(f"wrote {kl_path.name}, {th_path.name}, {am_path.name}, table.md, {', '.join(p.name for p in figs)} and "
+          f"metadata.json in {out} ({time.perf_counter() - t_start:.1f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

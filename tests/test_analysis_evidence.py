@@ -1,0 +1,160 @@
+"""Smoke tests of the inference studies of THEORY.md §5–6 and the evidence benchmark.
+
+Each script runs with ``--quick --out <tmp>`` (a subprocess, one thread);
+the test checks that every promised file is there, that no temporary file of
+an atomic write is left behind, and that the plotted numbers are finite.
+
+``analysis/evidence_vs_theory`` and ``benchmarks/bench_evidence.py`` run a
+NUTS ladder and an SVI fit per problem (~1.5 CPU-minutes, mostly jit
+compilation: every rung is a new NumPyro model), and ``analysis/double_descent``
+three NUTS fits (65 s wall measured on the loaded 2-core machine, ~30 s CPU):
+they are marked slow.  The other two take 40–60 s wall (~25–30 s CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Guard against hangs only (quick runs take 0.5–3 minutes on a loaded 2-core machine).
+TIMEOUT_S = 600
+
+
+def _run(script: str, out: Path, *extra: str) -> str:
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), "--quick", "--out", str(out), *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _finite(rows: list[dict], cols) -> None:
+    assert rows
+    for r in rows:
+        for c in cols:
+            assert math.isfinite(float(r[c])), (c, r)
+
+
+def _check_folder(out: Path, names) -> None:
+    for name in names:
+        path = out / name
+        assert path.is_file() and path.stat().st_size > 0, name
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["quick"] is True and "jax" in meta["versions"] and meta["settings"]
+
+
+# ---------------------------------------------------------------------------
+# 1. (1/N) log Y vs theory (slow: TI ladder + SVI per problem)
+# ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_evidence_vs_theory_quick(tmp_path):
+    out = tmp_path / "evidence_vs_theory"
+    _run("analysis/evidence_vs_theory/run.py", out)
+    _check_folder(out, ("evidence_vs_theory.csv", "table.md", "estimates_vs_phase.png", "diff_vs_n.png", "metadata.json"))
+    rows = _rows(out / "evidence_vs_theory.csv")
+    _finite(rows, ("per_n", "se_per_n", "theory_data_c", "diff", "theory_limit", "diff_limit", "cpu_s"))
+    assert {r["estimator"] for r in rows} == {"ti", "stepping_stone", "elbo", "importance", "iwae"}
+    assert {r["spec"] for r in rows} == {"pmo", "fmo"} and {r["N"] for r in rows} == {"8"}
+    assert all(float(r["se_per_n"]) > 0 for r in rows)
+    assert "| spec | phase | N |" in (out / "table.md").read_text()
+    # --resume: every (spec, N, group) is already there, so nothing is recomputed
+    stdout = _run("analysis/evidence_vs_theory/run.py", out, "--resume")
+    assert stdout.count("[skip]") == 2
+    assert _rows(out / "evidence_vs_theory.csv") == rows
+
+
+# ---------------------------------------------------------------------------
+# 2. temperature tuning
+# ---------------------------------------------------------------------------
+def test_temperature_tuning_quick(tmp_path):
+    out = tmp_path / "temperature_tuning"
+    _run("analysis/temperature_tuning/run.py", out)
+    _check_folder(out, ("kl_vs_beta.csv", "theory_curves.csv", "argmin.csv", "table.md", "temperature_tuning.png",
+                        "metadata.json"))
+    rows = _rows(out / "kl_vs_beta.csv")
+    assert len(rows) == 5 and {r["gamma"] for r in rows} == {"2.0"} and {r["N"] for r in rows} == {"10"}
+    _finite(rows, ("beta", "fwd_per_n", "fwd_se_per_n", "theory_fwd", "diff", "rev_per_n"))
+    assert all(float(r["fwd_per_n"]) > 0 for r in rows)  # a KL divergence
+    theory_rows = _rows(out / "theory_curves.csv")
+    _finite(theory_rows, ("beta", "theory_fwd"))
+    (a,) = _rows(out / "argmin.csv")
+    _finite([a], ("beta_c", "beta_edge", "theory_argmin", "refined_argmin", "kl_beta1", "gain", "gain_se"))
+    assert float(a["beta_c"]) < float(a["theory_argmin"]) < float(a["beta_edge"])  # THEORY §6: minimum in the window
+    assert float(a["gain"]) >= -1e-12  # the refined argmin is no worse than β = 1 on the same draws
+
+
+# ---------------------------------------------------------------------------
+# 3. double descent
+# ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_double_descent_quick(tmp_path):
+    out = tmp_path / "double_descent"
+    _run("analysis/double_descent/run.py", out)
+    _check_folder(out, ("rev_kl_vs_gamma.csv", "theory_curves.csv", "table.md", "double_descent.png", "metadata.json"))
+    rows = _rows(out / "rev_kl_vs_gamma.csv")
+    assert [float(r["gamma"]) for r in rows] == [0.3, 1.0, 3.0] and {r["eta"] for r in rows} == {"1.0"}
+    _finite(rows, ("rev_per_n", "rev_se_per_n", "theory_rev", "diff_rev", "fwd_per_n", "theory_fwd"))
+    assert all(float(r["rev_per_n"]) > 0 for r in rows)
+    _finite(_rows(out / "theory_curves.csv"), ("gamma", "theory_rev", "theory_fwd"))
+
+
+# ---------------------------------------------------------------------------
+# 4. evidence identity d log Y / dγ
+# ---------------------------------------------------------------------------
+def test_evidence_identity_quick(tmp_path):
+    out = tmp_path / "evidence_identity"
+    _run("analysis/evidence_identity/run.py", out)
+    _check_folder(out, ("identity.csv", "theory_curves.csv", "table.md", "identity.png", "metadata.json"))
+    rows = _rows(out / "identity.csv")
+    assert [r["point"] for r in rows] == ["pmo", "fmo"] and {r["N"] for r in rows} == {"10"}
+    _finite(rows, ("theory_data_c", "theory_limit", "estimate", "mcse", "diff", "post_tr_w2", "prior_tr_w2"))
+    for r in rows:
+        N, g, e = int(r["N"]), float(r["gamma"]), float(r["eta"])
+        assert float(r["prior_tr_w2"]) == pytest.approx((N + 1) / (g * e), rel=1e-12)
+        assert float(r["trace_check_max_rel_err"]) < 1e-10  # tr W² from the latent = tr(W W)
+        assert float(r["mcse"]) > 0 and r["fd_same_phase"] == "True"
+    _finite(_rows(out / "theory_curves.csv"), ("gamma", "theory_data_c", "theory_limit"))
+
+
+# ---------------------------------------------------------------------------
+# 5. benchmark (slow: TI ladder + SVI per problem)
+# ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_bench_evidence_quick(tmp_path):
+    out = tmp_path / "bench_evidence.json"
+    stdout = _run("benchmarks/bench_evidence.py", out)
+    assert "SE²·CPU" in stdout
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["complete"] is True and result["threads"] == 1
+    assert result["targets"] == {"N": 100, "se_per_n": 0.002, "cpu_s": 600.0}
+    rows = result["rows"]
+    assert {(r["spec"], r["estimator"]) for r in rows} == {
+        (s, e) for s in ("pmo", "fmo") for e in ("ti", "stepping_stone", "elbo", "importance", "iwae")}
+    for r in rows:
+        assert r["N"] == 8
+        for key in ("per_n", "se_per_n", "theory_per_n", "abs_error_per_n", "wall_s", "cpu_s", "se2_cpu", "cpu_to_target_s"):
+            assert math.isfinite(r[key]), (r["estimator"], key)
+        assert r["cpu_s"] > 0 and r["se2_cpu"] == pytest.approx(r["se_per_n"] ** 2 * r["cpu_s"])
+    # TI and stepping stone come from one ladder: same cost attributed to both
+    for spec in ("pmo", "fmo"):
+        ti, ss = (next(r for r in rows if r["spec"] == spec and r["estimator"] == e) for e in ("ti", "stepping_stone"))
+        assert ti["cpu_s"] == ss["cpu_s"] and ti["shared_cost_with"] == ["stepping_stone"]
+    assert set(result["summary"]) == {"pmo_N8", "fmo_N8"}
