@@ -52,6 +52,8 @@ test-slow: venv
 
 bench: venv
 	$(PY) benchmarks/bench_partition.py
+	$(PY) benchmarks/bench_nuts.py
+	$(PY) benchmarks/bench_evidence.py
 
 figures: theory-figures posterior-study tempered-study evidence-study temperature-study double-descent-study identity-study
 
