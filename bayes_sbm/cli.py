@@ -83,10 +83,9 @@ def _add_teacher(sub) -> None:
 
 def _cmd_teacher(args) -> int:
     import jax
-    import numpy as np
 
     from . import teacher
-    from .io import save_npy_atomic, write_json_atomic, run_metadata
+    from .io import run_metadata, save_npy_atomic, write_json_atomic
 
     td = teacher.teacher_student_data(jax.random.key(args.seed), args.N, args.K, args.omega, args.beta)
     out = teacher.save_data(args.out, td.data)

@@ -19,6 +19,7 @@ dataclasses, results as NamedTuples:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pickle
 import time
@@ -232,14 +233,22 @@ def _stats_from_extra(extra: dict) -> dict:
     return stats
 
 
-def _checkpoint_signature(problem: PosteriorProblem, settings: NutsSettings, seed_key) -> dict:
+def _raw_key(key) -> jnp.ndarray:
+    """A legacy uint32 PRNG key (NumPyro's MCMC state and pickled checkpoints use these)."""
+    if jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return jnp.asarray(key, dtype=jnp.uint32)
+
+
+def _checkpoint_signature(problem: PosteriorProblem, settings: NutsSettings, key) -> dict:
+    """What must match for a checkpoint to be resumed: data, hyperparameters, settings, seed."""
     return {
         "gamma": problem.gamma,
         "eta": problem.eta,
         "parametrization": problem.parametrization,
-        "data_sha": __import__("hashlib").sha256(problem.data.tobytes()).hexdigest(),
+        "data_sha": hashlib.sha256(problem.data.tobytes()).hexdigest(),
         "settings": dataclasses.asdict(settings) | {"progress_bar": None},
-        "key": np.asarray(jax.random.key_data(seed_key) if jnp.issubdtype(getattr(seed_key, "dtype", np.uint32), jax.dtypes.prng_key) else seed_key).tolist(),
+        "key": np.asarray(key).tolist(),
     }
 
 
@@ -265,9 +274,7 @@ def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettin
         step_size, tree_depth; ``timing``: seconds for warmup+first segment
         and in total.
     """
-    if jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    key = jnp.asarray(key, dtype=jnp.uint32)
+    key = _raw_key(key)
     kernel = NUTS(
         sbm_model.sbm_posterior,
         target_accept_prob=settings.target_accept,
