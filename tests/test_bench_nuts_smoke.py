@@ -1,0 +1,48 @@
+"""Smoke test: ``benchmarks/bench_nuts.py --quick`` runs every variant and writes the documented JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_nuts.py"
+#: The quick run is ~1–2 min (six variants, jit compilation dominates); cap for loaded machines.
+TIMEOUT_S = 300
+VARIANTS = {
+    "aligned-spectral-diag", "aligned-eigh-diag", "aligned-spectral-dense",
+    "noncentred-spectral-diag", "centred-spectral-diag", "saddle-noncentred-eigh-diag",
+}
+
+
+def test_bench_nuts_quick(tmp_path):
+    out = tmp_path / "x.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ESS/s λ1" in proc.stdout
+    result = json.loads(out.read_text())
+    for key in ("benchmark", "quick", "device", "threads", "thread_env", "versions", "settings", "problem", "targets",
+                "rows", "complete", "wall_s"):
+        assert key in result, key
+    assert result["quick"] is True and result["complete"] is True and result["threads"] == 1
+    assert result["thread_env"]["JAX_PLATFORMS"] == "cpu"
+    assert "intra_op_parallelism_threads=1" in result["thread_env"]["XLA_FLAGS"]
+    assert {"jax", "numpyro", "arviz", "python"} <= set(result["versions"])
+    rows = result["rows"]
+    assert {r["variant"] for r in rows} == VARIANTS
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["N"] == 10 and row["chain_method"] == "sequential"
+        for key in ("ess_lam1", "ess_min_latent", "ess_min_spectral", "ess_per_s_lam1", "ess_per_s_slowest",
+                    "warmup_compile_s", "sample_s", "mean_leapfrog_steps"):
+            assert math.isfinite(row[key]) and row[key] > 0, (row["variant"], key, row[key])
+        assert row["ess_min_latent"] <= row["ess_median_latent"]
+        assert isinstance(row["divergences"], int) and row["divergences"] >= 0
+        assert math.isfinite(row["rhat_max"])
+        for key in ("lam1", "u1", "M"):
+            assert math.isfinite(row["posterior_mean"][key]) and math.isfinite(row["theory"][key])
