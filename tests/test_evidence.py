@@ -46,7 +46,7 @@ def exact_log_evidence_n2(data, gamma, eta, nodes=GH_NODES):
 
 CASES = [
     pytest.param(2, 1.0, 1.0, id="N2-g1-e1"),
-    pytest.param(2, 0.5, 2.0, id="N2-g0.5-e2"),
+    pytest.param(2, 0.5, 2.0, id="N2-g0.5-e2", marks=pytest.mark.slow),
     pytest.param(3, 1.0, 1.0, id="N3-g1-e1"),
 ]
 
