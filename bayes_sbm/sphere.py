@@ -496,9 +496,11 @@ def sample_eigen(key, eigenvalues, num_samples: int, batch: int | None = None):
     def round_(state):
         key, filled, out = state
         key, kg, ku = jax.random.split(key, 3)
-        # float64 normals: one value of g feeds both the test and the output (a float32
-        # draw cast up may be recomputed with different rounding by XLA, breaking both).
-        g = jax.random.normal(kg, (batch, n), dtype=jnp.float64) * scale
+        # float32 normals (half the random bits), cast up and scaled once; the barrier
+        # materialises g so the acceptance test and the output see the same numbers (without
+        # it XLA may recompute g in two fusions with different rounding: rows off the sphere
+        # by ~1e-7 and a test evaluated on a different vector).
+        g = jax.lax.optimization_barrier(jax.random.normal(kg, (batch, n), dtype=jnp.float32).astype(jnp.float64) * scale)
         sq = g * g
         norm2 = jnp.sum(sq, axis=-1)
         t = sp.eps + jnp.sum(sq * delta, axis=-1) / norm2
