@@ -49,14 +49,17 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bayes_sbm and analysis._common
+
+from analysis._common import (  # noqa: E402  (standard library only: threads are pinned in main)
+    ROOT, log_evidence_pair, name_list, pin_xla_threads, saddle_phases, size_list, timed,
+)
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "bench_evidence.json"
 SPECS = ("pmo", "fmo")
 SIZES = (50, 100)
 QUICK_SIZES = (8,)
-OMEGA = 2.5
-C_LIMIT = (2.0 - 1.0 / OMEGA, 1.0 / OMEGA)
 TARGETS = {"N": 100, "se_per_n": 0.002, "cpu_s": 600.0}
 ESTIMATORS = ("ti", "stepping_stone", "elbo", "importance", "iwae")
 GROUPS = {"ti": ("ti", "stepping_stone"), "svi": ("elbo", "importance", "iwae")}
@@ -66,24 +69,14 @@ KIND = {"ti": "consistent", "stepping_stone": "consistent (biased low at finite 
 SIGNATURE_KEYS = ("quick", "threads", "ladder", "svi_steps", "svi_draws", "svi_learning_rate", "seed")
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 2:
-        raise argparse.ArgumentTypeError(f"sizes must be integers >= 2, got {text!r}")
-    return values
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: N = 8, 4 rungs x 100 draws, 300 SVI steps")
-    p.add_argument("--sizes", type=_int_list, default=None, help="comma-separated N (default 50,100; 8 with --quick)")
-    p.add_argument("--specs", type=lambda s: [v for v in s.split(",") if v], default=list(SPECS),
+    p.add_argument("--sizes", type=size_list, default=None, help="comma-separated N (default 50,100; 8 with --quick)")
+    p.add_argument("--specs", type=name_list, default=list(SPECS),
                    help="phase specs in models/ (default pmo,fmo: a PM and an FM phase)")
     p.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the specs (default: %(default)s)")
-    p.add_argument("--estimators", type=lambda s: [v for v in s.split(",") if v], default=["ti", "svi"],
+    p.add_argument("--estimators", type=name_list, default=["ti", "svi"],
                    help="groups to run: ti (TI + stepping stone), svi (ELBO, importance, IWAE); default both")
     p.add_argument("--rungs", type=int, default=None, help="initial TI rungs (default 12; 4 with --quick)")
     p.add_argument("--max-rungs", type=int, default=None, help="TI rungs after bisection (default 20; 4 with --quick)")
@@ -120,26 +113,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def pin_environment(threads: int) -> dict[str, str]:
     """Thread counts in the environment; must run before numpy/jax are imported."""
-    t = str(threads)
-    env = {"OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t}
-    ours = [f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'}", f"intra_op_parallelism_threads={t}"]
-    drop = ("multi_thread_eigen", "intra_op_parallelism")
-    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not any(d in f for d in drop)]
-    env["XLA_FLAGS"] = " ".join(kept + ours)
-    env["JAX_PLATFORMS"] = os.environ.get("JAX_PLATFORMS", "cpu")
-    os.environ.update(env)
-    return env
+    return pin_xla_threads(threads, jax_platforms=os.environ.get("JAX_PLATFORMS", "cpu"))
 
 
 # ---------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------
-
-
-def _timed(fn):
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def _row(base: dict, name: str, group: str, est, wall: float, cpu: float, **extra) -> dict:
@@ -171,7 +150,7 @@ def run_group(group: str, spec, args, base: dict) -> list[dict]:
         ladder = evidence.LadderSettings(num_rungs=args.rungs, max_rungs=args.max_rungs, num_samples=args.samples,
                                          num_warmup=args.warmup, first_warmup=args.first_warmup,
                                          prior_draws=args.prior_draws, progress_bar=False)
-        res, wall, cpu = _timed(lambda: evidence.thermodynamic_integration(key_ti, problem, ladder))
+        res, wall, cpu = timed(lambda: evidence.thermodynamic_integration(key_ti, problem, ladder))
         rung_ess = [float(r.ess) for r in res.rungs[1:]]
         extra = {"num_rungs": len(res.rungs), "min_rung_ess": min(rung_ess) if rung_ess else math.nan,
                  "ladder": [float(r.t) for r in res.rungs]}
@@ -181,8 +160,8 @@ def run_group(group: str, spec, args, base: dict) -> list[dict]:
     guide = spec.inference.svi_guide if problem.parametrization == "aligned" else "normal"
     settings = inference.SviSettings(guide=guide, num_steps=args.svi_steps, learning_rate=args.svi_learning_rate,
                                      num_draws=10, progress_bar=False)
-    fit, wall_fit, cpu_fit = _timed(lambda: inference.run_svi(key_svi, problem, settings))
-    est, wall_is, cpu_is = _timed(lambda: evidence.svi_evidence(key_is, fit, num_draws=args.svi_draws))
+    fit, wall_fit, cpu_fit = timed(lambda: inference.run_svi(key_svi, problem, settings))
+    est, wall_is, cpu_is = timed(lambda: evidence.svi_evidence(key_is, fit, num_draws=args.svi_draws))
     wall, cpu = wall_fit + wall_is, cpu_fit + cpu_is
     extra = {"svi_fit_wall_s": wall_fit, "svi_fit_cpu_s": cpu_fit, "svi_draws_wall_s": wall_is, "svi_draws_cpu_s": cpu_is,
              "guide": guide, "elbo_trace_final": float(fit.elbo[-max(1, len(fit.elbo) // 10):].mean()) / problem.N}
@@ -233,10 +212,8 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     thread_env = pin_environment(args.threads)
-    sys.path.insert(0, str(ROOT))  # run from a checkout without installing
     import numpy as np  # noqa: F401  (after pinning threads)
 
-    from bayes_sbm import theory
     from bayes_sbm.io import run_metadata, write_json_atomic
     from bayes_sbm.runs import problem_from_spec
     from bayes_sbm.specs import load_spec
@@ -280,11 +257,10 @@ def main(argv=None) -> int:
             spec = base_spec.with_overrides({"model.N": int(N)})
             problem = problem_from_spec(spec)
             c, g, e = problem.frame.c, problem.gamma, problem.eta
-            base = {"spec": name, "N": int(N), "gamma": g, "eta": e, "c": c.tolist(),
-                    "phase": theory.posterior_saddle(c, g, e).phase,
-                    "phase_limit": theory.posterior_saddle(C_LIMIT, g, e).phase,
-                    "theory_per_n": float(theory.log_evidence(c, g, e)),
-                    "theory_limit_per_n": float(theory.log_evidence(C_LIMIT, g, e))}
+            phase, phase_limit = saddle_phases(c, g, e)
+            theory_per_n, theory_limit_per_n = log_evidence_pair(c, g, e)
+            base = {"spec": name, "N": int(N), "gamma": g, "eta": e, "c": c.tolist(), "phase": phase,
+                    "phase_limit": phase_limit, "theory_per_n": theory_per_n, "theory_limit_per_n": theory_limit_per_n}
             for group in args.estimators:
                 if all(any(r["spec"] == name and r["N"] == N and r["estimator"] == est for r in rows) for est in GROUPS[group]):
                     print(f"[skip] {name} N={N} {group}: rows already in {out}", flush=True)

@@ -46,6 +46,17 @@ give about twice as much when the cores are free.
 
 A dense mass matrix has (N(N+1)/2)² entries: rows with dense mass above
 ``--dense-max-n`` (default 50) are recorded as skipped with the reason.
+Even below, NumPyro's last adaptation window (200 draws for 500 warmup)
+is shorter than the dimension (325 at N = 25, 1275 at N = 50), so the
+covariance estimate is rank-deficient and shrunk towards 10⁻³·I: NUTS then
+saturates the tree depth (1023 leapfrog steps per draw) — minutes per row at
+N = 25 and of the order of an hour at N = 50 (``--variants`` or
+``--dense-max-n 25`` leave it out).
+
+The data depend on the library's exact sampler (``SphericalBoltzmann.sample``)
+as well as on ``--data-seed``; ``problem.theory_by_N`` records c and a data
+hash per N.
+
 On a GPU (``--device gpu``) run e.g. ``--sizes 400,1000``.
 
 The JSON (``--out``) is rewritten atomically after every row, so a stopped
@@ -59,6 +70,7 @@ Usage: ``python benchmarks/bench_nuts.py [--quick] [--sizes 25,50] [--variants .
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -66,6 +78,10 @@ import platform
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bayes_sbm and analysis._common
+
+from analysis._common import size_list  # noqa: E402  (standard library only: threads are pinned in main)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_nuts.json"
 DEFAULT_SIZES = (25, 50, 100, 200)
@@ -99,16 +115,6 @@ SIGNATURE_KEYS = ("K", "omega", "data_seed", "seed", "gamma", "eta", "num_chains
 # ---------------------------------------------------------------------------
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 2:
-        raise argparse.ArgumentTypeError(f"sizes must be integers >= 2, got {text!r}")
-    return values
-
-
 def _variant_list(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip()]
     unknown = [n for n in names if n not in VARIANTS]
@@ -120,7 +126,7 @@ def _variant_list(text: str) -> list[str]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help=f"smoke run: N={QUICK_SIZES}, {QUICK_WARMUP} warmup / {QUICK_SAMPLES} draws")
-    p.add_argument("--sizes", type=_int_list, default=None, help="comma-separated N (default 25,50,100,200; 10 with --quick)")
+    p.add_argument("--sizes", type=size_list, default=None, help="comma-separated N (default 25,50,100,200; 10 with --quick)")
     p.add_argument("--variants", type=_variant_list, default=list(VARIANTS), help="comma-separated variants (default all)")
     p.add_argument("--phase-point", choices=sorted(PHASE_POINTS), default="fmo", help="named (γ, η): fmo = (0.5, 3), pm = (2, 1)")
     p.add_argument("--gamma", type=float, default=None, help="override γ of the phase point")
@@ -164,11 +170,11 @@ def pin_environment(threads: int, device: str, host_devices: int) -> dict[str, s
     t = str(threads)
     env = {"OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t}
     ours = [f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'}", f"intra_op_parallelism_threads={t}"]
-    if host_devices > 1:
-        ours.append(f"--xla_force_host_platform_device_count={host_devices}")
-    drop = ("multi_thread_eigen", "intra_op_parallelism", "xla_force_host_platform_device_count")
+    drop = ("multi_thread_eigen", "intra_op_parallelism")
     kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not any(d in f for d in drop)]
     env["XLA_FLAGS"] = " ".join(kept + ours)
+    if host_devices > 1:
+        env["JAX_NUM_CPU_DEVICES"] = str(host_devices)  # one CPU device per chain for pmap
     if device == "cpu":
         env["JAX_PLATFORMS"] = "cpu"
     os.environ.update(env)
@@ -567,9 +573,11 @@ def main(argv=None) -> int:
     for N in args.sizes:
         from bayes_sbm import model
 
-        c = model.data_frame(make_data(args, N)).c
+        data = make_data(args, N)
+        c = model.data_frame(data).c
         s = theory.posterior_saddle(c, args.gamma, args.eta)
-        saddles[str(N)] = {"c": [float(v) for v in c], "phase": s.phase, "lam1": float(s.lam[0]), "u1": float(s.u[0]), "M": float(s.M)}
+        saddles[str(N)] = {"c": [float(v) for v in c], "phase": s.phase, "lam1": float(s.lam[0]), "u1": float(s.u[0]),
+                           "M": float(s.M), "data_sha256": hashlib.sha256(data.tobytes()).hexdigest()[:16]}
 
     t_start = time.perf_counter()
     payload = {

@@ -32,43 +32,31 @@ Outputs (in ``--out``, default ``analysis/double_descent/results``):
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
-import numpyro  # noqa: E402
+from analysis._common import (  # noqa: E402
+    NUTS_SEEDS, add_models_option, add_nuts_options, float_list, fmt_num, int_list_via_float, md_head, md_row,
+    nuts_facts, nuts_overrides, pick_values, pin_threads, read_csv, study_parser, teacher_student_fit, write_csv,
+)
 
-numpyro.set_host_device_count(2)  # before JAX starts: 2 chains in parallel
+pin_threads()  # before NumPy/JAX are imported (2 host devices: 2 chains in parallel); Agg backend
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
 import math  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
-
-import jax  # noqa: E402
-
-from bayes_sbm import inference, teacher, theory  # noqa: E402
+from bayes_sbm import theory  # noqa: E402
 from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
 from bayes_sbm.predictive import typical_kls  # noqa: E402
-from bayes_sbm.runs import latent_summary, problem_from_spec  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
 
 ETAS = (1.0, 5.0)
 GAMMAS = tuple(float(g) for g in np.round(np.geomspace(0.1, 10.0, 10), 6))
@@ -87,66 +75,16 @@ STRINGS = ("phase", "phase_limit")
 
 
 # --------------------------------------------------------------------------
-# CSV helpers
-# --------------------------------------------------------------------------
-def _fmt(v) -> str:
-    return repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)
-
-
-def write_csv(path: Path, columns, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([_fmt(r.get(c, "")) for c in columns])
-    write_text_atomic(path, buf.getvalue())
-
-
-def read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        raw = list(csv.DictReader(fh))
-    out = []
-    for r in raw:
-        row = {}
-        for k, v in r.items():
-            if k in STRINGS:
-                row[k] = v
-            elif k in ("N", "divergences", "num_draws"):
-                row[k] = int(float(v))
-            else:
-                try:
-                    row[k] = float(v)
-                except (TypeError, ValueError):
-                    row[k] = math.nan
-        out.append(row)
-    return out
-
-
-# --------------------------------------------------------------------------
 # computations
 # --------------------------------------------------------------------------
 def fit_and_measure(base_spec, N: int, gamma: float, eta: float, nuts_overrides: dict) -> dict:
     """NUTS fit of the overridden spec and the exact typical KLs of its draws to the teacher (β = 1)."""
-    spec = base_spec.with_overrides({"model.N": int(N), "model.gamma": float(gamma), "model.eta": float(eta)} | nuts_overrides)
-    d = spec.data
-    td = teacher.teacher_student_data(jax.random.key(d.seed), spec.model.N, d.K, d.omega)  # as runs.load_spec_data
-    problem = problem_from_spec(spec, td.data)
-    i = spec.inference
-    settings = inference.NutsSettings(num_warmup=i.num_warmup, num_samples=i.num_samples, num_chains=i.num_chains,
-                                      target_accept=i.target_accept, dense_mass=i.dense_mass,
-                                      max_tree_depth=i.max_tree_depth, chain_method=i.chain_method, progress_bar=False)
-    key_fit = jax.random.split(jax.random.key(i.seed))[0]  # as runs.fit_spec
-    t0 = time.perf_counter()
-    res = inference.run_nuts(key_fit, problem, settings)
-    wall = time.perf_counter() - t0
-    latent = res.samples[problem.latent_site]
-    W = inference.coupling_draws(problem, latent)
-    kl = typical_kls(W, np.asarray(td.teacher.W), 1.0, ess="auto")
-    omega = float(np.ravel(d.omega)[0])
+    f = teacher_student_fit(base_spec, N, gamma, eta, nuts_overrides)
+    kl = typical_kls(f.W, f.teacher_W, 1.0, ess="auto")
+    omega = float(np.ravel(f.spec.data.omega)[0])
     th = theory.teacher_student_kls(gamma, eta, omega)
-    c = problem.frame.c
+    facts = nuts_facts(f.result, f.latent)
+    c = f.problem.frame.c
     return {
         "N": int(N), "eta": float(eta), "gamma": float(gamma), "omega": omega,
         "rev_per_n": kl.reverse_per_n, "rev_se_per_n": kl.reverse_se_per_n, "theory_rev": float(th.rev_typ),
@@ -156,9 +94,8 @@ def fit_and_measure(base_spec, N: int, gamma: float, eta: float, nuts_overrides:
         "diff_fwd": kl.forward_per_n - float(th.fwd_typ),
         "phase": theory.posterior_saddle(c, gamma, eta).phase, "phase_limit": th.phase,
         "c_1": float(c[0]), "c_2": float(c[1]) if c.size > 1 else math.nan,
-        "divergences": int(np.sum(res.sample_stats["diverging"])),
-        "latent_min_ess_bulk": latent_summary(latent)["min_ess_bulk"], "rev_ess": kl.reverse_ess,
-        "num_draws": int(latent.shape[0] * latent.shape[1]), "fit_wall_s": wall,
+        "divergences": facts["divergences"], "latent_min_ess_bulk": facts["latent_min_ess_bulk"],
+        "rev_ess": kl.reverse_ess, "num_draws": facts["num_draws"], "fit_wall_s": f.wall_s,
     }
 
 
@@ -175,32 +112,20 @@ def theory_rows(etas, omega: float) -> list[dict]:
 # --------------------------------------------------------------------------
 # outputs
 # --------------------------------------------------------------------------
-def _num(v, digits: int = 4) -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    if not math.isfinite(v):
-        return "–"
-    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
-        return f"{v:.2e}"
-    return f"{v:.{digits}f}"
-
-
 def markdown_table(rows: list[dict]) -> str:
     head = ("N", "η", "γ", "phase (data c / N→∞)", "reverse KL ± MCSE", "theory", "diff", "diff/SE",
             "forward KL ± MCSE", "theory fwd", "div.", "min latent ESS")
     lines = ["# Typical reverse KL vs γ (THEORY.md §6, double descent)", "",
              "Per N. theory: teacher_student_kls(γ, η, ω).rev_typ / .fwd_typ (N → ∞ data spectrum c = (1.6, 0.4)); "
              "diff = finite N − theory.", "",
-             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+             *md_head(head)]
     for r in rows:
-        lines.append("| " + " | ".join([
-            str(r["N"]), _num(r["eta"], 2), _num(r["gamma"], 3), f"{r['phase']} / {r['phase_limit']}",
-            f"{_num(r['rev_per_n'])} ± {_num(r['rev_se_per_n'])}", _num(r["theory_rev"]), _num(r["diff_rev"]),
-            _num(r["z_rev"], 2), f"{_num(r['fwd_per_n'])} ± {_num(r['fwd_se_per_n'])}", _num(r["theory_fwd"]),
-            str(r["divergences"]), _num(r["latent_min_ess_bulk"], 0),
-        ]) + " |")
+        lines.append(md_row([
+            str(r["N"]), fmt_num(r["eta"], 2), fmt_num(r["gamma"], 3), f"{r['phase']} / {r['phase_limit']}",
+            f"{fmt_num(r['rev_per_n'])} ± {fmt_num(r['rev_se_per_n'])}", fmt_num(r["theory_rev"]), fmt_num(r["diff_rev"]),
+            fmt_num(r["z_rev"], 2), f"{fmt_num(r['fwd_per_n'])} ± {fmt_num(r['fwd_se_per_n'])}", fmt_num(r["theory_fwd"]),
+            str(r["divergences"]), fmt_num(r["latent_min_ess_bulk"], 0),
+        ]))
     return "\n".join(lines) + "\n"
 
 
@@ -252,22 +177,14 @@ def plot(rows, th_rows, path: Path) -> Path:
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="smoke test: N = 10, eta = 1, gamma in {0.3, 1, 3}, 100+100 draws")
-    p.add_argument("--resume", action="store_true", help="keep rows already in the CSV and skip their (N, eta, gamma)")
-    p.add_argument("--sizes", type=lambda s: [int(v) for v in _floats(s)], help="values of N (default 100)")
-    p.add_argument("--etas", type=_floats, help="values of eta (default 1,5)")
-    p.add_argument("--gammas", type=_floats, help="gamma grid (default 10 log-spaced values 0.1..10)")
-    p.add_argument("--num-warmup", type=int, help="NUTS warm-up per chain (default: the spec's, 500)")
-    p.add_argument("--num-samples", type=int, help="NUTS draws per chain (default: the spec's, 500)")
-    p.add_argument("--num-chains", type=int, help="NUTS chains (default: the spec's, 2)")
-    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the specs (default: %(default)s)")
+    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, eta = 1, gamma in {0.3, 1, 3}, 100+100 draws",
+                     "keep rows already in the CSV and skip their (N, eta, gamma)")
+    p.add_argument("--sizes", type=int_list_via_float, help="values of N (default 100)")
+    p.add_argument("--etas", type=float_list, help="values of eta (default 1,5)")
+    p.add_argument("--gammas", type=float_list, help="gamma grid (default 10 log-spaced values 0.1..10)")
+    add_nuts_options(p)
+    add_models_option(p)
     return p.parse_args(argv)
 
 
@@ -275,14 +192,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     q = args.quick
-    sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if q else SIZES)
-    etas = tuple(args.etas) if args.etas else (QUICK_ETAS if q else ETAS)
-    gammas = tuple(args.gammas) if args.gammas else (QUICK_GAMMAS if q else GAMMAS)
-    nuts = {}
-    for key, given, quick in (("inference.num_warmup", args.num_warmup, 100), ("inference.num_samples", args.num_samples, 100),
-                              ("inference.num_chains", args.num_chains, 1)):
-        if given is not None or q:
-            nuts[key] = int(given if given is not None else quick)
+    sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
+    etas = pick_values(args.etas, q, QUICK_ETAS, ETAS)
+    gammas = pick_values(args.gammas, q, QUICK_GAMMAS, GAMMAS)
+    nuts = nuts_overrides(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, th_path = out / "rev_kl_vs_gamma.csv", out / "theory_curves.csv"
@@ -290,7 +203,7 @@ def main(argv=None) -> int:
     omega = float(np.ravel(base_spec.data.omega)[0])
     th_rows = theory_rows(etas, omega)
     write_csv(th_path, THEORY_COLUMNS, th_rows)
-    rows = read_csv(csv_path) if args.resume else []
+    rows = read_csv(csv_path, strings=STRINGS, ints=("N", "divergences", "num_draws")) if args.resume else []
     done = {(r["N"], r["eta"], r["gamma"]) for r in rows}
     for N in sizes:
         for eta in etas:
@@ -316,7 +229,7 @@ def main(argv=None) -> int:
         quick=bool(q),
         settings={"sizes": list(sizes), "etas": list(etas), "gammas": list(gammas), "omega": omega,
                   "base_spec": f"models/{BASE_SPEC}.toml", "nuts_overrides": nuts or "spec",
-                  "seeds": "teacher: spec data.seed (0); NUTS: split(key(spec inference.seed))[0] as runs.fit_spec",
+                  "seeds": NUTS_SEEDS,
                   "theory_gamma_grid": [float(THEORY_GAMMAS[0]), float(THEORY_GAMMAS[-1]), len(THEORY_GAMMAS)],
                   "resume": bool(args.resume)},
         outputs=[csv_path.name, th_path.name, "table.md"] + [p.name for p in figs],

@@ -42,49 +42,36 @@ Outputs (in ``--out``, default ``analysis/evidence_identity/results``):
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
-import numpyro  # noqa: E402
+from analysis._common import (  # noqa: E402
+    C_LIMIT, add_models_option, add_nuts_options, fmt_num, int_list, md_head, md_row, name_list, nuts_facts,
+    nuts_overrides, pick_values, pin_threads, read_csv, run_spec_nuts, saddle_phases, study_parser, write_csv,
+)
 
-numpyro.set_host_device_count(2)  # before JAX starts: 2 chains in parallel
+pin_threads()  # before NumPy/JAX are imported (2 host devices: 2 chains in parallel); Agg backend
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
 import math  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
-
-import jax  # noqa: E402
 
 from bayes_sbm import inference, model, theory  # noqa: E402
 from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
-from bayes_sbm.runs import latent_summary, problem_from_spec  # noqa: E402
+from bayes_sbm.runs import problem_from_spec  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
 
 POINTS = ("pmo", "fmo")
 SIZES = (100,)
 QUICK_SIZES = (10,)
 NUM_SAMPLES = 2000  # per chain: the MCSE of (1/N) d log Y/dγ is (η/4)·sd(tr W²)/√ESS, sd(tr W²) ≈ 2/(γη)
-OMEGA = 2.5
-C_LIMIT = (2.0 - 1.0 / OMEGA, 1.0 / OMEGA)
 REL_STEP = 1e-4
 
 COLUMNS = ("point", "phase", "phase_limit", "N", "gamma", "eta", "theory_data_c", "theory_limit", "estimate",
@@ -93,44 +80,6 @@ COLUMNS = ("point", "phase", "phase_limit", "N", "gamma", "eta", "theory_data_c"
            "trace_check_max_rel_err", "fit_wall_s")
 THEORY_COLUMNS = ("point", "N", "eta", "gamma", "theory_data_c", "theory_limit")
 STRINGS = ("point", "phase", "phase_limit", "fd_same_phase")
-
-
-# --------------------------------------------------------------------------
-# CSV helpers
-# --------------------------------------------------------------------------
-def _fmt(v) -> str:
-    return repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)
-
-
-def write_csv(path: Path, columns, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([_fmt(r.get(c, "")) for c in columns])
-    write_text_atomic(path, buf.getvalue())
-
-
-def read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        raw = list(csv.DictReader(fh))
-    out = []
-    for r in raw:
-        row = {}
-        for k, v in r.items():
-            if k in STRINGS:
-                row[k] = v
-            elif k in ("N", "divergences", "num_draws"):
-                row[k] = int(float(v))
-            else:
-                try:
-                    row[k] = float(v)
-                except (TypeError, ValueError):
-                    row[k] = math.nan
-        out.append(row)
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -176,15 +125,7 @@ def measure(point: str, base_spec, N: int, nuts_overrides: dict, rel_step: float
     spec = base_spec.with_overrides({"model.N": int(N)} | nuts_overrides)
     problem = problem_from_spec(spec)
     gamma, eta = problem.gamma, problem.eta
-    i = spec.inference
-    settings = inference.NutsSettings(num_warmup=i.num_warmup, num_samples=i.num_samples, num_chains=i.num_chains,
-                                      target_accept=i.target_accept, dense_mass=i.dense_mass,
-                                      max_tree_depth=i.max_tree_depth, chain_method=i.chain_method, progress_bar=False)
-    key_fit = jax.random.split(jax.random.key(i.seed))[0]  # as runs.fit_spec
-    t0 = time.perf_counter()
-    res = inference.run_nuts(key_fit, problem, settings)
-    wall = time.perf_counter() - t0
-    latent = res.samples[problem.latent_site]
+    res, latent, wall = run_spec_nuts(spec, problem)
     tr = trace_w2(problem, latent)  # (chain, draw)
     # spot check against tr(W W) of explicit coupling matrices for a few draws
     flat = latent.reshape((-1, latent.shape[-1]))
@@ -201,14 +142,15 @@ def measure(point: str, base_spec, N: int, nuts_overrides: dict, rel_step: float
     th_c, same_c = theory_derivative(c, gamma, eta, rel_step)
     th_lim, same_lim = theory_derivative(C_LIMIT, gamma, eta, rel_step)
     diff = estimate - th_c
+    phase, phase_limit = saddle_phases(c, gamma, eta)
+    facts = nuts_facts(res, latent)
     return {
-        "point": point, "phase": theory.posterior_saddle(c, gamma, eta).phase,
-        "phase_limit": theory.posterior_saddle(C_LIMIT, gamma, eta).phase, "N": int(N), "gamma": gamma, "eta": eta,
+        "point": point, "phase": phase, "phase_limit": phase_limit, "N": int(N), "gamma": gamma, "eta": eta,
         "theory_data_c": th_c, "theory_limit": th_lim, "estimate": estimate, "mcse": mcse, "diff": diff,
         "z": diff / mcse if mcse > 0 else math.nan, "diff_limit": estimate - th_lim,
         "post_tr_w2": post, "post_tr_w2_mcse": post_se, "prior_tr_w2": prior, "tr_w2_ess": ess,
-        "tr_w2_sd": float(np.std(tr, ddof=1)), "divergences": int(np.sum(res.sample_stats["diverging"])),
-        "latent_min_ess_bulk": latent_summary(latent)["min_ess_bulk"], "num_draws": int(tr.size),
+        "tr_w2_sd": float(np.std(tr, ddof=1)), "divergences": facts["divergences"],
+        "latent_min_ess_bulk": facts["latent_min_ess_bulk"], "num_draws": facts["num_draws"],
         "fd_step": rel_step * gamma, "fd_same_phase": str(bool(same_c and same_lim)),
         "c_1": float(c[0]), "c_2": float(c[1]) if c.size > 1 else math.nan,
         "trace_check_max_rel_err": check, "fit_wall_s": wall,
@@ -231,15 +173,7 @@ def theory_curve(point: str, row: dict) -> list[dict]:
 # outputs
 # --------------------------------------------------------------------------
 def _num(v, digits: int = 5) -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    if not math.isfinite(v):
-        return "–"
-    if v != 0 and (abs(v) < 1e-4 or abs(v) >= 1e5):
-        return f"{v:.2e}"
-    return f"{v:.{digits}f}"
+    return fmt_num(v, digits, small=1e-4, large=1e5)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -249,14 +183,14 @@ def markdown_table(rows: list[dict]) -> str:
              "All per N. theory: central finite difference in γ of THEORY.md §5 (N → ∞ evidence) at the data spectrum "
              "(and at c = (1.6, 0.4)); the identity is exact at finite N for the exact evidence, so the difference is the "
              "finite-size correction of (1/N) d log Y/dγ plus Monte Carlo error. E_prior[tr W²] = (N + 1)/(γη) exactly.", "",
-             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+             *md_head(head)]
     for r in rows:
-        lines.append("| " + " | ".join([
+        lines.append(md_row([
             f"{r['phase']} ({r['point']})", _num(r["gamma"], 3), _num(r["eta"], 3), str(r["N"]),
             _num(r["theory_data_c"]), f"{_num(r['estimate'])} ± {_num(r['mcse'])}", _num(r["diff"]), _num(r["z"], 2),
             _num(r["theory_limit"]), f"{_num(r['post_tr_w2'], 4)} ± {_num(r['post_tr_w2_mcse'], 4)}",
             _num(r["prior_tr_w2"], 4), _num(r["tr_w2_ess"], 0), str(r["divergences"]),
-        ]) + " |")
+        ]))
     return "\n".join(lines) + "\n"
 
 
@@ -289,17 +223,13 @@ def plot(rows, curves, path: Path) -> Path:
 # main
 # --------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="smoke test: N = 10, 1 chain, 100 warm-up + 100 draws")
-    p.add_argument("--resume", action="store_true", help="keep rows already in the CSV and skip their (point, N)")
-    p.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",") if v.strip()], help="values of N (default 100)")
-    p.add_argument("--points", type=lambda s: [v for v in s.split(",") if v], help="phase specs (default pmo,fmo)")
-    p.add_argument("--num-warmup", type=int, help="NUTS warm-up per chain (default: the spec's, 500)")
-    p.add_argument("--num-samples", type=int, help=f"NUTS draws per chain (default {NUM_SAMPLES})")
-    p.add_argument("--num-chains", type=int, help="NUTS chains (default: the spec's, 2)")
+    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, 1 chain, 100 warm-up + 100 draws",
+                     "keep rows already in the CSV and skip their (point, N)")
+    p.add_argument("--sizes", type=int_list, help="values of N (default 100)")
+    p.add_argument("--points", type=name_list, help="phase specs (default pmo,fmo)")
+    add_nuts_options(p, samples_help=f"NUTS draws per chain (default {NUM_SAMPLES})")
     p.add_argument("--rel-step", type=float, default=REL_STEP, help="relative finite-difference step in gamma (default %(default)s)")
-    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the specs (default: %(default)s)")
+    add_models_option(p)
     return p.parse_args(argv)
 
 
@@ -307,16 +237,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     q = args.quick
-    sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if q else SIZES)
+    sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
     points = tuple(args.points) if args.points else POINTS
     nuts = {"inference.num_samples": int(args.num_samples or (100 if q else NUM_SAMPLES))}
-    for key, given, quick in (("inference.num_warmup", args.num_warmup, 100), ("inference.num_chains", args.num_chains, 1)):
-        if given is not None or q:
-            nuts[key] = int(given if given is not None else quick)
+    nuts |= nuts_overrides(args, ("num_warmup", "num_chains"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, th_path = out / "identity.csv", out / "theory_curves.csv"
-    rows = read_csv(csv_path) if args.resume else []
+    rows = read_csv(csv_path, strings=STRINGS, ints=("N", "divergences", "num_draws")) if args.resume else []
     done = {(r["point"], r["N"]) for r in rows}
     for p in points:
         base = load_spec(args.models / f"{p}.toml")

@@ -46,46 +46,38 @@ estimators are all there.  ``--quick``: N = 8, specs pmo and fmo, 4 rungs ×
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
+from analysis._common import (  # noqa: E402
+    C_LIMIT, OMEGA, add_models_option, fmt_num, int_list, log_evidence_pair, md_head, md_row, name_list, pick_values,
+    pin_threads, read_csv, saddle_phases, study_parser, timed, write_csv,
+)
+
+pin_threads(host_devices=None)  # before NumPy/JAX are imported; Agg backend
+
 import math  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
-
 import jax  # noqa: E402
 
-from bayes_sbm import evidence, inference, theory  # noqa: E402
+from bayes_sbm import evidence, inference  # noqa: E402
 from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
 from bayes_sbm.runs import problem_from_spec  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
 
+HERE = Path(__file__).resolve().parent
+
 SPECS = ("pmo", "pme", "fmo", "fme", "sg")
 SIZES = (50, 100)
 QUICK_SPECS = ("pmo", "fmo")
 QUICK_SIZES = (8,)
-OMEGA = 2.5
-#: N → ∞ data spectrum of the K = 2 rank-one teacher (THEORY.md §3).
-C_LIMIT = (2.0 - 1.0 / OMEGA, 1.0 / OMEGA)
 ESTIMATORS = ("ti", "stepping_stone", "elbo", "importance", "iwae")
 GROUPS = {"ti": ("ti", "stepping_stone"), "svi": ("elbo", "importance", "iwae")}
 LABELS = {"ti": "TI", "stepping_stone": "stepping stone", "elbo": "ELBO", "importance": "importance", "iwae": "IWAE (64)"}
@@ -102,45 +94,8 @@ CSV_NAME = "evidence_vs_theory.csv"
 
 
 # --------------------------------------------------------------------------
-# CSV helpers
+# rows
 # --------------------------------------------------------------------------
-def _fmt(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        return repr(float(v))
-    return str(v)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for r in rows:
-        w.writerow([_fmt(r.get(c, "")) for c in COLUMNS])
-    write_text_atomic(path, buf.getvalue())
-
-
-def read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        raw = list(csv.DictReader(fh))
-    out = []
-    for r in raw:
-        row = {}
-        for k, v in r.items():
-            if k in STRING_COLUMNS:
-                row[k] = v
-            elif k in ("N", "seed"):
-                row[k] = int(float(v))
-            else:
-                try:
-                    row[k] = float(v)
-                except (TypeError, ValueError):
-                    row[k] = math.nan
-        out.append(row)
-    return out
-
-
 def _sort_key(r: dict):
     return (SPECS.index(r["spec"]) if r["spec"] in SPECS else 99, r["spec"], int(r["N"]),
             ESTIMATORS.index(r["estimator"]) if r["estimator"] in ESTIMATORS else 99)
@@ -149,12 +104,6 @@ def _sort_key(r: dict):
 # --------------------------------------------------------------------------
 # estimators
 # --------------------------------------------------------------------------
-def _timed(fn):
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - t0, time.process_time() - c0
-
-
 def _row(base: dict, name: str, group: str, est: evidence.EvidenceEstimate, wall: float, cpu: float, **extra) -> dict:
     per_n, se_n = est.per_n, est.se_per_n
     diff = per_n - base["theory_data_c"]
@@ -168,7 +117,7 @@ def _row(base: dict, name: str, group: str, est: evidence.EvidenceEstimate, wall
 
 
 def run_ti(key, problem, ladder: evidence.LadderSettings, base: dict) -> list[dict]:
-    res, wall, cpu = _timed(lambda: evidence.thermodynamic_integration(key, problem, ladder))
+    res, wall, cpu = timed(lambda: evidence.thermodynamic_integration(key, problem, ladder))
     N = problem.N
     min_ess = float(min(r.ess for r in res.rungs[1:])) if len(res.rungs) > 1 else math.nan
     nr = float(len(res.rungs))  # float: the SVI rows hold NaN in this column
@@ -184,7 +133,7 @@ def run_svi(key_fit, key_is, problem, settings: inference.SviSettings, num_draws
         fit = inference.run_svi(key_fit, problem, settings)
         return evidence.svi_evidence(key_is, fit, num_draws=num_draws)
 
-    est, wall, cpu = _timed(go)
+    est, wall, cpu = timed(go)
     return [
         _row(base, "elbo", "svi", est["elbo"], wall, cpu),
         _row(base, "importance", "svi", est["importance"], wall, cpu, ess=float(est["importance"].info.get("ess", math.nan))),
@@ -195,18 +144,6 @@ def run_svi(key_fit, key_is, problem, settings: inference.SviSettings, num_draws
 # --------------------------------------------------------------------------
 # outputs
 # --------------------------------------------------------------------------
-def _num(v, digits: int = 4) -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    if not math.isfinite(v):
-        return "–"
-    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
-        return f"{v:.2e}"
-    return f"{v:.{digits}f}"
-
-
 def markdown_table(rows: list[dict]) -> str:
     head = ("spec", "phase", "N", "estimator", "(1/N) log Y ± SE", "theory (data c)", "diff", "diff/SE",
             "theory (N→∞)", "diff (N→∞)", "ESS", "CPU s (group)")
@@ -218,16 +155,15 @@ def markdown_table(rows: list[dict]) -> str:
         "the CPU seconds are those of the shared group. ESS: smallest rung ESS (TI/SS) or importance-weight ESS. "
         "ELBO and IWAE are lower bounds (in expectation).",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" for _ in head) + "|",
+        *md_head(head),
     ]
     for r in rows:
         ess = float(r["ess"])
         cells = [r["spec"], r["phase"], str(r["N"]), LABELS.get(r["estimator"], r["estimator"]),
-                 f"{_num(r['per_n'])} ± {_num(r['se_per_n'])}", _num(r["theory_data_c"]), _num(r["diff"]),
-                 _num(r["z"], 2), _num(r["theory_limit"]), _num(r["diff_limit"]),
-                 f"{ess:.0f}" if math.isfinite(ess) else "–", _num(r["cpu_s"], 1)]
-        lines.append("| " + " | ".join(cells) + " |")
+                 f"{fmt_num(r['per_n'])} ± {fmt_num(r['se_per_n'])}", fmt_num(r["theory_data_c"]), fmt_num(r["diff"]),
+                 fmt_num(r["z"], 2), fmt_num(r["theory_limit"]), fmt_num(r["diff_limit"]),
+                 f"{ess:.0f}" if math.isfinite(ess) else "–", fmt_num(r["cpu_s"], 1)]
+        lines.append(md_row(cells))
     return "\n".join(lines) + "\n"
 
 
@@ -326,18 +262,12 @@ def plot_diff_vs_n(rows: list[dict], path: Path) -> Path:
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def _int_list(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="smoke test: N = 8, specs pmo, fmo, 4 rungs x 100 draws, 300 SVI steps")
-    p.add_argument("--resume", action="store_true", help="keep rows already in the CSV and skip their (spec, N, group)")
-    p.add_argument("--sizes", type=_int_list, help=f"values of N, comma separated (default {','.join(map(str, SIZES))}; 200 optional)")
-    p.add_argument("--specs", type=lambda s: [v for v in s.split(",") if v], help=f"phase specs (default {','.join(SPECS)})")
-    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the phase specs (default: %(default)s)")
+    p = study_parser(__doc__, HERE / "results", "smoke test: N = 8, specs pmo, fmo, 4 rungs x 100 draws, 300 SVI steps",
+                     "keep rows already in the CSV and skip their (spec, N, group)")
+    p.add_argument("--sizes", type=int_list, help=f"values of N, comma separated (default {','.join(map(str, SIZES))}; 200 optional)")
+    p.add_argument("--specs", type=name_list, help=f"phase specs (default {','.join(SPECS)})")
+    add_models_option(p, "the phase specs")
     p.add_argument("--rungs", type=int, help="initial TI rungs (default 12)")
     p.add_argument("--max-rungs", type=int, help="TI rungs after adaptive bisection (default 20)")
     p.add_argument("--samples", type=int, help="NUTS draws per rung (default 500)")
@@ -355,8 +285,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     q = args.quick
-    sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if q else SIZES)
-    specs = tuple(args.specs) if args.specs else (QUICK_SPECS if q else SPECS)
+    sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
+    specs = pick_values(args.specs, q, QUICK_SPECS, SPECS)
     pick = lambda given, quick, full: given if given is not None else (quick if q else full)  # noqa: E731
     rungs = pick(args.rungs, 4, 12)
     ladder = evidence.LadderSettings(
@@ -373,7 +303,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / CSV_NAME
-    rows = read_csv(csv_path) if args.resume else []
+    rows = read_csv(csv_path, strings=STRING_COLUMNS, ints=("N", "seed")) if args.resume else []
 
     def have(spec, N, group):
         names = {r["estimator"] for r in rows if r["spec"] == spec and int(r["N"]) == N}
@@ -393,10 +323,11 @@ def main(argv=None) -> int:
             g, e = problem.gamma, problem.eta
             seed = spec.inference.seed
             key_ti, key_svi, key_is = jax.random.split(jax.random.key(seed), 3)
+            phase, phase_limit = saddle_phases(c, g, e)
+            theory_data_c, theory_limit = log_evidence_pair(c, g, e)
             base = {
                 "spec": name, "N": int(N), "gamma": g, "eta": e, "seed": seed, "settings": settings_text,
-                "phase": theory.posterior_saddle(c, g, e).phase, "phase_limit": theory.posterior_saddle(C_LIMIT, g, e).phase,
-                "theory_data_c": float(theory.log_evidence(c, g, e)), "theory_limit": float(theory.log_evidence(C_LIMIT, g, e)),
+                "phase": phase, "phase_limit": phase_limit, "theory_data_c": theory_data_c, "theory_limit": theory_limit,
                 "c_1": float(c[0]), "c_2": float(c[1]) if c.size > 1 else math.nan,
             }
             for group in todo:
@@ -411,7 +342,7 @@ def main(argv=None) -> int:
                 names = {r["estimator"] for r in new}
                 rows = [r for r in rows if not (r["spec"] == name and int(r["N"]) == N and r["estimator"] in names)] + new
                 rows.sort(key=_sort_key)
-                write_csv(csv_path, rows)  # after every group: an interrupted study resumes from here
+                write_csv(csv_path, COLUMNS, rows)  # after every group: an interrupted study resumes from here
                 timings[f"{name}_N{N}_{group}"] = {"wall_s": new[0]["wall_s"], "cpu_s": new[0]["cpu_s"]}
                 print(f"[{group}] {name} N={N} ({base['phase']}): theory(c) {base['theory_data_c']:+.5f}  "
                       f"theory(∞) {base['theory_limit']:+.5f}  [{new[0]['wall_s']:.1f} s wall, {new[0]['cpu_s']:.1f} s CPU]",
@@ -421,7 +352,7 @@ def main(argv=None) -> int:
                           flush=True)
 
     rows.sort(key=_sort_key)
-    write_csv(csv_path, rows)
+    write_csv(csv_path, COLUMNS, rows)
     write_text_atomic(out / "table.md", markdown_table(rows))
     figs = []
     if rows:

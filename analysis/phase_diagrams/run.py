@@ -20,27 +20,23 @@ Outputs (in ``--out``, default ``analysis/phase_diagrams/results``):
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
-import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import scipy  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-import bayes_sbm  # noqa: E402
+from analysis._common import (  # noqa: E402
+    save_png, study_metadata, theory_study_args, write_metadata_json, write_rows_csv,
+)
 from bayes_sbm import theory as T  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -78,69 +74,6 @@ PATHS = [
 FD_OFFSET = 1e-4
 #: Finite-difference step (relative), small against FD_OFFSET so stencils stay on one side.
 FD_STEP = 5e-6
-
-
-# --------------------------------------------------------------------------
-# I/O helpers (atomic writes)
-# --------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for row in rows:
-        w.writerow([f"{v:.17g}" if isinstance(v, float) else v for v in row])
-    _atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def _save_fig(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    _atomic_write_bytes(path, buf.getvalue())
-
-
-def _metadata(args, extra: dict) -> dict:
-    import matplotlib as mpl
-
-    return {
-        "study": "phase_diagrams",
-        "command": [sys.executable, *sys.argv],
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "quick": bool(args.quick),
-        "versions": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "matplotlib": mpl.__version__,
-            "bayes_sbm": bayes_sbm.__version__,
-        },
-        "parameters": {
-            "cases": {k: list(v) for k, v in CASES.items()},
-            "gamma_range": GAMMA_RANGE,
-            "eta_range": ETA_RANGE,
-            "paths": PATHS,
-            "fd_offset": FD_OFFSET,
-            "fd_step": FD_STEP,
-            "boundary_rtol": T.BOUNDARY_RTOL,
-        },
-        **extra,
-    }
 
 
 # --------------------------------------------------------------------------
@@ -302,7 +235,7 @@ def draw_diagram(case, gammas, etas, pm, path: Path):
     title = "K = 1, c = (1)" if case == "K1" else "K = 2, c = (1.6, 0.4)  [teacher data, ω = 2.5]"
     ax.set_title(f"Large-N posterior phases (THEORY §4): {title}", fontsize=10)
     ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
-    _save_fig(fig, path)
+    save_png(fig, path)
 
 
 def draw_evidence(gammas, etas, maps, bounds, path: Path):
@@ -326,15 +259,12 @@ def draw_evidence(gammas, etas, maps, bounds, path: Path):
         ax.set_xlabel(r"$\gamma$")
         ax.set_ylabel(r"$\eta$")
         ax.set_title(f"(1/N) log Y (THEORY §5), {case}; grey: phase boundaries, red: FD points", fontsize=9)
-    _save_fig(fig, path)
+    save_png(fig, path)
 
 
 # --------------------------------------------------------------------------
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=HERE / "results", help="output directory")
-    ap.add_argument("--quick", action="store_true", help="coarse grids (smoke test)")
-    args = ap.parse_args(argv)
+    args = theory_study_args(__doc__, HERE / "results", argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -352,7 +282,7 @@ def main(argv=None) -> int:
              float(pm["mu"][i, j]), float(pm["M"][i, j]), float(pm["logy"][i, j])]
             for i, e in enumerate(etas) for j, g in enumerate(gammas)
         ]
-        _write_csv(out / f"phase_map_{case}.csv", ["gamma", "eta", "phase", "d", "o", "mu", "M", "log_evidence"], rows)
+        write_rows_csv(out / f"phase_map_{case}.csv", ["gamma", "eta", "phase", "d", "o", "mu", "M", "log_evidence"], rows)
         draw_diagram(case, gammas, etas, pm, out / f"phase_diagram_{case}.png")
 
     deriv_rows = []
@@ -360,11 +290,19 @@ def main(argv=None) -> int:
         lo, hi = GAMMA_RANGE if var == "gamma" else ETA_RANGE
         for xb, la, lb in locate_boundaries(CASES[case], var, fixed, lo, hi, n_path):
             deriv_rows.append(boundary_derivatives(case, var, fixed, xb, la, lb))
-    _write_csv(out / "boundary_derivatives.csv", DERIV_HEADER, deriv_rows)
+    write_rows_csv(out / "boundary_derivatives.csv", DERIV_HEADER, deriv_rows)
     draw_evidence(gammas, etas, maps, deriv_rows, out / "evidence_contours.png")
 
     max_jump = max((max(abs(r[12]), abs(r[15])) for r in deriv_rows), default=float("nan"))
-    meta = _metadata(args, {
+    meta = study_metadata("phase_diagrams", args.quick, {
+        "cases": {k: list(v) for k, v in CASES.items()},
+        "gamma_range": GAMMA_RANGE,
+        "eta_range": ETA_RANGE,
+        "paths": PATHS,
+        "fd_offset": FD_OFFSET,
+        "fd_step": FD_STEP,
+        "boundary_rtol": T.BOUNDARY_RTOL,
+    }, **{
         "n_grid": n_grid,
         "n_path": n_path,
         "n_boundaries": len(deriv_rows),
@@ -373,7 +311,7 @@ def main(argv=None) -> int:
         "elapsed_s": round(time.perf_counter() - t0, 2),
         "files": sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) + ["metadata.json"],
     })
-    _atomic_write_bytes(out / "metadata.json", (json.dumps(meta, indent=2, default=str) + "\n").encode())
+    write_metadata_json(out / "metadata.json", meta)
     print(f"phase_diagrams: {len(deriv_rows)} boundaries, max |jump of first derivative| = {max_jump:.3g}; "
           f"wrote {out}")
     return 0

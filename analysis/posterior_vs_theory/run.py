@@ -46,50 +46,36 @@ warm-up + 100 draws per chain (a smoke test, not a result).
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
-import numpyro  # noqa: E402
+from analysis._common import (  # noqa: E402
+    C_LIMIT, OMEGA, PHASE_COLORS, add_models_option, component, fit_or_reuse, fmt_num, md_head, md_row, pick_values,
+    pin_threads, previous_runs, read_csv, study_parser, write_csv,
+)
 
-numpyro.set_host_device_count(2)  # before JAX starts: 2 chains in parallel
+pin_threads()  # before NumPy/JAX are imported (2 host devices: 2 chains in parallel); Agg backend
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
-
-from bayes_sbm import diagnostics, theory  # noqa: E402
+from bayes_sbm import diagnostics  # noqa: E402
 from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
-from bayes_sbm.runs import fit_spec, load_run  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
 
 SPECS = ("pmo", "pme", "fmo", "fme", "sg")
 SIZES = (50, 100, 200)
 QUICK_SPECS = ("fmo", "pmo")
 QUICK_SIZES = (10, 16)
 QUICK_DRAWS = 100
-OMEGA = 2.5
-#: N → ∞ data spectrum of the K = 2 rank-one teacher (THEORY.md §3).
-C_LIMIT = (2.0 - 1.0 / OMEGA, 1.0 / OMEGA)
 
 #: (observable, posterior variable, component, key in meta["theory"], key in theory_reference, label)
 OBSERVABLES = (
@@ -105,101 +91,16 @@ COLUMNS = (
     # extra context
     "sd", "phase_limit", "c_1", "c_2", "latent_max_r_hat", "latent_min_ess_bulk", "num_warmup", "num_samples", "num_chains",
 )
+STRINGS = ("spec", "phase", "observable", "phase_limit")
+INTS = ("N", "divergences", "num_warmup", "num_samples", "num_chains")
 CSV_NAME = "posterior_vs_theory.csv"
-PHASE_COLORS = {"PMo": "#1f77b4", "PMe": "#17becf", "FMo": "#d62728", "FMe": "#ff7f0e", "SG": "#2ca02c"}
 
 
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def _component(value, index) -> float:
-    """Entry ``index`` of a theory value (scalar when ``index`` is None); NaN if absent."""
-    if value is None:
-        return math.nan
-    arr = np.ravel(np.asarray(value, dtype=float))
-    i = 0 if index is None else int(index)
-    return float(arr[i]) if i < arr.size else math.nan
-
-
 def _label(name: str, index) -> str:
     return name if index is None else f"{name}[{index}]"
-
-
-def _fmt_csv(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        return repr(float(v))
-    return str(v)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for r in rows:
-        w.writerow([_fmt_csv(r.get(c, "")) for c in COLUMNS])
-    write_text_atomic(path, buf.getvalue())
-
-
-def read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
-    out = []
-    for r in rows:
-        row = {}
-        for k, v in r.items():
-            if k in ("spec", "phase", "observable", "phase_limit"):
-                row[k] = v
-            elif k in ("N", "divergences", "num_warmup", "num_samples", "num_chains"):
-                row[k] = int(float(v)) if v not in ("", "nan") else v
-            else:
-                try:
-                    row[k] = float(v)
-                except (TypeError, ValueError):
-                    row[k] = v
-        out.append(row)
-    return out
-
-
-def _same_spec(meta: dict, spec) -> bool:
-    return json.loads(json.dumps(meta.get("spec", {}))) == json.loads(json.dumps(spec.to_dict()))
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    return json.dumps(str(v), ensure_ascii=False)
-
-
-def spec_toml(spec, origin: str) -> str:
-    """TOML text of a (possibly overridden) spec; ``load_spec`` reads it back to the same spec."""
-    d = spec.to_dict()
-    lines = [f"# {origin}", ""]
-    for key in ("name", "description"):
-        if d.get(key) is not None:
-            lines.append(f"{key} = {_toml_value(d[key])}")
-    for table in ("model", "data", "inference", "predictive"):
-        items = {k: v for k, v in (d.get(table) or {}).items() if v is not None}
-        if items:
-            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in items.items()]
-    return "\n".join(lines) + "\n"
-
-
-def fit_or_reuse(spec, run_dir: Path, resume: bool):
-    """Fit ``spec`` into ``run_dir`` (or reuse a complete run fitted with the same spec when resuming)."""
-    if resume and (run_dir / "inference.nc").exists() and (run_dir / "meta.json").exists():
-        dt, meta = load_run(run_dir)
-        if _same_spec(meta, spec) and "theory" in meta and "timing" in meta:
-            return dt, meta, True
-    dt, meta = fit_spec(spec, run_dir, progress_bar=False)
-    # fit_spec copies the *base* spec file; record the spec actually fitted (with the overrides) instead
-    write_text_atomic(run_dir / "spec.toml", spec_toml(spec, f"{spec.path} with overrides, fitted by {Path(__file__).name} ({HERE.name})"))
-    return dt, meta, False
 
 
 def rows_for_run(spec_name: str, spec, dt, meta: dict) -> list[dict]:
@@ -216,8 +117,8 @@ def rows_for_run(spec_name: str, spec, dt, meta: dict) -> list[dict]:
     for obs, var, index, key_data, key_lim, _ in OBSERVABLES:
         r = table.row(_label(var, index))
         mean = float(r["mean"])
-        t_data = _component(th_data.get(key_data), index)
-        t_lim = _component(th_lim.get(key_lim), index)
+        t_data = component(th_data.get(key_data), index)
+        t_lim = component(th_lim.get(key_lim), index)
         out.append({
             "spec": spec_name,
             "phase": th_data.get("phase", "n/a"),
@@ -255,18 +156,6 @@ def _sort_key(r: dict):
 # --------------------------------------------------------------------------
 # outputs
 # --------------------------------------------------------------------------
-def _md_num(v, digits: int = 4) -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    if not math.isfinite(v):
-        return "–"
-    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
-        return f"{v:.2e}"
-    return f"{v:.{digits}f}"
-
-
 def markdown_table(rows: list[dict]) -> str:
     head = ("spec", "phase", "N", "observable", "mean ± MCSE", "theory (data c)", "diff", "theory (N→∞)", "diff (N→∞)",
             "R-hat", "min ESS", "div.", "time (s)")
@@ -276,20 +165,19 @@ def markdown_table(rows: list[dict]) -> str:
         "theory (data c): saddle point at the fitted data spectrum; theory (N→∞): at c = (1.6, 0.4). "
         "diff = mean − theory. R-hat and min(bulk, tail) ESS of the observable; divergences and sampling time of the run.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" for _ in head) + "|",
+        *md_head(head),
     ]
     for r in rows:
         ess = float(r["min_ess"])
         cells = [
             r["spec"], r["phase"], str(r["N"]), r["observable"],
-            f"{_md_num(r['mean'])} ± {_md_num(r['mcse'])}",
-            _md_num(r["theory_data_c"]), _md_num(r["diff"]),
-            _md_num(r["theory_limit"]), _md_num(r["diff_limit"]),
-            _md_num(r["r_hat_max"], 3), f"{ess:.0f}" if math.isfinite(ess) else "–",
-            str(r["divergences"]), _md_num(r["sampling_s"], 1),
+            f"{fmt_num(r['mean'])} ± {fmt_num(r['mcse'])}",
+            fmt_num(r["theory_data_c"]), fmt_num(r["diff"]),
+            fmt_num(r["theory_limit"]), fmt_num(r["diff_limit"]),
+            fmt_num(r["r_hat_max"], 3), f"{ess:.0f}" if math.isfinite(ess) else "–",
+            str(r["divergences"]), fmt_num(r["sampling_s"], 1),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(md_row(cells))
     return "\n".join(lines) + "\n"
 
 
@@ -398,39 +286,33 @@ def plot_means(rows: list[dict], path: Path) -> Path:
 # main
 # --------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help=f"smoke test: N in {QUICK_SIZES}, specs {QUICK_SPECS}, {QUICK_DRAWS}/{QUICK_DRAWS} draws")
+    p = study_parser(__doc__, HERE / "results",
+                     f"smoke test: N in {QUICK_SIZES}, specs {QUICK_SPECS}, {QUICK_DRAWS}/{QUICK_DRAWS} draws")
     p.add_argument("--sizes", type=int, nargs="+", help=f"values of N (default {SIZES})")
     p.add_argument("--specs", nargs="+", choices=SPECS, help=f"phase specs (default {SPECS})")
     p.add_argument("--num-warmup", type=int, help="NUTS warm-up draws per chain (default: the spec's)")
     p.add_argument("--num-samples", type=int, help="NUTS draws per chain (default: the spec's)")
     p.add_argument("--resume", action="store_true", help="keep rows already in the CSV and skip their (spec, N)")
-    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the phase specs (default: %(default)s)")
+    add_models_option(p, "the phase specs")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
-    sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else SIZES)
-    specs = tuple(args.specs) if args.specs else (QUICK_SPECS if args.quick else SPECS)
+    sizes = pick_values(args.sizes, args.quick, QUICK_SIZES, SIZES)
+    specs = pick_values(args.specs, args.quick, QUICK_SPECS, SPECS)
     warmup = args.num_warmup if args.num_warmup is not None else (QUICK_DRAWS if args.quick else None)
     samples = args.num_samples if args.num_samples is not None else (QUICK_DRAWS if args.quick else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / CSV_NAME
 
-    rows = read_csv(csv_path) if args.resume else []
+    rows = read_csv(csv_path, strings=STRINGS, ints=INTS, blank_ints=True, keep_bad_floats=True) if args.resume else []
     done = {(r["spec"], int(r["N"])) for r in rows}
     done = {k for k in done if sum(1 for r in rows if (r["spec"], int(r["N"])) == k) == len(OBSERVABLES)}
     rows = [r for r in rows if (r["spec"], int(r["N"])) in done]
-    runs_info = {}
-    if args.resume and (out / "metadata.json").exists():
-        try:
-            runs_info = dict(json.loads((out / "metadata.json").read_text()).get("runs", {}))
-        except (OSError, ValueError):
-            runs_info = {}
+    runs_info = previous_runs(out, args.resume)
     for name in specs:
         base = load_spec(args.models / f"{name}.toml")
         for N in sizes:
@@ -446,11 +328,11 @@ def main(argv=None) -> int:
                 overrides["inference.num_samples"] = int(samples)
             spec = base.with_overrides(overrides)
             t0 = time.perf_counter()
-            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume)
+            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume, Path(__file__))
             new = rows_for_run(name, spec, dt, meta)
             rows = [r for r in rows if not (r["spec"] == name and int(r["N"]) == N)] + new
             rows.sort(key=_sort_key)
-            write_csv(csv_path, rows)  # after every run: an interrupted study resumes from here
+            write_csv(csv_path, COLUMNS, rows)  # after every run: an interrupted study resumes from here
             wall = time.perf_counter() - t0
             runs_info[f"{name}_N{N}"] = {
                 "run": str(run_dir), "reused": reused, "wall_s": wall, "phase": new[0]["phase"],
@@ -463,7 +345,7 @@ def main(argv=None) -> int:
                       f"  theory(∞) {r['theory_limit']:+.4f}  R-hat {r['r_hat_max']:.3f}", flush=True)
 
     rows.sort(key=_sort_key)
-    write_csv(csv_path, rows)
+    write_csv(csv_path, COLUMNS, rows)
     write_text_atomic(out / "table.md", markdown_table(rows))
     figs = [plot_diffs(rows, out / "diff_vs_n.png"), plot_means(rows, out / "means_vs_n.png")]
     meta = run_metadata(

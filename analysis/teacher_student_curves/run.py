@@ -20,26 +20,22 @@ Outputs (in ``--out``, default ``analysis/teacher_student_curves/results``):
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
 import math
-import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import scipy  # noqa: E402
 
-import bayes_sbm  # noqa: E402
+from analysis._common import (  # noqa: E402
+    save_png, study_metadata, theory_study_args, write_metadata_json, write_rows_csv,
+)
 from bayes_sbm import theory as T  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -58,41 +54,6 @@ KL_TITLES = {
     "fwd_pp": r"predictive forward $D(P^*\|P_{pp})/N$",
     "rev_pp": r"predictive reverse $D(P_{pp}\|P^*)/N$",
 }
-
-
-# --------------------------------------------------------------------------
-# I/O helpers (atomic writes)
-# --------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for row in rows:
-        w.writerow([f"{v:.17g}" if isinstance(v, float) else v for v in row])
-    _atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def _save_fig(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    _atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------
@@ -185,7 +146,7 @@ def draw_double_descent(gammas, rows, star_rows, path: Path):
         fontsize=11,
     )
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_png(fig, path)
 
 
 def draw_temperature(betas, beta_rows, windows, path: Path):
@@ -214,15 +175,12 @@ def draw_temperature(betas, beta_rows, windows, path: Path):
     ax.set_xlim(*BETA_RANGE)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    _save_fig(fig, path)
+    save_png(fig, path)
 
 
 # --------------------------------------------------------------------------
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=HERE / "results", help="output directory")
-    ap.add_argument("--quick", action="store_true", help="coarse grids (smoke test)")
-    args = ap.parse_args(argv)
+    args = theory_study_args(__doc__, HERE / "results", argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -233,7 +191,7 @@ def main(argv=None) -> int:
     rows = kl_curves(ETAS, gammas)
     star_rows = kl_curves((ETA_STAR,), gammas)
     header = ["eta", "gamma", "phase", "d", "o", *KL_FIELDS, "phase_fwd_pp", "phase_rev_pp"]
-    _write_csv(out / "kl_vs_gamma.csv", header, rows + star_rows)
+    write_rows_csv(out / "kl_vs_gamma.csv", header, rows + star_rows)
     draw_double_descent(gammas, rows, star_rows, out / "double_descent.png")
 
     betas = np.linspace(*BETA_RANGE, n_beta)
@@ -252,9 +210,9 @@ def main(argv=None) -> int:
             kl_beta1=T.forward_kl_typical_beta(g, BETA_ETA, OMEGA, 1.0),
             posterior_phase=T.posterior_saddle(T.teacher_data_eigenvalues(OMEGA), g, BETA_ETA).phase,
         )
-    _write_csv(out / "kl_vs_beta.csv",
+    write_rows_csv(out / "kl_vs_beta.csv",
                ["gamma", "eta", "beta", "forward_kl", "sampling_phase", "c_eff", "mu_tilde", "g_tilde"], beta_rows)
-    _write_csv(out / "temperature_windows.csv",
+    write_rows_csv(out / "temperature_windows.csv",
                ["gamma", "eta", "beta_c", "beta_edge", "beta_min", "kl_min", "kl_beta1", "posterior_phase",
                 *SLOPE_KEYS],
                [[float(g), float(BETA_ETA), w["beta_c"], w["beta_edge"], w["beta_min"], w["kl_min"], w["kl_beta1"],
@@ -268,32 +226,18 @@ def main(argv=None) -> int:
         }
         for eta in (*ETAS, ETA_STAR)
     }
-    import matplotlib as mpl
-
-    meta = {
-        "study": "teacher_student_curves",
-        "command": [sys.executable, *sys.argv],
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "quick": bool(args.quick),
-        "versions": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "matplotlib": mpl.__version__,
-            "bayes_sbm": bayes_sbm.__version__,
-        },
-        "parameters": {
-            "omega": OMEGA, "etas": ETAS, "eta_star_reference": ETA_STAR, "gamma_range": GAMMA_RANGE,
-            "n_gamma": n_gamma, "beta_eta": BETA_ETA, "beta_gammas": BETA_GAMMAS, "beta_range": BETA_RANGE,
-            "n_beta": n_beta,
-        },
-        "temperature_windows": {f"gamma={g:g}": w for g, w in windows.items()},
-        "local_extrema_vs_gamma": extrema,
-        "nan_count": int(sum(1 for r in rows for v in r[5:9] if not math.isfinite(v))),
-        "elapsed_s": round(time.perf_counter() - t0, 2),
-        "files": sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) + ["metadata.json"],
-    }
-    _atomic_write_bytes(out / "metadata.json", (json.dumps(meta, indent=2, default=str) + "\n").encode())
+    meta = study_metadata("teacher_student_curves", args.quick, {
+        "omega": OMEGA, "etas": ETAS, "eta_star_reference": ETA_STAR, "gamma_range": GAMMA_RANGE,
+        "n_gamma": n_gamma, "beta_eta": BETA_ETA, "beta_gammas": BETA_GAMMAS, "beta_range": BETA_RANGE,
+        "n_beta": n_beta,
+    },
+        temperature_windows={f"gamma={g:g}": w for g, w in windows.items()},
+        local_extrema_vs_gamma=extrema,
+        nan_count=int(sum(1 for r in rows for v in r[5:9] if not math.isfinite(v))),
+        elapsed_s=round(time.perf_counter() - t0, 2),
+        files=sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) + ["metadata.json"],
+    )
+    write_metadata_json(out / "metadata.json", meta)
     print(f"teacher_student_curves: wrote {out}")
     return 0
 

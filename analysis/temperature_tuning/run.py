@@ -37,44 +37,32 @@ complete.  ``--quick``: N = 10, γ = 2, 5 β values, 1 chain of 100 + 100 draws.
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
-import numpyro  # noqa: E402
+from analysis._common import (  # noqa: E402
+    NUTS_SEEDS, add_models_option, add_nuts_options, float_list, fmt_num, int_list_via_float, md_head, md_row,
+    nuts_facts, nuts_overrides, pick_values, pin_threads, read_csv, study_parser, teacher_student_fit, write_csv,
+)
 
-numpyro.set_host_device_count(2)  # before JAX starts: 2 chains in parallel
+pin_threads()  # before NumPy/JAX are imported (2 host devices: 2 chains in parallel); Agg backend
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
 import math  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.optimize import minimize_scalar  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
-
-import jax  # noqa: E402
-
-from bayes_sbm import inference, teacher, theory  # noqa: E402
+from bayes_sbm import theory  # noqa: E402
 from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
 from bayes_sbm.predictive import typical_kls  # noqa: E402
-from bayes_sbm.runs import latent_summary, problem_from_spec  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
 
 ETA = 5.0
 GAMMAS = (1.7, 2.0, 3.0)
@@ -94,44 +82,7 @@ ARGMIN_COLUMNS = ("N", "gamma", "eta", "omega", "beta_c", "beta_edge", "theory_a
                   "grid_argmin", "refined_argmin", "refined_min", "refined_min_se", "kl_beta1", "kl_beta1_se",
                   "gain", "gain_se", "theory_gain", "argmin_diff", "fit_wall_s", "kl_wall_s")
 STRINGS = ("sampling_phase", "posterior_phase")
-
-
-# --------------------------------------------------------------------------
-# CSV helpers
-# --------------------------------------------------------------------------
-def _fmt(v) -> str:
-    return repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)
-
-
-def write_csv(path: Path, columns, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([_fmt(r.get(c, "")) for c in columns])
-    write_text_atomic(path, buf.getvalue())
-
-
-def read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        raw = list(csv.DictReader(fh))
-    out = []
-    for r in raw:
-        row = {}
-        for k, v in r.items():
-            if k in STRINGS:
-                row[k] = v
-            elif k in ("N", "divergences", "num_draws"):
-                row[k] = int(float(v))
-            else:
-                try:
-                    row[k] = float(v)
-                except (TypeError, ValueError):
-                    row[k] = math.nan
-        out.append(row)
-    return out
+INTS = ("N", "divergences", "num_draws")
 
 
 # --------------------------------------------------------------------------
@@ -139,28 +90,13 @@ def read_csv(path: Path) -> list[dict]:
 # --------------------------------------------------------------------------
 def fit(base_spec, N: int, gamma: float, eta: float, nuts_overrides: dict):
     """NUTS fit of the overridden spec; returns (problem, teacher W*, W draws (chain, draw, N, N), facts)."""
-    spec = base_spec.with_overrides({"model.N": int(N), "model.gamma": float(gamma), "model.eta": float(eta)} | nuts_overrides)
-    d = spec.data
-    td = teacher.teacher_student_data(jax.random.key(d.seed), spec.model.N, d.K, d.omega)  # as runs.load_spec_data
-    problem = problem_from_spec(spec, td.data)
-    i = spec.inference
-    settings = inference.NutsSettings(num_warmup=i.num_warmup, num_samples=i.num_samples, num_chains=i.num_chains,
-                                      target_accept=i.target_accept, dense_mass=i.dense_mass,
-                                      max_tree_depth=i.max_tree_depth, chain_method=i.chain_method, progress_bar=False)
-    key_fit = jax.random.split(jax.random.key(i.seed))[0]  # as runs.fit_spec
-    t0 = time.perf_counter()
-    res = inference.run_nuts(key_fit, problem, settings)
-    wall = time.perf_counter() - t0
-    latent = res.samples[problem.latent_site]
-    W = inference.coupling_draws(problem, latent)
-    facts = {
-        "divergences": int(np.sum(res.sample_stats["diverging"])),
-        "latent_min_ess_bulk": latent_summary(latent)["min_ess_bulk"],
-        "num_draws": int(latent.shape[0] * latent.shape[1]),
-        "fit_wall_s": wall,
+    f = teacher_student_fit(base_spec, N, gamma, eta, nuts_overrides)
+    d = f.spec.data
+    facts = nuts_facts(f.result, f.latent) | {
+        "fit_wall_s": f.wall_s,
         "omega": float(d.omega if np.ndim(d.omega) == 0 else np.ravel(d.omega)[0]),
     }
-    return problem, np.asarray(td.teacher.W), W, facts
+    return f.problem, f.teacher_W, f.W, facts
 
 
 def _paired_se(a: np.ndarray, b: np.ndarray) -> float:
@@ -243,18 +179,6 @@ def study_one(problem, teacher_W, W, facts, betas, gamma, eta):
 # --------------------------------------------------------------------------
 # outputs
 # --------------------------------------------------------------------------
-def _num(v, digits: int = 4) -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    if not math.isfinite(v):
-        return "–"
-    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4):
-        return f"{v:.2e}"
-    return f"{v:.{digits}f}"
-
-
 def markdown_table(rows: list[dict], argmins: list[dict]) -> str:
     lines = ["# Temperature tuning: typical forward KL vs β (THEORY.md §6)", "",
              "## argmin β and the gain KL(β=1) − KL(β*) (per N)", "",
@@ -262,24 +186,24 @@ def markdown_table(rows: list[dict], argmins: list[dict]) -> str:
              "gain SE: paired (per-draw differences).", ""]
     head = ("N", "γ", "η", "window (β_c, √γη)", "argmin theory", "argmin finite N (grid)", "argmin diff",
             "KL(β=1) ± SE", "theory KL(β=1)", "KL(β*) ± SE", "theory min", "gain ± SE", "theory gain")
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += md_head(head)
     for a in argmins:
-        lines.append("| " + " | ".join([
-            str(a["N"]), _num(a["gamma"], 2), _num(a["eta"], 2), f"({_num(a['beta_c'], 3)}, {_num(a['beta_edge'], 3)})",
-            _num(a["theory_argmin"], 3), f"{_num(a['refined_argmin'], 3)} ({_num(a['grid_argmin'], 3)})",
-            _num(a["argmin_diff"], 3), f"{_num(a['kl_beta1'])} ± {_num(a['kl_beta1_se'])}", _num(a["theory_beta1"]),
-            f"{_num(a['refined_min'])} ± {_num(a['refined_min_se'])}", _num(a["theory_min"]),
-            f"{_num(a['gain'])} ± {_num(a['gain_se'])}", _num(a["theory_gain"]),
-        ]) + " |")
+        lines.append(md_row([
+            str(a["N"]), fmt_num(a["gamma"], 2), fmt_num(a["eta"], 2), f"({fmt_num(a['beta_c'], 3)}, {fmt_num(a['beta_edge'], 3)})",
+            fmt_num(a["theory_argmin"], 3), f"{fmt_num(a['refined_argmin'], 3)} ({fmt_num(a['grid_argmin'], 3)})",
+            fmt_num(a["argmin_diff"], 3), f"{fmt_num(a['kl_beta1'])} ± {fmt_num(a['kl_beta1_se'])}", fmt_num(a["theory_beta1"]),
+            f"{fmt_num(a['refined_min'])} ± {fmt_num(a['refined_min_se'])}", fmt_num(a["theory_min"]),
+            f"{fmt_num(a['gain'])} ± {fmt_num(a['gain_se'])}", fmt_num(a["theory_gain"]),
+        ]))
     lines += ["", "## forward KL per N on the β grid", ""]
     head = ("N", "γ", "β", "sampling phase", "finite N ± MCSE", "theory", "diff", "diff/SE", "reverse ± MCSE")
-    lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += md_head(head)
     for r in rows:
-        lines.append("| " + " | ".join([
-            str(r["N"]), _num(r["gamma"], 2), _num(r["beta"], 3), r["sampling_phase"],
-            f"{_num(r['fwd_per_n'])} ± {_num(r['fwd_se_per_n'])}", _num(r["theory_fwd"]), _num(r["diff"]),
-            _num(r["z"], 2), f"{_num(r['rev_per_n'])} ± {_num(r['rev_se_per_n'])}",
-        ]) + " |")
+        lines.append(md_row([
+            str(r["N"]), fmt_num(r["gamma"], 2), fmt_num(r["beta"], 3), r["sampling_phase"],
+            f"{fmt_num(r['fwd_per_n'])} ± {fmt_num(r['fwd_se_per_n'])}", fmt_num(r["theory_fwd"]), fmt_num(r["diff"]),
+            fmt_num(r["z"], 2), f"{fmt_num(r['rev_per_n'])} ± {fmt_num(r['rev_se_per_n'])}",
+        ]))
     return "\n".join(lines) + "\n"
 
 
@@ -335,23 +259,15 @@ def plot(rows, theory_rows, argmins, path: Path) -> Path:
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="smoke test: N = 10, gamma = 2, 5 beta values, 100+100 draws")
-    p.add_argument("--resume", action="store_true", help="keep rows already in the CSVs and skip complete (N, gamma)")
-    p.add_argument("--sizes", type=lambda s: [int(v) for v in _floats(s)], help="values of N (default 100)")
-    p.add_argument("--gammas", type=_floats, help="values of gamma (default 1.7,2,3)")
+    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, gamma = 2, 5 beta values, 100+100 draws",
+                     "keep rows already in the CSVs and skip complete (N, gamma)")
+    p.add_argument("--sizes", type=int_list_via_float, help="values of N (default 100)")
+    p.add_argument("--gammas", type=float_list, help="values of gamma (default 1.7,2,3)")
     p.add_argument("--eta", type=float, default=ETA, help="eta (default %(default)s)")
-    p.add_argument("--betas", type=_floats, help="beta grid (default 15 points 0.6..3)")
-    p.add_argument("--num-warmup", type=int, help="NUTS warm-up per chain (default: the spec's, 500)")
-    p.add_argument("--num-samples", type=int, help="NUTS draws per chain (default: the spec's, 500)")
-    p.add_argument("--num-chains", type=int, help="NUTS chains (default: the spec's, 2)")
-    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the specs (default: %(default)s)")
+    p.add_argument("--betas", type=float_list, help="beta grid (default 15 points 0.6..3)")
+    add_nuts_options(p)
+    add_models_option(p)
     return p.parse_args(argv)
 
 
@@ -359,20 +275,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     q = args.quick
-    sizes = tuple(args.sizes) if args.sizes else (QUICK_SIZES if q else SIZES)
-    gammas = tuple(args.gammas) if args.gammas else (QUICK_GAMMAS if q else GAMMAS)
+    sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
+    gammas = pick_values(args.gammas, q, QUICK_GAMMAS, GAMMAS)
     betas = tuple(sorted(set(args.betas))) if args.betas else (QUICK_BETAS if q else BETAS)
     eta = float(args.eta)
-    nuts = {}
-    for key, given, quick in (("inference.num_warmup", args.num_warmup, 100), ("inference.num_samples", args.num_samples, 100),
-                              ("inference.num_chains", args.num_chains, 1)):
-        if given is not None or q:
-            nuts[key] = int(given if given is not None else quick)
+    nuts = nuts_overrides(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     kl_path, th_path, am_path = out / "kl_vs_beta.csv", out / "theory_curves.csv", out / "argmin.csv"
-    rows = read_csv(kl_path) if args.resume else []
-    argmins = read_csv(am_path) if args.resume else []
+    rows = read_csv(kl_path, strings=STRINGS, ints=INTS) if args.resume else []
+    argmins = read_csv(am_path, strings=STRINGS, ints=INTS) if args.resume else []
     base_spec = load_spec(args.models / f"{BASE_SPEC}.toml")
     omega = float(np.ravel(base_spec.data.omega)[0])
 
@@ -419,7 +331,7 @@ def main(argv=None) -> int:
         quick=bool(q),
         settings={"sizes": list(sizes), "gammas": list(gammas), "eta": eta, "omega": omega, "betas": list(betas),
                   "base_spec": f"models/{BASE_SPEC}.toml", "nuts_overrides": nuts or "spec",
-                  "seeds": "teacher: spec data.seed (0); NUTS: split(key(spec inference.seed))[0] as runs.fit_spec",
+                  "seeds": NUTS_SEEDS,
                   "theory_beta_grid": [float(THEORY_BETAS[0]), float(THEORY_BETAS[-1]), len(THEORY_BETAS)],
                   "resume": bool(args.resume)},
         fits=fits,

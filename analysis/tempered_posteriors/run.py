@@ -48,45 +48,34 @@ predictive points (a smoke test, not a result).
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
-import numpyro  # noqa: E402
+from analysis._common import (  # noqa: E402
+    C_LIMIT, OMEGA, PHASE_COLORS, add_models_option, component, fit_or_reuse, pin_threads, previous_runs, read_csv,
+    study_parser, write_csv,
+)
 
-numpyro.set_host_device_count(2)  # before JAX starts: 2 chains in parallel
+pin_threads()  # before NumPy/JAX are imported (2 host devices: 2 chains in parallel); Agg backend
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
 import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
-
 from bayes_sbm import diagnostics, predictive, theory  # noqa: E402
-from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
+from bayes_sbm.io import run_metadata, write_json_atomic  # noqa: E402
 from bayes_sbm.plots import compare_plots, save_figure  # noqa: E402
-from bayes_sbm.runs import fit_spec, load_run  # noqa: E402
+from bayes_sbm.runs import load_run  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
 
+HERE = Path(__file__).resolve().parent
+
 GAMMA = 0.5
-OMEGA = 2.5
 K = 2
 N_DEFAULT = 100
 ETAS = (0.5, 1.0, 2.0, 3.0, 5.0)
@@ -96,8 +85,6 @@ QUICK_DRAWS = 100
 QUICK_KL_POINTS = 200
 KL_POINTS = 2000
 ETA_GRID = (0.1, 6.0)
-#: N → ∞ data spectrum of the K = 2 rank-one teacher (THEORY.md §3).
-C_LIMIT = (2.0 - 1.0 / OMEGA, 1.0 / OMEGA)
 BASE_SPEC = "fmo"
 
 #: (quantity, posterior variable, component, key in meta["theory"], key in theory_reference, label)
@@ -122,7 +109,6 @@ COLUMNS = (
 )
 CURVE_COLUMNS = ("eta", "phase", "d", "lam_1", "u_1", "u_2", "M", "fwd_typ", "rev_typ", "fwd_pp", "rev_pp")
 CSV_NAME = "tempered.csv"
-PHASE_COLORS = {"PMo": "#1f77b4", "PMe": "#17becf", "FMo": "#d62728", "FMe": "#ff7f0e", "SG": "#2ca02c"}
 _STR_COLS = ("quantity", "phase", "phase_limit")
 _INT_COLS = ("N", "divergences", "kl_points", "num_warmup", "num_samples", "num_chains")
 
@@ -130,95 +116,11 @@ _INT_COLS = ("N", "divergences", "kl_points", "num_warmup", "num_samples", "num_
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def _component(value, index) -> float:
-    if value is None:
-        return math.nan
-    arr = np.ravel(np.asarray(value, dtype=float))
-    i = 0 if index is None else int(index)
-    return float(arr[i]) if i < arr.size else math.nan
-
-
 def _num(v) -> float:
     try:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _fmt_csv(v) -> str:
-    if v is None:
-        return "nan"
-    if isinstance(v, (float, np.floating)):
-        return repr(float(v))
-    return str(v)
-
-
-def write_csv(path: Path, columns, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([_fmt_csv(r.get(c, "")) for c in columns])
-    write_text_atomic(path, buf.getvalue())
-
-
-def read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        raw = list(csv.DictReader(fh))
-    out = []
-    for r in raw:
-        row = {}
-        for k, v in r.items():
-            if k in _STR_COLS:
-                row[k] = v
-            elif k in _INT_COLS:
-                row[k] = int(float(v)) if v not in ("", "nan") else v
-            else:
-                row[k] = _num(v)
-        out.append(row)
-    return out
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    return json.dumps(str(v), ensure_ascii=False)
-
-
-def spec_toml(spec, origin: str) -> str:
-    """TOML text of a (possibly overridden) spec; ``load_spec`` reads it back to the same spec."""
-    d = spec.to_dict()
-    lines = [f"# {origin}", ""]
-    for key in ("name", "description"):
-        if d.get(key) is not None:
-            lines.append(f"{key} = {_toml_value(d[key])}")
-    for table in ("model", "data", "inference", "predictive"):
-        items = {k: v for k, v in (d.get(table) or {}).items() if v is not None}
-        if items:
-            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in items.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _same_spec(meta: dict, spec) -> bool:
-    return json.loads(json.dumps(meta.get("spec", {}))) == json.loads(json.dumps(spec.to_dict()))
-
-
-def fit_or_reuse(spec, run_dir: Path, resume: bool):
-    """Fit ``spec`` into ``run_dir`` (or reuse a complete run fitted with the same spec when resuming)."""
-    if resume and (run_dir / "inference.nc").exists() and (run_dir / "meta.json").exists():
-        dt, meta = load_run(run_dir)
-        if _same_spec(meta, spec) and "theory" in meta and "timing" in meta:
-            return dt, meta, True
-    dt, meta = fit_spec(spec, run_dir, progress_bar=False)
-    # fit_spec copies the *base* spec file; record the spec actually fitted (with the overrides) instead
-    write_text_atomic(run_dir / "spec.toml", spec_toml(spec, f"{spec.path} with overrides, fitted by {Path(__file__).name} ({HERE.name})"))
-    return dt, meta, False
 
 
 def _eta_tag(eta: float) -> str:
@@ -252,7 +154,7 @@ def rows_for_run(spec, dt, meta: dict, kl: dict, kl_points: int) -> list[dict]:
     rows = []
     for q, var, index, key_data, key_lim, _ in OBSERVABLES:
         r = table.row(var if index is None else f"{var}[{index}]")
-        t_data, t_lim = _component(th_data.get(key_data), index), _component(th_lim.get(key_lim), index)
+        t_data, t_lim = component(th_data.get(key_data), index), component(th_lim.get(key_lim), index)
         rows.append(common | {
             "quantity": q, "value": float(r["mean"]), "se": float(r["mcse_mean"]),
             "theory_data_c": t_data, "diff": float(r["mean"]) - t_data,
@@ -387,10 +289,8 @@ def plot_kls(rows, curves, path: Path) -> Path:
 # main
 # --------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=HERE / "results", help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke test: N = {QUICK_N}, eta in {QUICK_ETAS}, {QUICK_DRAWS}/{QUICK_DRAWS} draws, {QUICK_KL_POINTS} KL points")
+    p = study_parser(__doc__, HERE / "results",
+                     f"smoke test: N = {QUICK_N}, eta in {QUICK_ETAS}, {QUICK_DRAWS}/{QUICK_DRAWS} draws, {QUICK_KL_POINTS} KL points")
     p.add_argument("--sizes", type=int, nargs="+", help=f"values of N (default {N_DEFAULT})")
     p.add_argument("--etas", type=float, nargs="+", help=f"values of eta (default {ETAS})")
     p.add_argument("--num-warmup", type=int, help="NUTS warm-up draws per chain (default: the base spec's)")
@@ -398,7 +298,7 @@ def parse_args(argv=None):
     p.add_argument("--kl-points", type=int, help=f"Monte Carlo points per direction for the predictive KLs (default {KL_POINTS})")
     p.add_argument("--max-draws", type=int, help="thin the posterior draws to at most this many for the KLs (default: all)")
     p.add_argument("--resume", action="store_true", help="keep rows already in the CSV and skip their (eta, N)")
-    p.add_argument("--models", type=Path, default=ROOT / "models", help="folder of the base spec (default: %(default)s)")
+    add_models_option(p, "the base spec")
     return p.parse_args(argv)
 
 
@@ -414,7 +314,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / CSV_NAME
 
-    rows = read_csv(csv_path) if args.resume else []
+    rows = read_csv(csv_path, strings=_STR_COLS, ints=_INT_COLS, blank_ints=True) if args.resume else []
 
     def key_of(r):
         return (round(float(r["eta"]), 12), int(r["N"]))
@@ -424,12 +324,7 @@ def main(argv=None) -> int:
         counts[key_of(r)] = counts.get(key_of(r), 0) + 1
     done = {k for k, n in counts.items() if n == len(QUANTITIES)}
     rows = [r for r in rows if key_of(r) in done]
-    runs_info: dict = {}
-    if args.resume and (out / "metadata.json").exists():
-        try:
-            runs_info = dict(json.loads((out / "metadata.json").read_text()).get("runs", {}))
-        except (OSError, ValueError):
-            runs_info = {}
+    runs_info = previous_runs(out, args.resume)
 
     base = load_spec(args.models / f"{BASE_SPEC}.toml")
     fitted: dict[str, Path] = {}
@@ -454,7 +349,7 @@ def main(argv=None) -> int:
                 overrides["inference.num_samples"] = int(samples)
             spec = base.with_overrides(overrides)
             t0 = time.perf_counter()
-            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume)
+            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume, Path(__file__))
             t_fit = time.perf_counter() - t0
             kl = predictive.predict_run(run_dir, beta=1.0, key=jax.random.key(spec.inference.seed + 1),
                                         num_points=kl_points, max_draws=args.max_draws)
@@ -463,7 +358,7 @@ def main(argv=None) -> int:
             new = rows_for_run(spec, dt, meta, kl, kl_points)
             rows = [r for r in rows if key_of(r) != (round(eta, 12), N)] + new
             rows.sort(key=lambda r: (int(r["N"]), r["eta"], QUANTITIES.index(r["quantity"])))
-            write_csv(csv_path, COLUMNS, rows)  # after every run: an interrupted study resumes from here
+            write_csv(csv_path, COLUMNS, rows, none="nan")  # after every run: an interrupted study resumes from here
             runs_info[name] = {"run": str(run_dir), "reused": reused, "fit_wall_s": t_fit, "kl_wall_s": t_kl,
                                "phase": new[0]["phase"], "divergences": new[0]["divergences"], "c": meta.get("c")}
             print(f"[{'reuse' if reused else 'fit'}] eta={eta:g} N={N}: phase {new[0]['phase']} "
@@ -474,11 +369,11 @@ def main(argv=None) -> int:
                       f"theory(∞) {r['theory_limit']:+.4f}", flush=True)
 
     rows.sort(key=lambda r: (int(r["N"]), r["eta"], QUANTITIES.index(r["quantity"])))
-    write_csv(csv_path, COLUMNS, rows)
+    write_csv(csv_path, COLUMNS, rows, none="nan")
     lo, hi = ETA_GRID
     grid = np.unique(np.concatenate([np.geomspace(lo, hi, 400), np.array(etas, float)]))
     curves = theory_curves(grid)
-    write_csv(out / "theory_curves.csv", CURVE_COLUMNS, curves)
+    write_csv(out / "theory_curves.csv", CURVE_COLUMNS, curves, none="nan")
     figs = [plot_observables(rows, curves, out / "observables_vs_eta.png"), plot_kls(rows, curves, out / "kls_vs_eta.png")]
 
     # ArviZ comparison of the tempered runs (every run folder of this study present in --out)
