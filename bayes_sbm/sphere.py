@@ -459,9 +459,8 @@ def sampler_acceptance(eigenvalues):
     return jnp.exp(_log_prefactor(lam.shape[-1]) + ct.log_norm)
 
 
-def _proposal_batch(n: int, acceptance_floor: float = 0.02) -> int:
+def _proposal_batch(n: int) -> int:
     """Static proposals per round: ~4M numbers per round, at least 64."""
-    del acceptance_floor
     return int(max(64, min(8192, (1 << 22) // max(n, 1))))
 
 
