@@ -9,7 +9,20 @@ exit status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from . import __version__, _checks, diagnostics, plots, reports, teacher, theory
+from .data import data_spectrum, save_data
+from .io import run_metadata, save_npy_atomic, write_json_atomic
+from .runs import fit_spec, load_run
+from .settings import LadderSettings
+from .specs import load_spec
 
 __all__ = ["main", "build_parser", "UserError"]
 
@@ -23,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bayes-sbm",
         description="Bayesian inference in spherical Boltzmann machines (SBMs).",
     )
+    parser.add_argument("--version", action="version", version=f"bayes-sbm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for register in _REGISTRY:
@@ -58,6 +72,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        return _checks.seed("--seed", int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "must" in str(exc) else f"expected an integer, got {text!r}") from None
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -75,25 +96,22 @@ def _add_teacher(sub) -> None:
     p.add_argument("--K", type=_positive_int, required=True, help="number of samples")
     p.add_argument("--omega", type=_float_list, default=[2.5], help="spike strength(s), comma separated (default 2.5)")
     p.add_argument("--beta", type=_positive_float, default=1.0, help="sampling inverse temperature (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
-    p.add_argument("--out", required=True, help="output data file (.npy or .csv), written atomically")
+    p.add_argument("--seed", type=_seed, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--out", required=True, help="output data file (.npy, .csv or .txt: comma separated), written atomically")
     p.add_argument("--teacher-out", help="also save W* (.npy)")
     p.set_defaults(func=_cmd_teacher)
 
 
 def _cmd_teacher(args) -> int:
-    import jax
-
-    from . import teacher
-    from .io import run_metadata, save_npy_atomic, write_json_atomic
-
+    if args.teacher_out and not args.teacher_out.lower().endswith(".npy"):
+        raise UserError(f"--teacher-out: must end in .npy, got {args.teacher_out!r}")
     td = teacher.teacher_student_data(jax.random.key(args.seed), args.N, args.K, args.omega, args.beta)
-    out = teacher.save_data(args.out, td.data)
+    out = save_data(args.out, td.data)
     if args.teacher_out:
         save_npy_atomic(args.teacher_out, td.teacher.W)
     meta = run_metadata(seed=args.seed, N=args.N, K=args.K, omega=args.omega, beta=args.beta)
     write_json_atomic(str(out) + ".json", meta)
-    spec = teacher.data_spectrum(td.data)
+    spec = data_spectrum(td.data)
     print(f"wrote {out}: K = {args.K} points on the sphere |x|^2 = N = {args.N} (seed {args.seed})")
     print("data-correlation eigenvalues c_k: " + ", ".join(f"{c:.6f}" for c in spec.c))
     if len(args.omega) == 1 and args.K == 2 and args.omega[0] > 1:
@@ -110,51 +128,33 @@ def _add_logz(sub) -> None:
     p.set_defaults(func=_cmd_logz)
 
 
-def partition_summary(W, beta: float = 1.0) -> dict:
-    """Exact and saddle log Z, μ, condensate and sampler acceptance for βW."""
-    import numpy as np
-
-    from . import sphere
-    from .distribution import SphericalBoltzmann
-
-    dist = SphericalBoltzmann(W, beta)
-    lam = dist.eigenvalues
-    n = dist.dimension
-    exact = float(sphere.log_partition(lam))
-    saddle = float(sphere.log_partition_saddle(lam))
-    corrected = float(sphere.log_partition_saddle(lam, gaussian_correction=True))
-    return {
-        "N": n,
-        "beta": beta,
-        "log_z": exact,
-        "log_z_per_n": exact / n,
-        "log_z_saddle": saddle,
-        "log_z_saddle_gaussian": corrected,
-        "mu": float(dist.lagrange_multiplier),
-        "condensate": float(dist.condensate),
-        "top_eigenvalue": float(np.max(lam)),
-        "sampler_acceptance": float(sphere.sampler_acceptance(lam)),
-    }
-
-
-def _cmd_logz(args) -> int:
-    import numpy as np
-
-    path = args.W
+def _load_matrix(path: str, what: str) -> np.ndarray:
+    """A square matrix from a .npy file; UserError naming the file otherwise."""
     try:
         W = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
+        raise UserError(f"{what}: file not found: {path}") from None
+    except (ValueError, OSError, EOFError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{what}: {path} is not a NumPy .npy array ({first})") from None
+    if W.ndim != 2 or W.shape[0] != W.shape[1] or W.size == 0:
+        raise UserError(f"{what}: {path} must hold a square N x N matrix, got shape {W.shape}")
+    try:
+        return _checks.finite_array(f"{what} {path}", W, ndim=2)
     except ValueError as exc:
-        raise UserError(f"{path}: not a .npy array ({exc})") from None
-    s = partition_summary(W, args.beta)
-    print(f"N = {s['N']}, beta = {s['beta']}")
-    print(f"exact log Z          = {s['log_z']:.12g}   ({s['log_z_per_n']:.10f} per N)")
-    print(f"saddle log Z         = {s['log_z_saddle']:.12g}   (error {s['log_z_saddle'] - s['log_z']:+.3e})")
-    print(f"saddle + Gaussian    = {s['log_z_saddle_gaussian']:.12g}   (error {s['log_z_saddle_gaussian'] - s['log_z']:+.3e})")
-    print(f"Lagrange multiplier mu = {s['mu']:.10g} (top eigenvalue of beta W {s['top_eigenvalue']:.10g})")
-    print(f"condensate E[y_1^2]/N = {s['condensate']:.8f}")
-    print(f"exact sampler acceptance = {s['sampler_acceptance']:.4f}")
+        raise UserError(str(exc)) from None
+
+
+def _cmd_logz(args) -> int:
+    W = _load_matrix(args.W, "W")
+    s = reports.partition_summary(W, args.beta)
+    print(f"N = {s.N}, beta = {s.beta}")
+    print(f"exact log Z          = {s.log_z:.12g}   ({s.log_z_per_n:.10f} per N)")
+    print(f"saddle log Z         = {s.log_z_saddle:.12g}   (error {s.log_z_saddle - s.log_z:+.3e})")
+    print(f"saddle + Gaussian    = {s.log_z_saddle_gaussian:.12g}   (error {s.log_z_saddle_gaussian - s.log_z:+.3e})")
+    print(f"Lagrange multiplier mu = {s.mu:.10g} (top eigenvalue of beta W {s.top_eigenvalue:.10g})")
+    print(f"condensate E[y_1^2]/N = {s.condensate:.8f}")
+    print(f"exact sampler acceptance = {s.sampler_acceptance:.4f}")
     return 0
 
 
@@ -162,7 +162,9 @@ def _cmd_logz(args) -> int:
 def _add_fit(sub) -> None:
     p = sub.add_parser("fit", help="fit the posterior of a model spec (NUTS or SVI) into a run folder")
     p.add_argument("spec", help="model spec (.toml), see models/README.md")
-    p.add_argument("--out", required=True, help="run folder (created; an interrupted checkpointed NUTS run resumes)")
+    p.add_argument("--out", required=True, help="run folder (must be new or empty; an interrupted checkpointed NUTS run resumes)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out as a whole")
+    p.add_argument("--keep-checkpoint", action="store_true", help="keep the NUTS checkpoint in RUN/checkpoint after success")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--store-W", action="store_true", help="also store the N x N coupling draws in inference.nc")
     p.set_defaults(func=_cmd_fit)
@@ -171,70 +173,25 @@ def _add_fit(sub) -> None:
 def _use_host_devices(num_chains: int) -> None:
     """Expose one XLA host device per chain (up to the cores) so chains run in parallel.
 
-    Must run before JAX initialises its backend; harmless afterwards (no effect).
+    Effective only before JAX starts its backend (the first computation);
+    afterwards chains fall back to sequential, which is still correct.
     """
-    import os
-
-    import numpyro
-
-    numpyro.set_host_device_count(max(1, min(int(num_chains), os.cpu_count() or 1)))
+    n = max(1, min(int(num_chains), os.cpu_count() or 1))
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except (AttributeError, RuntimeError, ValueError):  # backend already started, or an older JAX
+        pass
 
 
 def _cmd_fit(args) -> int:
-    from .specs import load_spec
-
     spec = load_spec(args.spec)
     _use_host_devices(spec.inference.num_chains)
-    from .runs import fit_spec
-
-    dt, meta = fit_spec(spec, args.out, progress_bar=not args.quiet, store_W=args.store_W)
+    dt, meta = fit_spec(spec, args.out, progress_bar=not args.quiet, store_W=args.store_W, overwrite=args.overwrite,
+                        keep_checkpoint=args.keep_checkpoint)
     print(f"wrote {args.out}/inference.nc ({spec.inference.method}, N = {spec.model.N}, seed {spec.inference.seed}, "
           f"{meta['timing']['wall_s']:.1f} s)")
-    print(_posterior_table(dt, meta))
+    print(reports.posterior_table(dt, meta))
     return 0
-
-
-def _posterior_table(dt, meta) -> str:
-    """Posterior means (± MCSE) of the THEORY.md §4 observables next to their theory values."""
-    import numpy as np
-
-    theory = meta.get("theory", {})
-    post = dt["posterior"]
-    rows = [
-        ("lambda_1", np.asarray(post["lam_top"])[..., 0], (theory.get("lam") or [np.nan])[0]),
-        ("u_1", np.asarray(post["u"])[..., 0], (theory.get("u") or [np.nan])[0]),
-        ("M (condensate)", np.asarray(post["M"]), theory.get("M", np.nan)),
-        ("e_1' W e_1", np.asarray(post["signal"])[..., 0], (theory.get("signal") or [np.nan])[0]),
-        ("mu", np.asarray(post["mu"]), theory.get("mu", np.nan)),
-        ("(1/N) log Z(W)", np.asarray(post["log_z_per_n"]), theory.get("log_z_per_n", np.nan)),
-    ]
-    phase = theory.get("phase", "?")
-    lines = [f"phase (theory, data c): {phase}", f"{'observable':18s} {'posterior mean':>15s} {'mcse':>9s} {'theory':>10s} {'diff':>10s}"]
-    for name, draws, th in rows:
-        mean, mcse = _mean_mcse(draws)
-        lines.append(f"{name:18s} {mean:15.5f} {mcse:9.5f} {th:10.5f} {mean - th:+10.5f}")
-    if "divergences" in meta:
-        ls = meta.get("latent_summary", {})
-        lines.append(
-            f"NUTS: {meta['divergences']} divergences; latent dim {ls.get('dim')}: min ESS bulk {ls.get('min_ess_bulk', float('nan')):.0f}, "
-            f"max R-hat {ls.get('max_r_hat', float('nan')):.3f}"
-        )
-    return "\n".join(lines)
-
-
-def _mean_mcse(draws):
-    import arviz as az
-    import numpy as np
-
-    draws = np.asarray(draws, dtype=float)
-    if draws.ndim == 1:
-        draws = draws[None]
-    mean = float(draws.mean())
-    try:
-        ess = float(az.ess(draws))
-    except Exception:  # too few draws for ESS: fall back to the plain count
-        ess = float(draws.size)
-    return mean, float(draws.std() / np.sqrt(max(ess, 1.0)))
 
 
 @_register
@@ -251,61 +208,29 @@ def _add_evidence(sub) -> None:
     p.set_defaults(func=_cmd_evidence)
 
 
-def evidence_report(spec, *, rungs=12, max_rungs=20, samples=500, svi_steps=None, ti=True, svi=True, progress_bar=False) -> dict:
-    """All evidence estimators for a spec, in the JSON layout of ``bayes-sbm evidence --json``."""
-    import time
-
-    import jax
-
-    from . import evidence, inference, theory
-    from .runs import problem_from_spec
-
-    problem = problem_from_spec(spec)
-    N = problem.N
-    key_ti, key_svi, key_is = jax.random.split(jax.random.key(spec.inference.seed), 3)
-    th = float(theory.log_evidence(problem.frame.c, problem.gamma, problem.eta))
-    report = {"N": N, "K": problem.K, "gamma": problem.gamma, "eta": problem.eta, "c": problem.frame.c.tolist(),
-              "theory": th * N, "theory_per_n": th, "phase": theory.posterior_saddle(problem.frame.c, problem.gamma, problem.eta).phase,
-              "estimators": {}, "seconds": {}}
-    if ti:
-        t0 = time.perf_counter()
-        ladder = evidence.LadderSettings(num_rungs=rungs, max_rungs=max(rungs, max_rungs), num_samples=samples, progress_bar=progress_bar)
-        res = evidence.thermodynamic_integration(key_ti, problem, ladder)
-        report["estimators"]["ti"] = res.ti.as_dict()
-        report["estimators"]["stepping_stone"] = res.stepping_stone.as_dict()
-        report["seconds"]["ti+stepping_stone"] = time.perf_counter() - t0
-    if svi:
-        t0 = time.perf_counter()
-        settings = inference.SviSettings(guide=spec.inference.svi_guide if problem.parametrization == "aligned" else "normal",
-                                         num_steps=svi_steps or spec.inference.svi_steps,
-                                         learning_rate=spec.inference.svi_learning_rate, num_draws=10, progress_bar=progress_bar)
-        fit = inference.run_svi(key_svi, problem, settings)
-        est = evidence.svi_evidence(key_is, fit)
-        for name in ("elbo", "importance", "iwae"):
-            report["estimators"][name] = est[name].as_dict()
-        report["seconds"]["svi"] = time.perf_counter() - t0
-    return report
+def _check_writable(path: str, what: str) -> None:
+    """Fail before any computing when an output file cannot be written."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"{what}: cannot write {path} (folder {folder} missing or not writable)")
+    if Path(path).is_dir():
+        raise UserError(f"{what}: {path} is a folder")
 
 
-def _print_evidence(report: dict) -> None:
-    N = report["N"]
-    print(f"log evidence, N = {N}, K = {report['K']}, gamma = {report['gamma']}, eta = {report['eta']}, phase {report['phase']}")
-    print(f"{'estimator':16s} {'log Y':>12s} {'se':>9s} {'(1/N) log Y':>12s} {'se/N':>9s} {'theory/N':>10s} {'diff/N':>10s}")
-    for name, e in report["estimators"].items():
-        print(f"{name:16s} {e['log_evidence']:12.4f} {e['se']:9.4f} {e['per_n']:12.5f} {e['se_per_n']:9.5f} "
-              f"{report['theory_per_n']:10.5f} {e['per_n'] - report['theory_per_n']:+10.5f}")
+def _ladder(rungs: int, max_rungs: int, samples: int) -> LadderSettings:
+    return LadderSettings(num_rungs=rungs, max_rungs=max(rungs, max_rungs), num_samples=samples)
 
 
 def _cmd_evidence(args) -> int:
-    from .io import run_metadata, write_json_atomic
-    from .specs import load_spec
-
+    if args.json_out:
+        _check_writable(args.json_out, "--json")
     spec = load_spec(args.spec)
-    report = evidence_report(spec, rungs=args.rungs, max_rungs=args.max_rungs, samples=args.samples,
-                             svi_steps=args.svi_steps, ti=not args.no_ti, svi=not args.no_svi)
-    _print_evidence(report)
+    report = reports.evidence_report(spec, ladder=_ladder(args.rungs, args.max_rungs, args.samples),
+                                     svi_steps=args.svi_steps, ti=not args.no_ti, svi=not args.no_svi)
+    print(reports.format_evidence(report))
     if args.json_out:
         write_json_atomic(args.json_out, report | {"meta": run_metadata(seed=spec.inference.seed, spec=spec.to_dict())})
+        print(f"wrote {args.json_out}")
     return 0
 
 
@@ -320,8 +245,6 @@ def _add_demo(sub) -> None:
 
 
 def _default_spec_path(name: str) -> str:
-    from pathlib import Path
-
     here = Path(__file__).resolve().parent.parent / "models" / name
     if here.exists():
         return str(here)
@@ -329,54 +252,35 @@ def _default_spec_path(name: str) -> str:
 
 
 def _cmd_demo(args) -> int:
-    from pathlib import Path
-
-    from .specs import load_spec
-
     spec = load_spec(args.spec or _default_spec_path("demo.toml"))
     svi_spec = load_spec(args.svi_spec or _default_spec_path("demo_svi.toml"))
     if args.quick:
         spec = spec.with_overrides({"model.N": 8, "inference.num_warmup": 100, "inference.num_samples": 100})
         svi_spec = svi_spec.with_overrides({"model.N": 8, "inference.svi_steps": 300, "inference.svi_draws": 100})
     _use_host_devices(spec.inference.num_chains)
-    from . import predictive
-    from .runs import fit_spec
-
     out = Path(args.out)
     m = spec.model
     print(f"bayes_sbm demo: K = {spec.data.K} samples of a rank-one teacher (omega = {spec.data.omega}), "
           f"N = {m.N}, gamma = {m.gamma}, eta = {m.eta}")
     print("\n== posterior (NUTS) vs THEORY.md §4 ==")
-    dt, meta = fit_spec(spec, out / "nuts", progress_bar=False)
-    print(_posterior_table(dt, meta))
+    dt, meta = fit_spec(spec, out / "nuts", progress_bar=False, overwrite=True)
+    print(reports.posterior_table(dt, meta))
     print("\n== posterior (SVI, " + svi_spec.inference.svi_guide + " guide) vs THEORY.md §4 ==")
-    dt_svi, meta_svi = fit_spec(svi_spec, out / "svi", progress_bar=False)
-    print(_posterior_table(dt_svi, meta_svi))
+    dt_svi, meta_svi = fit_spec(svi_spec, out / "svi", progress_bar=False, overwrite=True)
+    print(reports.posterior_table(dt_svi, meta_svi))
 
     print("\n== log evidence vs THEORY.md §5 ==")
-    report = evidence_report(spec, rungs=4 if args.quick else 10, max_rungs=4 if args.quick else 14,
-                             samples=100 if args.quick else 400, svi_steps=svi_spec.inference.svi_steps)
-    _print_evidence(report)
+    ladder = _ladder(4, 4, 100) if args.quick else _ladder(10, 14, 400)
+    report = reports.evidence_report(spec, ladder=ladder, svi_steps=svi_spec.inference.svi_steps)
+    print(reports.format_evidence(report))
 
     print("\n== teacher-student divergences vs THEORY.md §6 (per N) ==")
     if spec.data.source == "teacher" and spec.data.K == 2:
-        import jax
-
-        res = predictive.predict_run(out / "nuts", m.beta, jax.random.key(spec.inference.seed + 1), None, 200 if args.quick else 1000)
-        _print_predict(res)
+        res = reports.predict_run(out / "nuts", m.beta, jax.random.key(spec.inference.seed + 1), None, 200 if args.quick else 1000)
+        print(reports.format_predict(res))
     else:
         print("(theory needs K = 2 samples of a rank-one teacher)")
     return 0
-
-
-def _print_predict(r: dict) -> None:
-    """Table of typical and predictive KLs (per N) next to THEORY.md §6."""
-    print(f"{'quantity (per N)':34s} {'finite N':>12s} {'± SE':>10s} {'theory':>12s} {'difference':>12s}")
-    for row in r["rows"]:
-        th = row["theory_per_n"]
-        th_text = f"{th:12.6f}" if th is not None else f"{'-':>12s}"
-        diff_text = f"{row['difference']:+12.2e}" if row["difference"] is not None else f"{'-':>12s}"
-        print(f"{row['quantity']:34s} {row['value_per_n']:12.6f} {row['se_per_n']:10.2e} {th_text} {diff_text}")
 
 
 @_register
@@ -394,8 +298,6 @@ def _add_theory(sub) -> None:
 
 
 def _cmd_theory(args) -> int:
-    from . import theory
-
     if args.c is None and args.omega is None:
         raise ValueError("give --c (posterior saddle and evidence) and/or --omega (teacher-student divergences)")
     if args.beta is not None and args.omega is None:
@@ -437,30 +339,11 @@ def _cmd_theory(args) -> int:
 
 
 def _load_run_folder(path: str):
-    """``(datatree, meta)`` of a run folder written by ``bayes-sbm fit``; UserError if incomplete."""
-    import json
-    from pathlib import Path
-
-    import arviz as az
-
-    run = Path(path)
-    if not run.is_dir():
-        raise UserError(f"run folder not found: {run}")
-    for name in ("inference.nc", "meta.json"):
-        if not (run / name).is_file():
-            raise UserError(f"{run}: no {name} (is this a run folder written by 'bayes-sbm fit'?)")
+    """``(datatree, meta)`` of a run folder (:func:`bayes_sbm.runs.load_run`); UserError if unusable."""
     try:
-        meta = json.loads((run / "meta.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{run / 'meta.json'}: not valid JSON ({exc})") from None
-    try:
-        dt = az.from_netcdf(run / "inference.nc")
-    except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{run / 'inference.nc'}: cannot be read as a DataTree ({first})") from None
-    if "posterior" not in dt.children:
-        raise UserError(f"{run / 'inference.nc'}: no posterior group")
-    return dt, meta
+        return load_run(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
 
 
 @_register
@@ -472,10 +355,6 @@ def _add_diagnose(sub) -> None:
 
 
 def _cmd_diagnose(args) -> int:
-    from pathlib import Path
-
-    from . import diagnostics, plots
-
     dt, meta = _load_run_folder(args.run)
     out = Path(args.out) if args.out else Path(args.run) / "diagnostics"
     theory = diagnostics.theory_from_datatree(dt, meta)
@@ -509,11 +388,6 @@ def _add_compare(sub) -> None:
 
 
 def _cmd_compare(args) -> int:
-    import math
-    from pathlib import Path
-
-    from . import diagnostics, plots
-
     loaded = [(run, *_load_run_folder(run)) for run in args.runs]
     names = [Path(run).resolve().name or str(run) for run in args.runs]
     if len(set(names)) < len(names):  # same folder names: label by the paths as given
@@ -551,39 +425,23 @@ def _add_predict(sub) -> None:
     p.add_argument("run", metavar="RUN", help="run folder (inference.nc, data.npy, meta.json)")
     p.add_argument("--beta", type=_positive_float, default=1.0, help="sampling inverse temperature (default 1)")
     p.add_argument("--num-points", type=_positive_int, default=2000, help="Monte Carlo points per predictive KL (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the Monte Carlo (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="PRNG seed of the Monte Carlo (default 0)")
     p.add_argument("--teacher", help="teacher couplings W* (.npy); default: RUN/teacher.npy, else regenerated from the spec's data seed")
     p.add_argument("--json", metavar="OUT", help="also write the full result as JSON (atomically)")
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(args) -> int:
-    import jax
-    import numpy as np
-
-    from . import predictive
-    from .io import write_json_atomic
-
     if args.num_points < 2:
         raise UserError(f"--num-points: need at least 2 points for a standard error, got {args.num_points}")
-    teacher_W = None
-    if args.teacher:
-        try:
-            teacher_W = np.load(args.teacher, allow_pickle=False)
-        except FileNotFoundError:
-            raise UserError(f"file not found: {args.teacher}") from None
-        except ValueError as exc:
-            raise UserError(f"{args.teacher}: not a .npy array ({exc})") from None
-    r = predictive.predict_run(args.run, args.beta, jax.random.key(args.seed), teacher_W, args.num_points)
+    if args.json:
+        _check_writable(args.json, "--json")
+    teacher_W = _load_matrix(args.teacher, "--teacher") if args.teacher else None
+    r = reports.predict_run(args.run, args.beta, jax.random.key(args.seed), teacher_W, args.num_points)
     print(f"run {args.run}: N = {r['N']}, K = {r['K']}, gamma = {r['gamma']:g}, eta = {r['eta']:g}, beta = {r['beta']:g}, "
           f"{r['num_draws']} draws ({r['num_chains']} chains), teacher {r['teacher']}")
     print()
-    print(f"{'quantity (per N)':34s} {'finite N':>12s} {'± SE':>10s} {'theory':>12s} {'difference':>12s}")
-    for row in r["rows"]:
-        th = row["theory_per_n"]
-        th_text = f"{th:12.6f}" if th is not None else f"{'-':>12s}"
-        diff_text = f"{row['difference']:+12.2e}" if row["difference"] is not None else f"{'-':>12s}"
-        print(f"{row['quantity']:34s} {row['value_per_n']:12.6f} {row['se_per_n']:10.2e} {th_text} {diff_text}")
+    print(reports.format_predict(r))
     pf, pr = r["predictive"]["forward"], r["predictive"]["reverse"]
     print()
     print(f"Jensen bias of log-mean-exp (delta method, per N): forward {pf['bias_per_n']:+.2e}, reverse {pr['bias_per_n']:+.2e} "

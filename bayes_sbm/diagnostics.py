@@ -1,10 +1,11 @@
 """Posterior summaries against the large-N theory, and sampler diagnostics.
 
 Computation only (no plotting; see :mod:`bayes_sbm.plots` for figures). Works
-on the run DataTree written by :func:`bayes_sbm.inference.to_datatree`:
+on the run DataTree written by :func:`bayes_sbm.runs.to_datatree`:
 
-* :func:`theory_reference` — THEORY.md §4 values of the spectral observables
-  (``lam_top``, ``u``, ``M``, ``signal``, ``mu``, ``log_z_per_n``);
+* :func:`theory_from_datatree` — THEORY.md §4 values of the spectral
+  observables (``lam_top``, ``u``, ``M``, ``signal``, ``mu``,
+  ``log_z_per_n``) from :func:`bayes_sbm.theory.observable_reference`;
 * :func:`summary_table` — ArviZ summary (mean, sd, MCSE, bulk/tail ESS,
   R-hat) of those observables with a ``theory`` and a ``diff = mean −
   theory`` column;
@@ -40,8 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import arviz as az
 import numpy as np
 
+from . import theory
 from .io import write_text_atomic
 
 __all__ = [
@@ -49,7 +52,6 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "RHAT_WARN",
     "Table",
-    "theory_reference",
     "run_parameters",
     "theory_from_datatree",
     "summary_table",
@@ -141,52 +143,6 @@ def _num(value) -> float:
 # --------------------------------------------------------------------------
 # theory
 # --------------------------------------------------------------------------
-def theory_reference(c, gamma, eta) -> dict[str, Any]:
-    """THEORY.md §4 values of the spectral observables.
-
-    Parameters
-    ----------
-    c : array_like, shape (r,)
-        Data-correlation eigenvalues (any order; results follow descending c).
-    gamma, eta : float
-        Prior precision γ and posterior power η.
-
-    Returns
-    -------
-    dict
-        ``"lam_top"`` (ndarray, shape (r + 1,): λ_1 … λ_r of §4 and the bulk
-        edge ℓ for rank r + 1), ``"u"`` and ``"signal"`` (ndarray, shape
-        (r,)), ``"M"``, ``"mu"``, ``"log_z_per_n"`` (float), and the labels
-        ``"phase"`` (str), ``"edge"`` (float), ``"d"``, ``"o"`` (int).
-
-    Raises
-    ------
-    ValueError
-        Invalid ``c``, ``gamma`` or ``eta`` (from :func:`theory.posterior_saddle`).
-    """
-    from . import theory
-
-    s = theory.posterior_saddle(c, gamma, eta)
-    a = s.eta * np.asarray(s.c, dtype=float)
-    signal = getattr(s, "signal", None)
-    if signal is None:  # older theory module: (ξ_k − 1)/a_k directly
-        signal = (np.asarray(s.xi, dtype=float) - 1.0) / a
-    # (1/N) log Z = ½(S(μ_Z) − 1), S(μ_Z) = μ_Z − g_Z²/(2κ) + log g_Z (THEORY.md §2, §5).
-    action = s.mu_z - s.g_z**2 / (2.0 * s.kappa) + math.log(s.g_z)
-    return {
-        "lam_top": np.append(np.asarray(s.lam, dtype=float), float(s.edge)),
-        "u": np.array(s.u, dtype=float),
-        "M": float(s.M),
-        "signal": np.array(signal, dtype=float),
-        "mu": float(s.mu),
-        "log_z_per_n": 0.5 * (action - 1.0),
-        "phase": str(s.phase),
-        "edge": float(s.edge),
-        "d": int(s.d),
-        "o": int(s.o),
-    }
-
-
 def run_parameters(dt, meta: dict | None = None) -> tuple[np.ndarray, float, float]:
     """``(c, gamma, eta)`` of a run: from ``constant_data``, else from ``meta``.
 
@@ -219,7 +175,10 @@ def run_parameters(dt, meta: dict | None = None) -> tuple[np.ndarray, float, flo
 
 
 def theory_from_datatree(dt, meta: dict | None = None) -> dict[str, Any] | None:
-    """:func:`theory_reference` for a run, or ``None`` when it cannot be computed.
+    """The run's theory reference (:func:`bayes_sbm.theory.observable_reference` as a dict), or None.
+
+    Read from ``meta["theory"]`` (written by the fit), else computed from the
+    run's c, γ, η; ``None`` when neither is possible.
 
     Parameters
     ----------
@@ -231,9 +190,12 @@ def theory_from_datatree(dt, meta: dict | None = None) -> dict[str, Any] | None:
     -------
     dict or None
     """
+    stored = (meta or {}).get("theory")
+    if isinstance(stored, dict) and "lam_top" in stored:
+        return stored
     try:
         c, gamma, eta = run_parameters(dt, meta)
-        return theory_reference(c, gamma, eta)
+        return theory.observable_reference(c, gamma, eta).as_dict()
     except ValueError:
         return None
 
@@ -285,7 +247,7 @@ def summary_table(dt, var_names=SPECTRAL, theory: dict | None = None, meta: dict
         Posterior variables to summarise; names absent from the posterior are
         skipped (at least one must be present).
     theory : dict, optional
-        :func:`theory_reference` output; by default computed from the run's
+        :func:`theory_from_datatree` output; by default computed from the run's
         ``constant_data`` (or ``meta``); NaN theory when unavailable.
     meta : dict, optional
         Run metadata, only used to find c, γ, η when ``theory`` is None.
@@ -297,8 +259,6 @@ def summary_table(dt, var_names=SPECTRAL, theory: dict | None = None, meta: dict
         component (``lam_top[0]`` is λ_1). ``r_hat`` is NaN for one chain;
         ``theory`` and ``diff`` are NaN where THEORY has no value.
     """
-    import arviz as az
-
     names = _posterior_vars(dt, var_names)
     if theory is None:
         theory = theory_from_datatree(dt, meta)
@@ -359,8 +319,6 @@ def sampling_report(dt, var_names=SPECTRAL, meta: dict | None = None, table: Tab
         ``latent_summary`` and ``timing`` when in ``meta``; ``warnings``, a
         list of human-readable problems (empty when none).
     """
-    import arviz as az
-
     chains, draws = _sample_sizes(dt)
     has_stats = "sample_stats" in dt.children and len(dt["sample_stats"].data_vars) > 0
     method = str(dt.attrs.get("method", "nuts" if has_stats else "svi"))
@@ -461,7 +419,7 @@ def comparison_table(dts: dict, metas: dict | None = None, theories: dict | None
     metas : dict of str to dict, optional
         ``meta.json`` contents by label (N, c, γ, η when not in the tree).
     theories : dict of str to dict, optional
-        :func:`theory_reference` outputs by label; computed when missing.
+        :func:`theory_from_datatree` outputs by label; computed when missing.
 
     Returns
     -------

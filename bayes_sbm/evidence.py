@@ -21,13 +21,20 @@ Estimators, each with a Monte Carlo standard error (absolute and per N):
   the importance-weighted bound with groups of ``iw_group`` draws.
 * :func:`prior_monte_carlo` — ``log E_prior[exp(η ℓ)]`` by brute force: exact
   in the limit, useful at N = 2, 3 where the prior overlaps the posterior.
+* the posterior predictive at β = 1 as an evidence ratio
+  ``P_pp(x) = Y(D ∪ {x}) / Y(D)`` (:func:`predictive_log_density_ratio`, any
+  estimator) and by shared prior draws
+  (:func:`prior_monte_carlo_log_predictive`); all prior Monte Carlo goes
+  through one GOE-prior chunk kernel.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 from typing import NamedTuple
 
 import jax
@@ -38,14 +45,20 @@ from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, init_to_median
 from numpyro.infer.util import log_density
 
+from . import _checks, _stats, sphere
 from . import model as sbm_model
-from . import sphere
-from .inference import PosteriorProblem, SviResult, log_likelihood_draws
+from .inference import PosteriorProblem, SviResult, log_likelihood_draws, make_problem
+from .predictive import as_points
+from .settings import LadderSettings
 
 __all__ = [
     "EvidenceEstimate",
     "Rung",
     "LadderSettings",
+    "EvidenceRatio",
+    "PriorMonteCarloPredictive",
+    "predictive_log_density_ratio",
+    "prior_monte_carlo_log_predictive",
     "ThermodynamicResult",
     "thermodynamic_integration",
     "stepping_stone",
@@ -98,42 +111,6 @@ class Rung(NamedTuple):
         return math.sqrt(self.var / max(self.ess, 1.0))
 
 
-@dataclass(frozen=True)
-class LadderSettings:
-    """Thermodynamic-integration ladder.
-
-    Attributes
-    ----------
-    num_rungs : int
-        Initial rungs ``t_k = η (k/n)^power``, k = 0…n (t_0 = 0: exact prior draws).
-    power : float
-        Ladder exponent (rungs crowd near t = 0 where ``Var_t(ℓ)`` is largest).
-    max_rungs : int
-        Cap on the total after adaptive bisection.
-    quadrature_tol : float
-        Bisect the worst interval while its |correction| exceeds this (absolute log Y).
-    num_warmup, num_samples, num_chains : int
-        NUTS per rung (the first rung gets ``first_warmup``).
-    first_warmup : int
-    prior_draws : int
-        Exact GOE draws at t = 0.
-    target_accept : float
-    progress_bar : bool
-    """
-
-    num_rungs: int = 12
-    power: float = 4.0
-    max_rungs: int = 20
-    quadrature_tol: float = 0.02
-    num_warmup: int = 200
-    first_warmup: int = 500
-    num_samples: int = 500
-    num_chains: int = 1
-    prior_draws: int = 4000
-    target_accept: float = 0.8
-    progress_bar: bool = False
-
-
 class ThermodynamicResult(NamedTuple):
     """TI and stepping-stone estimates from one ladder, with the rungs."""
 
@@ -143,12 +120,8 @@ class ThermodynamicResult(NamedTuple):
 
 
 def _ess(draws: np.ndarray) -> float:
-    import arviz as az
-
-    draws = np.atleast_2d(draws)
-    if draws.size < 8 or np.var(draws) == 0:
-        return float(draws.size)
-    return float(az.ess(draws, method="bulk"))
+    """Bulk ESS of ℓ draws (NaN for a stuck chain: constant draws have no honest ESS)."""
+    return _stats.ess(np.atleast_2d(draws), method="bulk")
 
 
 @jax.jit
@@ -163,21 +136,40 @@ def log_likelihood_of_couplings(data, W) -> np.ndarray:
     return np.asarray(_loglik_couplings(jnp.asarray(data, dtype=jnp.float64), jnp.asarray(W, dtype=jnp.float64)))
 
 
-@jax.jit
-def _prior_loglik_chunk(key, data, scales):
-    N = data.shape[1]
-    z = jax.random.normal(key, (scales.shape[0], scales.shape[1]))
+@functools.partial(jax.jit, static_argnames=("N", "num", "beta"))
+def _prior_chunk(key, scales, data, X, beta: float, N: int, num: int):
+    """``num`` exact GOE prior draws W (entry scales ``scales``) → ``(ℓ(W), log p(X | βW))``.
+
+    The one GOE-prior Monte Carlo kernel: ``ℓ(W) = Σ_a log p(x_a|W)`` of the
+    data (num,) and the log-densities of extra points X (M, num) (M may be 0).
+    """
+    z = jax.random.normal(key, (num, scales.shape[-1]), dtype=jnp.float64)
     W = sbm_model.symmetric_from_upper(z * scales, N)
-    return _loglik_couplings(data, W)
+    log_z = sphere.log_partition(jnp.linalg.eigvalsh(W))
+    log_z_beta = log_z if beta == 1.0 else sphere.log_partition(jnp.linalg.eigvalsh(beta * W))
+    ll = 0.5 * jnp.einsum("ai,sij,aj->s", data, W, data) - data.shape[0] * log_z
+    lp = 0.5 * beta * jnp.einsum("mi,sij,mj->ms", X, W, X) - log_z_beta[None, :]
+    return ll, lp
+
+
+def _prior_draws(key, data: np.ndarray, X: np.ndarray, precision: float, num: int, chunk: int, beta: float = 1.0):
+    """ℓ(W) (num,) and log p(X | βW) (M, num) for ``num`` GOE prior draws of the given precision, in jitted chunks."""
+    N = data.shape[1]
+    chunk = int(min(chunk, num))
+    scales = jnp.asarray(sbm_model.goe_scales(N, precision))
+    lls, lps = [], []
+    for i, k in enumerate(jax.random.split(key, -(-num // chunk))):
+        ll, lp = _prior_chunk(k, scales, jnp.asarray(data), jnp.asarray(X), beta, N, chunk)
+        n = min(chunk, num - i * chunk)
+        lls.append(np.asarray(ll)[:n])
+        lps.append(np.asarray(lp)[:, :n])
+    return np.concatenate(lls), np.concatenate(lps, axis=1)
 
 
 def _prior_loglik(key, problem: PosteriorProblem, num: int, chunk: int = 2048) -> np.ndarray:
     """ℓ(W) for ``num`` exact draws of the GOE prior of precision γη, in jitted chunks."""
-    scales = np.broadcast_to(sbm_model.goe_scales(problem.N, problem.gamma * problem.eta), (chunk, problem.N * (problem.N + 1) // 2))
-    data = jnp.asarray(problem.data)
-    keys = jax.random.split(key, -(-num // chunk))
-    out = np.concatenate([np.asarray(_prior_loglik_chunk(k, data, jnp.asarray(scales))) for k in keys])
-    return out[:num]
+    X = np.zeros((0, problem.N))
+    return _prior_draws(key, problem.data, X, problem.gamma * problem.eta, num, chunk)[0]
 
 
 def prior_monte_carlo(key, problem: PosteriorProblem, num_draws: int = 1_000_000, chunk: int = 4096) -> EvidenceEstimate:
@@ -193,12 +185,9 @@ def prior_monte_carlo(key, problem: PosteriorProblem, num_draws: int = 1_000_000
 
 def _log_mean_exp_estimate(lw: np.ndarray, N: int, **info) -> EvidenceEstimate:
     lw = np.asarray(lw, dtype=np.float64)
-    top = np.max(lw)
-    w = np.exp(lw - top)
-    mean_w = np.mean(w)
-    value = top + math.log(mean_w)
-    se = float(np.std(w) / (math.sqrt(w.size) * mean_w))
-    ess = float(np.sum(w) ** 2 / np.sum(w**2))
+    value, ess = _stats.log_mean_exp(lw)
+    w = np.exp(lw - np.max(lw))
+    se = float(np.std(w) / (math.sqrt(w.size) * np.mean(w)))
     return EvidenceEstimate.make(value, se, N, ess=ess, num_draws=int(w.size), **info)
 
 
@@ -383,3 +372,159 @@ def svi_evidence(key, fit: SviResult, num_draws: int = 4000, iw_group: int = 64)
     group_vals = np.asarray(logsumexp(groups, axis=1)) - math.log(iw_group)
     iwae = EvidenceEstimate.make(group_vals.mean(), group_vals.std(ddof=1) / math.sqrt(group_vals.size), N, group=iw_group)
     return {"elbo": elbo, "importance": importance, "iwae": iwae}
+
+
+class EvidenceRatio(NamedTuple):
+    """``log P_pp(x) = log Y(D ∪ {x}) − log Y(D)`` at β = 1 (THEORY.md §3).
+
+    Attributes
+    ----------
+    log_density, se : ndarray, shape (M,)
+        The difference and its standard error (estimates taken as independent).
+    log_evidence, log_evidence_se : float
+        ``log Y(D)``.
+    log_evidence_augmented, log_evidence_augmented_se : ndarray, shape (M,)
+        ``log Y(D ∪ {x})``.
+    """
+
+    log_density: np.ndarray
+    se: np.ndarray
+    log_evidence: float
+    log_evidence_se: float
+    log_evidence_augmented: np.ndarray
+    log_evidence_augmented_se: np.ndarray
+
+
+class PriorMonteCarloPredictive(NamedTuple):
+    """Brute-force ``log P_pp(x)`` from shared prior draws (small N only).
+
+    Attributes
+    ----------
+    log_density, se : ndarray, shape (M,)
+        ``log E_prior[Π_a p(x_a|W)^η p(x|βW)] − log E_prior[Π_a p(x_a|W)^η]``
+        and its delta-method standard error (ratio estimator).
+    weight_ess : float
+        Effective number of prior draws of the weights ``Π_a p(x_a|W)^η``.
+    num_draws : int
+    """
+
+    log_density: np.ndarray
+    se: np.ndarray
+    weight_ess: float
+    num_draws: int
+
+
+# ---------------------------------------------------------------------------
+# Evidence-ratio identity at β = 1
+# ---------------------------------------------------------------------------
+
+
+def _as_estimate(value) -> tuple[float, float]:
+    """(log Y, se) from a float or an object with ``log_evidence`` and ``se`` (e.g. evidence.EvidenceEstimate)."""
+    if hasattr(value, "log_evidence"):
+        return float(value.log_evidence), float(getattr(value, "se", 0.0) or 0.0)
+    return float(value), 0.0
+
+
+def predictive_log_density_ratio(
+    x,
+    data,
+    gamma: float,
+    eta: float,
+    log_evidence: Callable[[Any], Any],
+    *,
+    beta: float = 1.0,
+    parametrization: str = "aligned",
+) -> EvidenceRatio:
+    """``log P_pp(x) = log Y(D ∪ {x}) − log Y(D)`` at β = 1 (THEORY.md §3).
+
+    The added point enters with weight 1 while the data carry power η (its
+    trace adds 1/η to τ).  A :class:`bayes_sbm.inference.PosteriorProblem`
+    carries a single η, so with a generic estimator the augmented evidence is
+    exactly a PosteriorProblem only at η = 1 (data and x all with power 1);
+    for η ≠ 1 use :func:`prior_monte_carlo_log_predictive` (explicit weights).
+
+    Parameters
+    ----------
+    x : array_like, shape (M, N)
+        Points on the sphere.
+    data : array_like, shape (K, N)
+    gamma, eta : float
+        Hyperparameters; η must be 1 here.
+    log_evidence : callable
+        ``log_evidence(problem)`` → float or an object with ``log_evidence``
+        and ``se`` (e.g. ``functools.partial(evidence.prior_monte_carlo, key)``
+        or thermodynamic integration).  Called once for D and once per point.
+    beta : float, default 1
+        Must be 1: the identity holds for the untempered sampler only.
+    parametrization : str, default "aligned"
+        Passed to :func:`bayes_sbm.inference.make_problem`.
+
+    Returns
+    -------
+    EvidenceRatio
+        Standard errors combine those of the two estimates as independent.
+    """
+    if _checks.positive_scalar("beta", beta) != 1.0:
+        raise ValueError(f"beta: the evidence-ratio identity holds at beta = 1 only (THEORY.md §3), got {beta}; use predictive_log_density")
+    if float(eta) != 1.0:
+        raise ValueError(
+            f"eta: with a PosteriorProblem-based estimator the augmented evidence needs eta = 1 (the new point has weight 1, "
+            f"the data weight eta = {eta}); use prior_monte_carlo_log_predictive for eta != 1"
+        )
+    X = np.asarray(data, dtype=np.float64)
+    pts = as_points(x, X.shape[1])
+    base = make_problem(X, gamma, eta, 1.0, parametrization)
+    y0, se0 = _as_estimate(log_evidence(base))
+    ys, ses = np.empty(pts.shape[0]), np.empty(pts.shape[0])
+    for j, xj in enumerate(pts):
+        ys[j], ses[j] = _as_estimate(log_evidence(make_problem(np.vstack([X, xj]), gamma, eta, 1.0, parametrization)))
+    return EvidenceRatio(ys - y0, np.sqrt(ses**2 + se0**2), y0, se0, ys, ses)
+
+
+def prior_monte_carlo_log_predictive(
+    key, x, data, gamma: float, eta: float, *, beta: float = 1.0, num_draws: int = 200_000, chunk: int = 8192
+) -> PriorMonteCarloPredictive:
+    """Brute-force ``log P_pp(x)`` from shared GOE prior draws (THEORY.md §3), for N = 2, 3.
+
+    With prior draws ``W_i ~ P_{γη}`` and weights ``w_i = Π_a p(x_a|W_i)^η``,
+
+        P_pp(x) = E_prior[w p(x|βW)] / E_prior[w]  ≈  Σ_i w_i p(x|βW_i) / Σ_i w_i ,
+
+    which at β = 1 is the evidence ratio ``Y(D ∪ {x}) / Y(D)`` with the new
+    point at weight 1 (the same prior draws in numerator and denominator).
+    Independent of any MCMC; reliable only while the prior covers the
+    posterior (small N, modest γη and K).  Memory O(M · num_draws).
+
+    Parameters
+    ----------
+    key : PRNGKey
+    x : array_like, shape (M, N)
+    data : array_like, shape (K, N)
+    gamma, eta : float
+    beta : float, default 1
+    num_draws : int, default 200000
+    chunk : int, default 8192
+        Prior draws per device call.
+
+    Returns
+    -------
+    PriorMonteCarloPredictive
+        ``se`` is the delta-method standard error of the log ratio estimator,
+        ``sqrt(Σ_i ŵ_i² (p_i/P̂ − 1)²)`` with normalised weights ŵ.
+    """
+    beta = _checks.positive_scalar("beta", beta)
+    sbm_model.validate_hyperparameters(gamma, eta, beta)
+    X = np.asarray(data, dtype=np.float64)
+    N = X.shape[1]
+    pts = as_points(x, N)
+    num = int(num_draws)
+    chunk = int(min(chunk, num))
+    ll, lp = _prior_draws(key, X, pts, float(gamma) * float(eta), num, chunk, beta)
+    lw = float(eta) * ll
+    w = np.exp(lw - lw.max())
+    w_hat = w / w.sum()
+    log_ratio = np.log(np.sum(w_hat[None, :] * np.exp(lp - lp.max(axis=1, keepdims=True)), axis=1)) + lp.max(axis=1)
+    rel = np.exp(lp - log_ratio[:, None]) - 1.0
+    se = np.sqrt(np.sum(w_hat[None, :] ** 2 * rel**2, axis=1))
+    return PriorMonteCarloPredictive(log_ratio, se, float(1.0 / np.sum(w_hat**2)), num)

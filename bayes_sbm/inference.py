@@ -10,10 +10,12 @@ dataclasses, results as NamedTuples:
   ``AutoLowRankMultivariateNormal`` or :func:`structured_guide` (GOE bulk
   mean-field plus a full-covariance block on the data-subspace coordinates of
   the aligned parametrisation); returns the ELBO trace and posterior draws;
-* :func:`to_datatree` — ArviZ DataTree with ``posterior``, ``sample_stats``,
-  ``log_likelihood`` (per data point, untempered), ``observed_data``,
-  ``posterior_predictive`` (exact draws of x from p(x | βW)) and
-  ``constant_data``.
+* :func:`spectral_draws`, :func:`coupling_draws`, :func:`log_likelihood_draws`
+  — the observables, couplings and untempered per-point log-likelihoods of
+  latent draws (the run folder's DataTree is assembled by
+  :func:`bayes_sbm.runs.to_datatree`).
+
+Settings live in :mod:`bayes_sbm.settings`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import pickle
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +39,14 @@ from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_media
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from numpyro.infer.util import log_likelihood
 
+from . import _checks
 from . import model as sbm_model
+from .data import DataFrame, data_frame
 from .io import atomic_path
-from .predictive import sample_posterior_predictive
+from .settings import NutsSettings, SviSettings
 
 __all__ = [
     "PosteriorProblem",
-    "NutsSettings",
-    "SviSettings",
     "NutsResult",
     "SviResult",
     "make_problem",
@@ -56,7 +58,6 @@ __all__ = [
     "spectral_draws",
     "coupling_draws",
     "log_likelihood_draws",
-    "to_datatree",
     "SAMPLE_STATS_FIELDS",
 ]
 
@@ -73,7 +74,7 @@ class PosteriorProblem:
     data : ndarray, shape (K, N)
     gamma, eta, beta : float
     parametrization : str
-    frame : model.DataFrame
+    frame : data.DataFrame
     """
 
     data: np.ndarray
@@ -81,7 +82,7 @@ class PosteriorProblem:
     eta: float
     beta: float
     parametrization: str
-    frame: sbm_model.DataFrame
+    frame: DataFrame
     gradient: str = "spectral"
 
     @property
@@ -113,76 +114,12 @@ def make_problem(
     data, gamma: float, eta: float, beta: float = 1.0, parametrization: str = "aligned", gradient: str = "spectral"
 ) -> PosteriorProblem:
     """Validate data and hyperparameters and precompute the data frame."""
-    if gradient not in ("spectral", "eigh"):
-        raise ValueError(f"gradient: expected 'spectral' or 'eigh', got {gradient!r}")
+    _checks.one_of("gradient", gradient, ("spectral", "eigh"))
     sbm_model.validate_hyperparameters(gamma, eta, beta)
     sbm_model.latent_site(parametrization)
-    frame = sbm_model.data_frame(data)
+    frame = data_frame(data)
     X = np.asarray(data, dtype=np.float64)
     return PosteriorProblem(X, float(gamma), float(eta), float(beta), parametrization, frame, gradient)
-
-
-@dataclass(frozen=True)
-class NutsSettings:
-    """NUTS settings (NumPyro names in parentheses).
-
-    Attributes
-    ----------
-    num_warmup, num_samples, num_chains : int
-    target_accept : float
-        (``target_accept_prob``)
-    dense_mass : bool
-        Dense instead of diagonal mass matrix.
-    max_tree_depth : int
-    chain_method : {"auto", "parallel", "sequential", "vectorized"}
-        ``"auto"`` = parallel when the host exposes enough devices
-        (``numpyro.set_host_device_count`` before JAX starts), else sequential.
-    progress_bar : bool
-    checkpoint_every : int
-        Draws per saved segment when a checkpoint folder is given (0 = one segment).
-    """
-
-    num_warmup: int = 500
-    num_samples: int = 500
-    num_chains: int = 2
-    target_accept: float = 0.8
-    dense_mass: bool = False
-    max_tree_depth: int = 10
-    chain_method: str = "auto"
-    progress_bar: bool = True
-    checkpoint_every: int = 0
-
-
-@dataclass(frozen=True)
-class SviSettings:
-    """SVI settings.
-
-    Attributes
-    ----------
-    guide : {"normal", "lowrank", "structured"}
-    num_steps : int
-    learning_rate : float
-        Initial Adam step size.
-    final_lr_fraction : float
-        The step size decays exponentially to ``learning_rate · final_lr_fraction``
-        at the last step (reduces the ELBO noise at the optimum).
-    num_particles : int
-        ELBO particles per step.
-    num_draws : int
-        Posterior draws from the fitted guide.
-    rank : int or None
-        Rank of ``AutoLowRankMultivariateNormal`` (default ⌈√dim⌉).
-    progress_bar : bool
-    """
-
-    guide: str = "structured"
-    num_steps: int = 3000
-    learning_rate: float = 0.01
-    final_lr_fraction: float = 0.1
-    num_particles: int = 1
-    num_draws: int = 1000
-    rank: int | None = None
-    progress_bar: bool = True
 
 
 class NutsResult(NamedTuple):
@@ -234,7 +171,7 @@ def _stats_from_extra(extra: dict) -> dict:
 
 
 def _raw_key(key) -> jnp.ndarray:
-    """A legacy uint32 PRNG key (NumPyro's MCMC state and pickled checkpoints use these)."""
+    """A legacy uint32 PRNG key (NumPyro's MCMC state and the checkpoints store these)."""
     if jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return jnp.asarray(key, dtype=jnp.uint32)
@@ -252,6 +189,88 @@ def _checkpoint_signature(problem: PosteriorProblem, settings: NutsSettings, key
     }
 
 
+#: Checkpoint files: arrays (NumPy .npz, loaded with ``allow_pickle=False``) and a JSON index with their SHA-256.
+CHECKPOINT_ARRAYS = "nuts_checkpoint.npz"
+CHECKPOINT_INDEX = "nuts_checkpoint.json"
+#: Version of the checkpoint layout (a checkpoint of another version is refused, never guessed at).
+CHECKPOINT_VERSION = 2
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _save_checkpoint(folder: Path, signature: dict, samples: dict, stats: dict, done: int, state, elapsed: float) -> None:
+    """Write the draws so far and the sampler state as data only (npz + JSON), atomically.
+
+    The JSON index names every array, records the state's tree structure and
+    the npz's SHA-256; it is written last, so an index always describes a
+    complete npz.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(_to_numpy(state))
+    arrays = {f"samples/{k}": v for k, v in samples.items()} | {f"stats/{k}": v for k, v in stats.items()}
+    arrays |= {f"state/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    with atomic_path(folder / CHECKPOINT_ARRAYS) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        digest = _sha256(tmp)
+    index = {
+        "version": CHECKPOINT_VERSION,
+        "signature": signature,
+        "done": int(done),
+        "elapsed": float(elapsed),
+        "samples": sorted(samples),
+        "stats": sorted(stats),
+        "state_leaves": len(leaves),
+        "state_tree": str(treedef),
+        "sha256": digest,
+    }
+    with atomic_path(folder / CHECKPOINT_INDEX) as tmp:
+        tmp.write_text(json.dumps(index, indent=1))
+
+
+def _load_checkpoint(folder: Path, signature: dict, template_state):
+    """``(samples, stats, done, state, elapsed)`` from a checkpoint folder, or None if there is none.
+
+    Nothing here can run code: the index is JSON, the arrays are read with
+    ``allow_pickle=False`` after their SHA-256 matched the index, and the
+    sampler state is rebuilt on the tree structure of ``template_state``.
+    Any mismatch raises ``ValueError`` naming the file.
+    """
+    index_path, arrays_path = folder / CHECKPOINT_INDEX, folder / CHECKPOINT_ARRAYS
+    if not index_path.exists():
+        return None
+    try:
+        index = json.loads(index_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"checkpoint_dir: {index_path} is not valid JSON ({exc}); remove the checkpoint folder") from None
+    if not isinstance(index, dict) or index.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint_dir: {index_path} has an unknown layout; remove the checkpoint folder")
+    if index.get("signature") != signature:
+        raise ValueError(
+            f"checkpoint_dir: {index_path} belongs to a different run (data, hyperparameters, settings or seed differ); "
+            "remove it or choose another folder"
+        )
+    if not arrays_path.is_file() or _sha256(arrays_path) != index.get("sha256"):
+        raise ValueError(f"checkpoint_dir: {arrays_path} is missing or does not match its index (SHA-256); remove the checkpoint folder")
+    leaves, treedef = jax.tree_util.tree_flatten(template_state)
+    if index.get("state_tree") != str(treedef) or index.get("state_leaves") != len(leaves):
+        raise ValueError(f"checkpoint_dir: {index_path} holds a sampler state of another structure; remove the checkpoint folder")
+    try:
+        with np.load(arrays_path, allow_pickle=False) as npz:
+            samples = {k: npz[f"samples/{k}"] for k in index["samples"]}
+            stats = {k: npz[f"stats/{k}"] for k in index["stats"]}
+            state_leaves = [npz[f"state/{i}"] for i in range(len(leaves))]
+    except (KeyError, ValueError, OSError) as exc:
+        raise ValueError(f"checkpoint_dir: {arrays_path} cannot be read ({exc}); remove the checkpoint folder") from None
+    state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in state_leaves])
+    return samples, stats, int(index["done"]), state, float(index["elapsed"])
+
+
 def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettings(), checkpoint_dir: str | os.PathLike | None = None) -> NutsResult:
     """Sample the tempered posterior with NUTS.
 
@@ -263,8 +282,10 @@ def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettin
     checkpoint_dir : path, optional
         If given, the run is split into segments of ``settings.checkpoint_every``
         draws; after each one the draws so far and the sampler state are written
-        atomically to ``checkpoint_dir/nuts_checkpoint.pkl``.  Calling again with
-        the same problem, settings and key resumes after the last segment.
+        atomically to ``checkpoint_dir`` as data only (:data:`CHECKPOINT_ARRAYS`,
+        an npz read with ``allow_pickle=False``, and the JSON index
+        :data:`CHECKPOINT_INDEX` with its SHA-256).  Calling again with the
+        same problem, settings and key resumes after the last segment.
 
     Returns
     -------
@@ -294,22 +315,23 @@ def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettin
     )
     kwargs = problem.model_kwargs(store_W=False)
     signature = _checkpoint_signature(problem, settings, key)
-    ckpt_path = Path(checkpoint_dir) / "nuts_checkpoint.pkl" if checkpoint_dir else None
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
     samples_parts: list[dict] = []
     stats_parts: list[dict] = []
     done = 0
     elapsed_before = 0.0
-    if ckpt_path is not None and ckpt_path.exists():
-        with open(ckpt_path, "rb") as fh:
-            saved = pickle.load(fh)
-        if saved["signature"] != signature:
-            raise ValueError(
-                f"checkpoint_dir: {ckpt_path} belongs to a different run (data, hyperparameters, settings or seed differ); "
-                "remove it or choose another folder"
-            )
-        samples_parts, stats_parts, done = saved["samples"], saved["stats"], saved["done"]
-        elapsed_before = saved["elapsed"]
-        mcmc.post_warmup_state = saved["state"]
+    if ckpt_dir is not None and (ckpt_dir / CHECKPOINT_INDEX).exists():
+        template = kernel.init(key, settings.num_warmup, None, model_args=(), model_kwargs=kwargs)
+        loaded = _load_checkpoint(ckpt_dir, signature, template)
+        if loaded is not None:
+            samples, stats, done, state, elapsed_before = loaded
+            samples_parts, stats_parts = [samples], [stats]
+            mcmc.post_warmup_state = state
+            if settings.progress_bar:
+                print(f"resuming at draw {done}/{settings.num_samples} from {ckpt_dir}")
+
+    def cat(parts):
+        return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
 
     t0 = time.perf_counter()
     first_segment_time = None
@@ -326,21 +348,10 @@ def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettin
         stats_parts.append(_stats_from_extra(_to_numpy(mcmc.get_extra_fields(group_by_chain=True))))
         done += this
         mcmc.post_warmup_state = mcmc.last_state
-        if ckpt_path is not None:
-            payload = {
-                "signature": signature,
-                "samples": samples_parts,
-                "stats": stats_parts,
-                "done": done,
-                "state": _to_numpy(mcmc.last_state),
-                "elapsed": elapsed_before + time.perf_counter() - t0,
-            }
-            with atomic_path(ckpt_path) as tmp:
-                with open(tmp, "wb") as fh:
-                    pickle.dump(payload, fh)
-
-    def cat(parts):
-        return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+        if ckpt_dir is not None:
+            samples_parts, stats_parts = [cat(samples_parts)], [cat(stats_parts)]
+            _save_checkpoint(ckpt_dir, signature, samples_parts[0], stats_parts[0], done, mcmc.last_state,
+                             elapsed_before + time.perf_counter() - t0)
 
     total = elapsed_before + time.perf_counter() - t0
     timing = {"total_s": total, "first_segment_s": first_segment_time or 0.0, "chain_method": choose_chain_method(settings)}
@@ -519,70 +530,3 @@ def log_likelihood_draws(problem: PosteriorProblem, latent) -> np.ndarray:
         **problem.model_kwargs(store_W=False),
     )["x"]
     return np.asarray(ll).reshape(lead + (problem.K,))
-
-
-def to_datatree(
-    key,
-    result: NutsResult | SviResult,
-    *,
-    num_points: int | None = None,
-    predictive_beta: float | None = None,
-    store_latent: bool | None = None,
-    store_W: bool = False,
-    attrs: dict | None = None,
-):
-    """ArviZ DataTree of a fit (THEORY.md §3–4 names).
-
-    Groups: ``posterior`` (spectral sites; the latent vector ``z`` when
-    ``store_latent``, default N ≤ 30; ``W`` when ``store_W``),
-    ``sample_stats`` (NUTS), ``log_likelihood`` (``x``: chain, draw, point),
-    ``observed_data``, ``posterior_predictive`` (``x``: chain, draw, point,
-    dim, exact draws from p(x | βW)), ``constant_data`` (``c``, γ, η, β).
-    """
-    import xarray as xr
-
-    problem = result.problem
-    latent = result.samples[problem.latent_site]
-    chains, draws = latent.shape[:2]
-    N, K = problem.N, problem.K
-    beta = problem.beta if predictive_beta is None else float(predictive_beta)
-    num_points = K if num_points is None else int(num_points)
-    if store_latent is None:
-        store_latent = N <= 30
-
-    def ds(variables: dict, dims: dict, sample=True):
-        coords = {"chain": np.arange(chains), "draw": np.arange(draws)} if sample else {}
-        data_vars = {}
-        for name, value in variables.items():
-            value = np.asarray(value)
-            extra = dims.get(name, [f"{name}_dim_{i}" for i in range(value.ndim - (2 if sample else 0))])
-            data_vars[name] = ((["chain", "draw"] if sample else []) + list(extra), value)
-        return xr.Dataset(data_vars, coords=coords)
-
-    spectral = {k: result.samples[k] for k in sbm_model.SPECTRAL_SITES}
-    post_vars = dict(spectral)
-    if store_latent:
-        post_vars["z"] = latent
-    W = coupling_draws(problem, latent)
-    if store_W:
-        post_vars["W"] = W
-    dims = {"lam_top": ["rank"], "u": ["mode"], "signal": ["mode"], "z": ["latent"], "W": ["row", "col"]}
-    groups = {"posterior": ds(post_vars, dims)}
-    if isinstance(result, NutsResult):
-        groups["sample_stats"] = ds(result.sample_stats, {})
-    groups["log_likelihood"] = ds({"x": log_likelihood_draws(problem, latent)}, {"x": ["point"]})
-    groups["observed_data"] = ds({"x": problem.data}, {"x": ["point", "dim"]}, sample=False)
-    pp = sample_posterior_predictive(key, W.reshape((-1, N, N)), beta, num_points)
-    groups["posterior_predictive"] = ds({"x": np.asarray(pp).reshape((chains, draws, num_points, N))}, {"x": ["pred_point", "dim"]})
-    groups["constant_data"] = xr.Dataset(
-        {
-            "c": (["mode"], problem.frame.c),
-            "gamma": problem.gamma,
-            "eta": problem.eta,
-            "beta": beta,
-        }
-    )
-    tree = xr.DataTree.from_dict({f"/{name}": d for name, d in groups.items()})
-    meta = {"N": N, "K": K, "method": "nuts" if isinstance(result, NutsResult) else "svi", "parametrization": problem.parametrization}
-    tree.attrs.update(meta | (attrs or {}))
-    return tree

@@ -45,7 +45,6 @@ site                shape      meaning
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,66 +53,29 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 
-from . import sphere
+from . import _checks, sphere
+from .data import DataFrame, data_frame, validate_data
 from .distribution import SphericalBoltzmann
-from .teacher import data_spectrum, validate_data
 
 __all__ = [
     "PARAMETRIZATIONS",
     "SPECTRAL_SITES",
-    "DataFrame",
-    "data_frame",
     "validate_hyperparameters",
     "goe_scales",
     "symmetric_from_upper",
     "upper_from_symmetric",
     "latent_site",
     "sbm_posterior",
-    "log_density_direct",
 ]
 
 PARAMETRIZATIONS = ("aligned", "noncentred", "centred")
 SPECTRAL_SITES = ("lam_top", "u", "M", "signal", "mu", "log_z_per_n")
 
 
-class DataFrame(NamedTuple):
-    """The data in the frame of its correlation eigenvectors.
-
-    Attributes
-    ----------
-    Q : ndarray, shape (N, N)
-        Orthogonal; ``Q[:, :r]`` are the data eigenvectors e_k (descending c_k).
-    c : ndarray, shape (r,)
-        Non-zero eigenvalues of ``C = XᵀX/N``.
-    aligned : ndarray, shape (K, N)
-        ``X Q`` (zero beyond the first r columns up to rounding).
-    """
-
-    Q: np.ndarray
-    c: np.ndarray
-    aligned: np.ndarray
-
-
-def data_frame(data) -> DataFrame:
-    """Orthogonal frame whose first r axes are the data eigenvectors (THEORY.md §3)."""
-    X = validate_data(data)
-    spec = data_spectrum(X)
-    q, r = np.linalg.qr(spec.e, mode="complete")
-    signs = np.sign(np.diag(r))
-    signs[signs == 0] = 1.0
-    q[:, : spec.e.shape[1]] *= signs
-    return DataFrame(Q=q, c=spec.c, aligned=X @ q)
-
-
 def validate_hyperparameters(gamma, eta, beta=1.0) -> None:
-    """``ValueError`` naming γ, η or β when not finite and > 0."""
+    """``ValueError`` naming γ, η or β when not finite and > 0 (concrete values only)."""
     for name, value in (("gamma", gamma), ("eta", eta), ("beta", beta)):
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}: expected a positive number, got {value!r}") from None
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name}: must be finite and > 0, got {value!r}")
+        _checks.positive_scalar(name, value)
 
 
 def goe_scales(N: int, precision: float):
@@ -241,26 +203,3 @@ def sbm_posterior(
             numpyro.sample("x", SphericalBoltzmann(W_model, gradient=gradient), obs=jnp.asarray(X))
 
     _spectral_observables(W_model, basis, min(r + 1, N))
-
-
-def log_density_direct(W, data, gamma: float, eta: float) -> float:
-    """Independent reference: ``log P_{γη}(W) + η Σ_a log p(x_a | W)`` in NumPy/SciPy.
-
-    The GOE log-density is normalised over the N(N+1)/2 free entries:
-    ``−γηN/4 tr W² + Σ log N(0, var)`` normalisers.  Used by tests.
-    """
-    from .sphere import log_partition
-
-    W = np.asarray(W, dtype=np.float64)
-    X = validate_data(data)
-    K, N = X.shape
-    p = gamma * eta
-    log_norm = 0.0
-    for i in range(N):
-        for j in range(i, N):
-            var = (2.0 if i == j else 1.0) / (p * N)
-            log_norm += -0.5 * math.log(2 * math.pi * var)
-    prior = -p * N / 4.0 * float(np.trace(W @ W)) + log_norm
-    log_z = float(log_partition(np.linalg.eigvalsh(W)))
-    loglik = 0.5 * np.einsum("ai,ij,aj->a", X, W, X) - log_z
-    return prior + eta * float(np.sum(loglik))

@@ -1,6 +1,6 @@
 """Diagnostic and comparison figures of fitted runs (PNG files).
 
-Plots take run DataTrees (:func:`bayes_sbm.inference.to_datatree` layout) or
+Plots take run DataTrees (:func:`bayes_sbm.runs.to_datatree` layout) or
 computed tables, write PNGs atomically and close their figures:
 
 * :func:`diagnostic_plots` — ``trace.png``, ``rank.png``, ``energy.png``
@@ -34,7 +34,10 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the backend)
+import arviz as az  # noqa: E402
+import arviz_plots as ap  # noqa: E402
 import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
 
 from . import diagnostics  # noqa: E402
 from .io import atomic_path  # noqa: E402
@@ -180,8 +183,6 @@ def observables_dataset(dt, observables=OBSERVABLES):
         Variables named by ``label`` (dims ``chain, draw``); observables
         missing from the run are left out.
     """
-    import xarray as xr
-
     post = dt["posterior"]
     data = {}
     for label, name, index in observables:
@@ -207,8 +208,6 @@ def _with_index_coords(dt):
 
 
 def _as_tree(ds):
-    import xarray as xr
-
     return xr.DataTree.from_dict({"posterior": ds})
 
 
@@ -312,8 +311,6 @@ def _fallback_forest(datasets: Mapping[str, Any], labels, values: Mapping[str, M
 # single-run diagnostics
 # --------------------------------------------------------------------------
 def _plot_trace(dt, names, out: Path) -> Path:
-    import arviz as az
-
     n = len(names)
     fig, _ = _arviz_or_fallback(
         "plot_trace_dist",
@@ -325,8 +322,6 @@ def _plot_trace(dt, names, out: Path) -> Path:
 
 
 def _plot_rank(dt, names, out: Path) -> Path:
-    import arviz as az
-
     rows = math.ceil(_n_components(dt, names) / 4)
     chains = int(dt["posterior"].sizes.get("chain", 1))
     # The default multi-chain test ("mtc_c") needs two chains; one chain gets the envelope.
@@ -344,8 +339,6 @@ def _plot_rank(dt, names, out: Path) -> Path:
 
 
 def _plot_energy(dt, out: Path) -> Path:
-    import arviz as az
-
     fig, _ = _arviz_or_fallback(
         "plot_energy",
         lambda: az.plot_energy(dt, backend="matplotlib", **_figure_kwargs(11, 3.8)),
@@ -356,8 +349,6 @@ def _plot_energy(dt, out: Path) -> Path:
 
 
 def _plot_ess(dt, names, table, out: Path) -> Path:
-    import arviz as az
-
     rows = math.ceil(_n_components(dt, names) / 4)
     fig, pc = _arviz_or_fallback(
         "plot_ess",
@@ -402,8 +393,6 @@ def _plot_rhat(table: diagnostics.Table, out: Path) -> Path:
 
 def _add_theory_lines_dist(pc, values: dict[str, float]) -> None:
     """Dashed vertical THEORY lines on an ArviZ plot_dist collection (manual if add_lines fails)."""
-    import arviz_plots as ap
-
     values = {k: v for k, v in values.items() if math.isfinite(v)}
     if not values:
         return
@@ -418,8 +407,6 @@ def _add_theory_lines_dist(pc, values: dict[str, float]) -> None:
 
 
 def _plot_observables(dt, theory: Mapping | None, out: Path) -> Path | None:
-    import arviz as az
-
     ds = observables_dataset(dt)
     labels = list(ds.data_vars)
     if not labels:
@@ -460,7 +447,7 @@ def diagnostic_plots(
     out_dir : str or PathLike
         Folder for the PNGs (created).
     theory : mapping, optional
-        :func:`bayes_sbm.diagnostics.theory_reference` output; by default
+        :func:`bayes_sbm.diagnostics.theory_from_datatree` output; by default
         computed from the run's ``constant_data`` (no reference lines when
         that is impossible).
     var_names : sequence of str, default ``diagnostics.SPECTRAL``
@@ -536,8 +523,6 @@ def _pooled_common_size(datasets: Mapping[str, Any]) -> dict[str, Any]:
     would be padded with NaN and lose their summaries; an evenly spaced
     subsample of the pooled draws keeps every run intact.
     """
-    import xarray as xr
-
     sizes = {run: int(ds.sizes.get("chain", 1) * ds.sizes.get("draw", 1)) for run, ds in datasets.items()}
     n = min(sizes.values())
     out = {}
@@ -563,7 +548,7 @@ def compare_plots(dts: Mapping[str, Any], out_dir: str | os.PathLike, theories: 
     out_dir : str or PathLike
         Folder for ``forest.png`` and ``density.png`` (created).
     theories : mapping of str to mapping, optional
-        :func:`bayes_sbm.diagnostics.theory_reference` per run label;
+        :func:`bayes_sbm.diagnostics.theory_from_datatree` per run label;
         missing ones are computed from each run's ``constant_data``.
 
     Returns
@@ -571,8 +556,6 @@ def compare_plots(dts: Mapping[str, Any], out_dir: str | os.PathLike, theories: 
     list of Path
         ``[forest.png, density.png]``.
     """
-    import arviz as az
-
     if not dts:
         raise ValueError("compare_plots needs at least one run")
     out = Path(out_dir)

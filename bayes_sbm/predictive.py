@@ -17,11 +17,11 @@ over posterior draws W_1 … W_S.  This module provides
   (:func:`predictive_log_density_with_bias`, :func:`log_mean_exp_bias`);
 * the **predictive** divergences ``D(P* ‖ P_pp)`` and ``D(P_pp ‖ P*)`` by
   Monte Carlo over x (:func:`predictive_kls_mc`);
-* at β = 1, ``log P_pp(x)`` as an evidence ratio ``Y(D ∪ {x}) / Y(D)``
-  (:func:`predictive_log_density_ratio` with any evidence estimator;
-  :func:`prior_monte_carlo_log_predictive`: both evidences by brute-force
-  prior Monte Carlo with shared prior draws, for N = 2, 3);
-* :func:`predict_run`, the work behind ``bayes-sbm predict RUN``.
+
+The evidence-ratio identity at β = 1 and its brute-force prior Monte Carlo
+live in :mod:`bayes_sbm.evidence`; the run-folder application (``bayes-sbm
+predict RUN``) in :mod:`bayes_sbm.reports`.  This module imports only the
+core numerics (:mod:`bayes_sbm.sphere`).
 
 Bias of the log-mean-exp estimator (see :data:`BIAS_NOTE`)
 -----------------------------------------------------------
@@ -47,26 +47,23 @@ log-variance grows like N, so this happens at large N for a fixed S).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import sphere
+from . import _checks, _stats, sphere
 
 __all__ = [
     "BIAS_NOTE",
+    "MIN_WEIGHT_ESS",
+    "as_points",
     "TypicalKL",
     "PredictiveLogDensity",
     "PredictiveKL",
-    "EvidenceRatio",
-    "PriorMonteCarloPredictive",
     "sample_posterior_predictive",
     "sample_predictive",
     "typical_kls",
@@ -74,10 +71,6 @@ __all__ = [
     "predictive_log_density_with_bias",
     "log_mean_exp_bias",
     "predictive_kls_mc",
-    "predictive_log_density_ratio",
-    "prior_monte_carlo_log_predictive",
-    "theory_predictive_forward_kl",
-    "predict_run",
 ]
 
 #: One-paragraph explanation of the Jensen bias of the Monte Carlo predictive KLs (reported by :func:`predict_run`).
@@ -228,59 +221,9 @@ class PredictiveKL(NamedTuple):
         return self.reverse - self.reverse_bias
 
 
-class EvidenceRatio(NamedTuple):
-    """``log P_pp(x) = log Y(D ∪ {x}) − log Y(D)`` at β = 1 (THEORY.md §3).
-
-    Attributes
-    ----------
-    log_density, se : ndarray, shape (M,)
-        The difference and its standard error (estimates taken as independent).
-    log_evidence, log_evidence_se : float
-        ``log Y(D)``.
-    log_evidence_augmented, log_evidence_augmented_se : ndarray, shape (M,)
-        ``log Y(D ∪ {x})``.
-    """
-
-    log_density: np.ndarray
-    se: np.ndarray
-    log_evidence: float
-    log_evidence_se: float
-    log_evidence_augmented: np.ndarray
-    log_evidence_augmented_se: np.ndarray
-
-
-class PriorMonteCarloPredictive(NamedTuple):
-    """Brute-force ``log P_pp(x)`` from shared prior draws (small N only).
-
-    Attributes
-    ----------
-    log_density, se : ndarray, shape (M,)
-        ``log E_prior[Π_a p(x_a|W)^η p(x|βW)] − log E_prior[Π_a p(x_a|W)^η]``
-        and its delta-method standard error (ratio estimator).
-    weight_ess : float
-        Effective number of prior draws of the weights ``Π_a p(x_a|W)^η``.
-    num_draws : int
-    """
-
-    log_density: np.ndarray
-    se: np.ndarray
-    weight_ess: float
-    num_draws: int
-
-
 # ---------------------------------------------------------------------------
 # Validation and chunking helpers
 # ---------------------------------------------------------------------------
-
-
-def _check_beta(beta) -> float:
-    try:
-        b = float(beta)
-    except (TypeError, ValueError):
-        raise ValueError(f"beta: expected a positive number, got {beta!r}") from None
-    if not (math.isfinite(b) and b > 0):
-        raise ValueError(f"beta: must be finite and > 0, got {beta!r}")
-    return b
 
 
 def _draws(W_draws, name: str = "W_draws") -> tuple[np.ndarray, tuple[int, ...]]:
@@ -297,7 +240,8 @@ def _draws(W_draws, name: str = "W_draws") -> tuple[np.ndarray, tuple[int, ...]]
     return W.reshape((S,) + W.shape[-2:]), lead
 
 
-def _points(x, N: int, name: str = "x") -> np.ndarray:
+def as_points(x, N: int, name: str = "x") -> np.ndarray:
+    """Points (M, N) as a finite float64 array (a single point (N,) becomes (1, N)); ``ValueError`` naming ``name``."""
     X = np.asarray(x, dtype=np.float64)
     if X.ndim == 1:
         X = X[None]
@@ -391,27 +335,27 @@ def sample_posterior_predictive(key, W_draws, beta: float, num_points: int, *, b
     -------
     Array, shape (S, num_points, N)
     """
-    beta = float(beta)
-    if not beta > 0:
-        raise ValueError(f"beta: must be > 0, got {beta}")
+    beta = _checks.positive_scalar("beta", beta)
     W_draws = jnp.asarray(W_draws, dtype=jnp.float64)
     if W_draws.ndim != 3 or W_draws.shape[-1] != W_draws.shape[-2]:
         raise ValueError(f"W_draws: expected shape (S, N, N), got {tuple(W_draws.shape)}")
-    num_points = int(num_points)
+    num_points = _checks.positive_int("num_points", num_points)
     batch = int(batch or max(64, 16 * num_points))
     keys = jax.random.split(key, W_draws.shape[0])
+    return _predictive_draws(keys, W_draws, jnp.asarray(beta, dtype=jnp.float64), num_points, batch)
 
-    @jax.jit
-    def run(keys, W_draws):
-        def one(args):
-            k, W = args
-            lam, vecs = jnp.linalg.eigh(beta * W)
-            y = sphere.sample_eigen(k, lam, num_points, batch=batch)
-            return y @ vecs.T
 
-        return jax.lax.map(one, (keys, W_draws))
+@functools.partial(jax.jit, static_argnames=("num_points", "batch"))
+def _predictive_draws(keys, W_draws, beta, num_points: int, batch: int):
+    """Module-level jit of :func:`sample_posterior_predictive` (compiled once per shape, β traced)."""
 
-    return run(keys, W_draws)
+    def one(args):
+        k, W = args
+        lam, vecs = jnp.linalg.eigh(beta * W)
+        y = sphere.sample_eigen(k, lam, num_points, batch=batch)
+        return y @ vecs.T
+
+    return jax.lax.map(one, (keys, W_draws))
 
 
 @functools.partial(jax.jit, static_argnames=("batch",))
@@ -461,7 +405,7 @@ def sample_predictive(key, W_draws, beta: float, num_points: int, *, chunk: int 
     -------
     ndarray, shape (M, N)
     """
-    beta = _check_beta(beta)
+    beta = _checks.positive_scalar("beta", beta)
     W, _ = _draws(W_draws)
     M = int(num_points)
     if M < 1:
@@ -499,12 +443,8 @@ def _ess_of(values: np.ndarray, ess) -> float:
     if isinstance(ess, str):
         if ess != "auto":
             raise ValueError(f"ess: expected a number, None or 'auto', got {ess!r}")
-        import arviz as az
-
         arr = values.reshape((1, -1)) if values.ndim != 2 else values
-        if arr.size < 8 or np.var(arr) == 0:
-            return float(arr.size)
-        return float(az.ess(arr, method="mean"))
+        return _stats.ess(arr, method="mean")
     e = float(ess)
     if not (e > 0):
         raise ValueError(f"ess: must be > 0, got {ess!r}")
@@ -544,8 +484,8 @@ def typical_kls(W_draws, teacher_W, beta: float = 1.0, *, ess=None, teacher_beta
     -------
     TypicalKL
     """
-    beta = _check_beta(beta)
-    teacher_beta = _check_beta(teacher_beta)
+    beta = _checks.positive_scalar("beta", beta)
+    teacher_beta = _checks.positive_scalar("teacher_beta", teacher_beta)
     W, lead = _draws(W_draws)
     S, N = W.shape[0], W.shape[-1]
     scaled = jnp.asarray(teacher_beta * _teacher(teacher_W, N))
@@ -664,10 +604,10 @@ def predictive_log_density_with_bias(x, W_draws, beta: float = 1.0, *, effective
     PredictiveLogDensity
         ``bias = −(S/ESS_w − 1) / (2·effective_draws)``, ``ESS_w = exp(2 lse₁ − lse₂)``.
     """
-    beta = _check_beta(beta)
+    beta = _checks.positive_scalar("beta", beta)
     W, _ = _draws(W_draws)
     S = W.shape[0]
-    X = _points(x, W.shape[-1])
+    X = as_points(x, W.shape[-1])
     lse1, lse2 = _log_moments(X, W, beta, chunk)
     weight_ess = np.exp(2.0 * lse1 - lse2)
     rel_var = np.maximum(S / weight_ess - 1.0, 0.0)  # Var_s[w] / mean_s[w]², plug-in
@@ -757,7 +697,7 @@ def predictive_kls_mc(
     -------
     PredictiveKL
     """
-    beta = _check_beta(beta)
+    beta = _checks.positive_scalar("beta", beta)
     W, _ = _draws(W_draws)
     S, N = W.shape[0], W.shape[-1]
     if S < 2:
@@ -765,7 +705,7 @@ def predictive_kls_mc(
     M = int(num_points)
     if M < 2:
         raise ValueError(f"num_points: need at least 2 points for a standard error, got {num_points}")
-    scaled = _check_beta(teacher_beta) * _teacher(teacher_W, N)
+    scaled = _checks.positive_scalar("teacher_beta", teacher_beta) * _teacher(teacher_W, N)
     teacher_log_z = float(_teacher_terms(jnp.asarray(scaled))[1])
     k_teacher, k_pick, k_x = jax.random.split(key, 3)
 
@@ -807,355 +747,3 @@ def predictive_kls_mc(
         num_draws=S,
         beta=beta,
     )
-
-
-# ---------------------------------------------------------------------------
-# Evidence-ratio identity at β = 1
-# ---------------------------------------------------------------------------
-
-
-def _as_estimate(value) -> tuple[float, float]:
-    """(log Y, se) from a float or an object with ``log_evidence`` and ``se`` (e.g. evidence.EvidenceEstimate)."""
-    if hasattr(value, "log_evidence"):
-        return float(value.log_evidence), float(getattr(value, "se", 0.0) or 0.0)
-    return float(value), 0.0
-
-
-def predictive_log_density_ratio(
-    x,
-    data,
-    gamma: float,
-    eta: float,
-    log_evidence: Callable[[Any], Any],
-    *,
-    beta: float = 1.0,
-    parametrization: str = "aligned",
-) -> EvidenceRatio:
-    """``log P_pp(x) = log Y(D ∪ {x}) − log Y(D)`` at β = 1 (THEORY.md §3).
-
-    The added point enters with weight 1 while the data carry power η (its
-    trace adds 1/η to τ).  A :class:`bayes_sbm.inference.PosteriorProblem`
-    carries a single η, so with a generic estimator the augmented evidence is
-    exactly a PosteriorProblem only at η = 1 (data and x all with power 1);
-    for η ≠ 1 use :func:`prior_monte_carlo_log_predictive` (explicit weights).
-
-    Parameters
-    ----------
-    x : array_like, shape (M, N)
-        Points on the sphere.
-    data : array_like, shape (K, N)
-    gamma, eta : float
-        Hyperparameters; η must be 1 here.
-    log_evidence : callable
-        ``log_evidence(problem)`` → float or an object with ``log_evidence``
-        and ``se`` (e.g. ``functools.partial(evidence.prior_monte_carlo, key)``
-        or thermodynamic integration).  Called once for D and once per point.
-    beta : float, default 1
-        Must be 1: the identity holds for the untempered sampler only.
-    parametrization : str, default "aligned"
-        Passed to :func:`bayes_sbm.inference.make_problem`.
-
-    Returns
-    -------
-    EvidenceRatio
-        Standard errors combine those of the two estimates as independent.
-    """
-    from .inference import make_problem
-
-    if _check_beta(beta) != 1.0:
-        raise ValueError(f"beta: the evidence-ratio identity holds at beta = 1 only (THEORY.md §3), got {beta}; use predictive_log_density")
-    if float(eta) != 1.0:
-        raise ValueError(
-            f"eta: with a PosteriorProblem-based estimator the augmented evidence needs eta = 1 (the new point has weight 1, "
-            f"the data weight eta = {eta}); use prior_monte_carlo_log_predictive for eta != 1"
-        )
-    X = np.asarray(data, dtype=np.float64)
-    pts = _points(x, X.shape[1])
-    base = make_problem(X, gamma, eta, 1.0, parametrization)
-    y0, se0 = _as_estimate(log_evidence(base))
-    ys, ses = np.empty(pts.shape[0]), np.empty(pts.shape[0])
-    for j, xj in enumerate(pts):
-        ys[j], ses[j] = _as_estimate(log_evidence(make_problem(np.vstack([X, xj]), gamma, eta, 1.0, parametrization)))
-    return EvidenceRatio(ys - y0, np.sqrt(ses**2 + se0**2), y0, se0, ys, ses)
-
-
-@functools.partial(jax.jit, static_argnames=("N", "num", "beta"))
-def _prior_chunk(key, scales, data, X, eta, beta: float, N: int, num: int):
-    from .model import symmetric_from_upper
-
-    z = jax.random.normal(key, (num, scales.shape[0]), dtype=jnp.float64)
-    W = symmetric_from_upper(z * scales, N)
-    log_z = sphere.log_partition(jnp.linalg.eigvalsh(W))
-    log_z_beta = log_z if beta == 1.0 else sphere.log_partition(jnp.linalg.eigvalsh(beta * W))
-    ll = 0.5 * jnp.einsum("ai,sij,aj->s", data, W, data) - data.shape[0] * log_z
-    lp = 0.5 * beta * jnp.einsum("mi,sij,mj->ms", X, W, X) - log_z_beta[None, :]
-    return eta * ll, lp
-
-
-def prior_monte_carlo_log_predictive(
-    key, x, data, gamma: float, eta: float, *, beta: float = 1.0, num_draws: int = 200_000, chunk: int = 8192
-) -> PriorMonteCarloPredictive:
-    """Brute-force ``log P_pp(x)`` from shared GOE prior draws (THEORY.md §3), for N = 2, 3.
-
-    With prior draws ``W_i ~ P_{γη}`` and weights ``w_i = Π_a p(x_a|W_i)^η``,
-
-        P_pp(x) = E_prior[w p(x|βW)] / E_prior[w]  ≈  Σ_i w_i p(x|βW_i) / Σ_i w_i ,
-
-    which at β = 1 is the evidence ratio ``Y(D ∪ {x}) / Y(D)`` with the new
-    point at weight 1 (the same prior draws in numerator and denominator).
-    Independent of any MCMC; reliable only while the prior covers the
-    posterior (small N, modest γη and K).  Memory O(M · num_draws).
-
-    Parameters
-    ----------
-    key : PRNGKey
-    x : array_like, shape (M, N)
-    data : array_like, shape (K, N)
-    gamma, eta : float
-    beta : float, default 1
-    num_draws : int, default 200000
-    chunk : int, default 8192
-        Prior draws per device call.
-
-    Returns
-    -------
-    PriorMonteCarloPredictive
-        ``se`` is the delta-method standard error of the log ratio estimator,
-        ``sqrt(Σ_i ŵ_i² (p_i/P̂ − 1)²)`` with normalised weights ŵ.
-    """
-    from . import model as sbm_model
-
-    beta = _check_beta(beta)
-    sbm_model.validate_hyperparameters(gamma, eta, beta)
-    X = np.asarray(data, dtype=np.float64)
-    N = X.shape[1]
-    pts = _points(x, N)
-    num = int(num_draws)
-    chunk = int(min(chunk, num))
-    scales = jnp.asarray(sbm_model.goe_scales(N, float(gamma) * float(eta)))
-    lws, lps = [], []
-    for i, k in enumerate(jax.random.split(key, -(-num // chunk))):
-        lw, lp = _prior_chunk(k, scales, jnp.asarray(X), jnp.asarray(pts), float(eta), beta, N, chunk)
-        n = min(chunk, num - i * chunk)
-        lws.append(np.asarray(lw)[:n])
-        lps.append(np.asarray(lp)[:, :n])
-    lw = np.concatenate(lws)
-    lp = np.concatenate(lps, axis=1)
-    w = np.exp(lw - lw.max())
-    w_hat = w / w.sum()
-    log_ratio = np.log(np.sum(w_hat[None, :] * np.exp(lp - lp.max(axis=1, keepdims=True)), axis=1)) + lp.max(axis=1)
-    rel = np.exp(lp - log_ratio[:, None]) - 1.0
-    se = np.sqrt(np.sum(w_hat[None, :] ** 2 * rel**2, axis=1))
-    return PriorMonteCarloPredictive(log_ratio, se, float(1.0 / np.sum(w_hat**2)), num)
-
-
-def theory_predictive_forward_kl(gamma: float, eta: float, omega: float) -> float:
-    """Large-N ``D(P* ‖ P_pp)/N`` at β = 1 for the K = 2 rank-one teacher (THEORY.md §6).
-
-    Parameters
-    ----------
-    gamma, eta : float
-    omega : float
-        Teacher eigenvalue ω > 1.
-
-    Returns
-    -------
-    float
-        ``theory.teacher_student_kls(gamma, eta, omega).fwd_pp``.
-    """
-    from . import theory
-
-    return float(theory.teacher_student_kls(gamma, eta, omega).fwd_pp)
-
-
-# ---------------------------------------------------------------------------
-# Run folders: `bayes-sbm predict RUN`
-# ---------------------------------------------------------------------------
-
-
-def _posterior_couplings(dt, data: np.ndarray, gamma: float, eta: float, run: Path) -> np.ndarray:
-    """W draws (chain, draw, N, N) from the posterior group: ``W`` if stored, else rebuilt from the latent ``z``."""
-    from . import inference
-
-    post = dt["posterior"]
-    names = set(post.data_vars) if hasattr(post, "data_vars") else set(post.ds.data_vars)
-    N = data.shape[1]
-    if "W" in names:
-        return np.asarray(post["W"].values, dtype=np.float64)
-    if "z" in names:
-        z = np.asarray(post["z"].values, dtype=np.float64)
-        par = str(dt.attrs.get("parametrization", "aligned"))
-        problem = inference.make_problem(data, gamma, eta, 1.0, par)
-        const = dt["constant_data"]
-        if "Q" in const.data_vars:  # the exact frame of the fit (the SVD's signs may differ between machines)
-            problem = dataclasses.replace(problem, frame=problem.frame._replace(Q=np.asarray(const["Q"].values)))
-        chains, draws = z.shape[:2]
-        flat = z.reshape((chains * draws, -1))
-        W = np.empty((flat.shape[0], N, N))
-        step = max(1, CHUNK_NUMBERS // (N * N))
-        for s in range(0, flat.shape[0], step):
-            W[s : s + step] = inference.coupling_draws(problem, flat[s : s + step])
-        return W.reshape((chains, draws, N, N))
-    raise ValueError(
-        f"{run}: the posterior stores neither the couplings 'W' nor the latent 'z' (fit stores z only for N <= 30 by default); "
-        "refit with latent storage (to_datatree(store_latent=True)) or with store_W to use 'bayes-sbm predict'"
-    )
-
-
-def _teacher_from_run(spec: dict, data: np.ndarray, run: Path) -> np.ndarray:
-    from . import teacher
-
-    d = spec.get("data", {}) if isinstance(spec, dict) else {}
-    if d.get("source") != "teacher":
-        raise ValueError(
-            f"{run}: the data do not come from a seeded teacher (data source {d.get('source')!r}); pass the teacher couplings (--teacher W.npy)"
-        )
-    K, N = data.shape
-    try:
-        seed, omega = int(d["seed"]), d["omega"]
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{run}: meta.json spec.data lacks the teacher seed/omega; pass the teacher couplings (--teacher W.npy)") from None
-    td = teacher.teacher_student_data(jax.random.key(seed), N, int(d.get("K", K)), omega)
-    if td.data.shape != data.shape or not np.allclose(td.data, data, rtol=0, atol=1e-8):
-        raise ValueError(f"{run}: regenerating the teacher from seed {seed} does not reproduce data.npy; pass the teacher couplings (--teacher W.npy)")
-    return np.asarray(td.teacher.W)
-
-
-def _theory(gamma: float, eta: float, teacher_W: np.ndarray, K: int, beta: float) -> tuple[dict | None, str]:
-    from . import teacher, theory
-
-    spikes = teacher.teacher_from_matrix(teacher_W).spikes
-    if K != 2 or spikes.size != 1 or not spikes[0] > 1:
-        return None, f"theory (THEORY.md §6) needs K = 2 and a rank-one teacher with omega > 1 (K = {K}, spikes = {np.round(spikes, 6).tolist()})"
-    omega = float(spikes[0])
-    try:
-        r = theory.teacher_student_kls(gamma, eta, omega)
-        out = {"omega": omega, "phase": r.phase}
-        if beta == 1.0:
-            out |= {"fwd_typ": r.fwd_typ, "rev_typ": r.rev_typ, "fwd_pp": r.fwd_pp, "rev_pp": r.rev_pp}
-            note = ""
-        else:
-            out |= {"fwd_typ": theory.forward_kl_typical_beta(gamma, eta, omega, beta), "rev_typ": None, "fwd_pp": None, "rev_pp": None}
-            note = "at beta != 1 THEORY.md §6 gives the typical forward KL only"
-    except ValueError as exc:
-        return None, f"theory undefined here: {exc}"
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}, note
-
-
-def predict_run(
-    run_dir,
-    beta: float = 1.0,
-    key=None,
-    teacher_W=None,
-    num_points: int = 2000,
-    *,
-    max_draws: int | None = None,
-) -> dict:
-    """Typical and predictive KLs of a fitted run next to the large-N theory (THEORY.md §6, §7).
-
-    Loads ``RUN/inference.nc``, ``RUN/data.npy`` and ``RUN/meta.json``;
-    rebuilds the W draws from the posterior (``W`` if stored, else the latent
-    ``z`` through :func:`bayes_sbm.inference.coupling_draws`, with the frame
-    ``constant_data.Q`` when stored); takes the teacher from ``teacher_W``,
-    else ``RUN/teacher.npy``, else regenerates it from the spec's data seed
-    when the data source is ``"teacher"`` (checking that it reproduces
-    ``data.npy``).
-
-    Parameters
-    ----------
-    run_dir : path
-    beta : float, default 1
-        Sampling inverse temperature of the student and the predictive.
-    key : PRNGKey, optional
-        For the Monte Carlo predictive KLs (default ``jax.random.key(0)``).
-    teacher_W : array_like, shape (N, N), optional
-        Teacher couplings (required when the data are not from a seeded teacher).
-    num_points : int, default 2000
-        Points per direction for the predictive KLs.
-    max_draws : int, optional
-        Thin the draws evenly to at most this many (speed).
-
-    Returns
-    -------
-    dict
-        JSON-serialisable: run facts, ``typical`` and ``predictive`` values
-        (absolute and per N, with standard errors, ESS, Jensen bias),
-        ``theory`` (per N; None where THEORY.md has no value) and ``rows``
-        (quantity, value_per_n, se_per_n, theory_per_n, difference).
-    """
-    from .runs import load_run
-
-    beta = _check_beta(beta)
-    run = Path(run_dir)
-    dt, meta = load_run(run)
-    data_path = run / "data.npy"
-    if not data_path.exists():
-        raise FileNotFoundError(f"{run}: no data.npy")
-    data = np.load(data_path, allow_pickle=False)
-    K, N = data.shape
-    const = dt["constant_data"]
-    gamma, eta = float(const["gamma"].values), float(const["eta"].values)
-    W = _posterior_couplings(dt, data, gamma, eta, run)
-    chains, draws = W.shape[:2]
-    if max_draws is not None and chains * draws > int(max_draws):
-        per_chain = max(1, int(max_draws) // chains)
-        W = W[:, np.linspace(0, draws - 1, per_chain).round().astype(int)]
-        draws = W.shape[1]
-    source = "given"
-    if teacher_W is None and (run / "teacher.npy").exists():
-        teacher_W = np.load(run / "teacher.npy", allow_pickle=False)
-        source = "from RUN/teacher.npy"
-    elif teacher_W is None:
-        teacher_W = _teacher_from_run(meta.get("spec", {}), data, run)
-        source = "regenerated from the spec's data seed"
-    teacher_W = _teacher(teacher_W, N)
-    key = jax.random.key(0) if key is None else key
-
-    typ = typical_kls(W, teacher_W, beta, ess="auto")
-    pp = predictive_kls_mc(key, W, teacher_W, beta, num_points)
-    theory_vals, theory_note = _theory(gamma, eta, teacher_W, K, beta)
-
-    def entry(value, se, **extra):
-        return {"value": value, "se": se, "per_n": value / N, "se_per_n": se / N} | extra
-
-    result: dict[str, Any] = {
-        "run": str(run),
-        "N": N,
-        "K": K,
-        "gamma": gamma,
-        "eta": eta,
-        "beta": beta,
-        "num_chains": chains,
-        "num_draws": chains * draws,
-        "teacher": source,
-        "typical": {
-            "forward": entry(typ.forward_mean, typ.forward_se, ess=typ.forward_ess),
-            "reverse": entry(typ.reverse_mean, typ.reverse_se, ess=typ.reverse_ess),
-        },
-        "predictive": {
-            "num_points": pp.num_points,
-            "forward": entry(pp.forward, pp.forward_se, bias=pp.forward_bias, bias_per_n=pp.forward_bias / N,
-                             corrected_per_n=pp.forward_corrected / N, weight_ess=pp.forward_weight_ess,
-                             min_weight_ess=pp.forward_weight_ess_min),
-            "reverse": entry(pp.reverse, pp.reverse_se, bias=pp.reverse_bias, bias_per_n=pp.reverse_bias / N,
-                             corrected_per_n=pp.reverse_corrected / N, weight_ess=pp.reverse_weight_ess,
-                             min_weight_ess=pp.reverse_weight_ess_min),
-            "bias_reliable": bool(min(pp.forward_weight_ess, pp.reverse_weight_ess) >= MIN_WEIGHT_ESS),
-            "bias_note": BIAS_NOTE,
-        },
-        "theory": theory_vals,
-        "theory_note": theory_note,
-    }
-    rows = []
-    for label, section, name, th in (
-        ("typical forward <D(P*||P_W)>", "typical", "forward", "fwd_typ"),
-        ("typical reverse <D(P_W||P*)>", "typical", "reverse", "rev_typ"),
-        ("predictive forward D(P*||P_pp)", "predictive", "forward", "fwd_pp"),
-        ("predictive reverse D(P_pp||P*)", "predictive", "reverse", "rev_pp"),
-    ):
-        e = result[section][name]
-        t = None if theory_vals is None else theory_vals.get(th)
-        rows.append({"quantity": label, "value_per_n": e["per_n"], "se_per_n": e["se_per_n"], "theory_per_n": t,
-                     "difference": None if t is None else e["per_n"] - t})
-    result["rows"] = rows
-    return result

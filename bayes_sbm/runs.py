@@ -1,33 +1,69 @@
-"""Run folders: fit a model spec and read the result back.
+"""Run folders: fit a model spec into a folder, assemble its DataTree, read it back.
 
 A run folder ``RUN/`` holds
 
-* ``inference.nc`` — the ArviZ DataTree (:func:`bayes_sbm.inference.to_datatree`);
+* ``inference.nc`` — the ArviZ DataTree (:func:`to_datatree`);
 * ``meta.json`` — spec (as a dict), seeds, package versions, data spectrum,
-  timings, the theory values (THEORY.md §4) and, for NUTS, ESS/R-hat over
-  every latent coordinate (``latent_summary``);
-* ``spec.toml`` — a verbatim copy of the spec file; ``data.npy`` — the data;
-* ``elbo.npy`` (SVI) and ``checkpoint/`` (NUTS with ``checkpoint_every``).
+  timings, the theory values (:func:`bayes_sbm.theory.observable_reference`),
+  warnings, and for NUTS ESS/R-hat over every latent coordinate
+  (``latent_summary``);
+* ``spec.toml`` — the spec actually fitted; ``data.npy`` — the data fitted;
+* ``elbo.npy`` (SVI).
 
-Every file is written atomically; a NUTS run with checkpoints that was
-interrupted resumes from its last segment when fitted again into the same
-folder.
+A run folder is a transaction: everything is built in a staging folder
+``RUN.partial/`` next to it and moved into place at the end, so ``RUN/``
+either holds a complete run or does not exist.  An interrupted checkpointed
+NUTS run leaves its staging folder, and fitting the same spec into the same
+``--out`` resumes from its checkpoint.  A lock file ``RUN.lock`` keeps two
+processes from writing one run.  An existing ``RUN/`` is never touched unless
+``overwrite=True``, which replaces it as a whole.  Nothing read back from a
+run folder can run code (NetCDF, JSON and ``.npy`` with ``allow_pickle=False``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import arviz as az
 import jax
 import numpy as np
+import xarray as xr
 
-from . import inference, teacher
+from . import inference, predictive, teacher, theory
+from .data import load_data
 from .io import atomic_path, run_metadata, save_npy_atomic, write_json_atomic, write_text_atomic
+from .model import SPECTRAL_SITES
+from .settings import derive_keys
 
-__all__ = ["load_spec_data", "problem_from_spec", "fit_spec", "load_run", "latent_summary", "theory_summary"]
+__all__ = [
+    "RUN_FILES",
+    "RunData",
+    "load_spec_data",
+    "problem_from_spec",
+    "latent_summary",
+    "posterior_predictive_draws",
+    "to_datatree",
+    "fit_spec",
+    "load_run",
+]
+
+#: Files of a finished run folder (``elbo.npy`` for SVI only).
+RUN_FILES = ("inference.nc", "meta.json", "spec.toml", "data.npy")
+#: Suffixes of the staging folder and the lock file next to a run folder.
+STAGING_SUFFIX, LOCK_SUFFIX = ".partial", ".lock"
+
+
+class RunData(NamedTuple):
+    """A fitted run: its ArviZ DataTree and the ``meta.json`` contents."""
+
+    datatree: Any
+    meta: dict
 
 
 def load_spec_data(spec) -> np.ndarray:
@@ -36,13 +72,14 @@ def load_spec_data(spec) -> np.ndarray:
     if d.source == "teacher":
         td = teacher.teacher_student_data(jax.random.key(d.seed), spec.model.N, d.K, d.omega)
         return td.data
-    data = teacher.load_data(d.resolved_path, project=d.project)
+    data = load_data(d.resolved_path, project=d.project)
     if data.shape[1] != spec.model.N:
         raise ValueError(f"{spec.path}: model.N: the data file {d.resolved_path} has N = {data.shape[1]} columns, the spec says {spec.model.N}")
     return data
 
 
 def problem_from_spec(spec, data=None) -> inference.PosteriorProblem:
+    """The :class:`~bayes_sbm.inference.PosteriorProblem` of a spec (its data loaded unless given)."""
     data = load_spec_data(spec) if data is None else data
     m = spec.model
     return inference.make_problem(data, m.gamma, m.eta, m.beta, m.parametrization)
@@ -51,101 +88,247 @@ def problem_from_spec(spec, data=None) -> inference.PosteriorProblem:
 def latent_summary(latent) -> dict[str, float]:
     """Worst-case convergence over all latent coordinates: min bulk/tail ESS, max R-hat.
 
+    A coordinate whose draws are constant (a stuck chain) has no ESS: the
+    minimum is then NaN and ``stuck_coordinates`` counts them.
+
     Parameters
     ----------
     latent : ndarray, shape (chain, draw, dim)
     """
-    import arviz as az
-
     latent = np.asarray(latent)
-    ess_bulk = np.asarray(az.ess(latent, method="bulk"))
-    ess_tail = np.asarray(az.ess(latent, method="tail", prob=(0.05, 0.95)))
-    out = {
-        "dim": int(latent.shape[-1]),
-        "min_ess_bulk": float(np.min(ess_bulk)),
-        "min_ess_tail": float(np.min(ess_tail)),
-        "argmin_ess_bulk": int(np.argmin(ess_bulk)),
-    }
+    constant = np.ptp(latent.reshape((-1, latent.shape[-1])), axis=0) == 0
+    out: dict[str, float] = {"dim": int(latent.shape[-1]), "stuck_coordinates": int(np.sum(constant))}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ess_bulk = np.asarray(az.ess(latent, method="bulk"), dtype=float)
+        ess_tail = np.asarray(az.ess(latent, method="tail", prob=(0.05, 0.95)), dtype=float)
+    ess_bulk[constant] = np.nan
+    ess_tail[constant] = np.nan
+    out["min_ess_bulk"] = float(np.nan if constant.any() else np.nanmin(ess_bulk))
+    out["min_ess_tail"] = float(np.nan if constant.any() else np.nanmin(ess_tail))
+    out["argmin_ess_bulk"] = int(np.argmax(constant)) if constant.any() else int(np.nanargmin(ess_bulk))
     if latent.shape[0] > 1:
-        rhat = np.asarray(az.rhat(latent))
-        out["max_r_hat"] = float(np.max(rhat))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rhat = np.asarray(az.rhat(latent), dtype=float)
+        out["max_r_hat"] = float(np.nan if constant.any() else np.nanmax(rhat))
     return out
 
 
-def theory_summary(c, gamma: float, eta: float) -> dict[str, Any]:
-    """THEORY.md §4–5 values for the data spectrum (phase, μ, M, λ_k, u_k, evidence)."""
-    from . import theory
-
-    sol = theory.posterior_saddle(c, gamma, eta)
-    out = {
-        "phase": sol.phase,
-        "mu": float(sol.mu),
-        "M": float(sol.M),
-        "edge": float(sol.edge),
-        "lam": np.asarray(sol.lam).tolist(),
-        "u": np.asarray(sol.u).tolist(),
-        "signal": ((np.asarray(sol.xi) - 1.0) / (eta * np.asarray(c))).tolist(),
-        "log_evidence_per_n": float(theory.log_evidence(c, gamma, eta)),
-        "kappa": gamma * eta,
-        # (1/N) log Z(W) of a typical posterior draw: ½(S(μ) − 1) with the bulk's action (THEORY.md §2)
-        "log_z_per_n": 0.5 * (float(theory.semicircle_action(sol.mu, gamma * eta)) - 1.0),
-    }
-    return out
+def posterior_predictive_draws(key, result, beta: float, num_points: int) -> np.ndarray:
+    """Exact draws of x from ``p(x | βW)`` for every posterior draw of a fit, shape (chain, draw, num_points, N)."""
+    problem = result.problem
+    latent = result.samples[problem.latent_site]
+    chains, draws = latent.shape[:2]
+    W = inference.coupling_draws(problem, latent).reshape((-1, problem.N, problem.N))
+    pp = np.asarray(predictive.sample_posterior_predictive(key, W, beta, num_points))
+    return pp.reshape((chains, draws, int(num_points), problem.N))
 
 
-def _nuts_settings(spec, progress_bar: bool) -> inference.NutsSettings:
-    i = spec.inference
-    return inference.NutsSettings(
-        num_warmup=i.num_warmup,
-        num_samples=i.num_samples,
-        num_chains=i.num_chains,
-        target_accept=i.target_accept,
-        dense_mass=i.dense_mass,
-        max_tree_depth=i.max_tree_depth,
-        chain_method=i.chain_method,
-        progress_bar=progress_bar,
-        checkpoint_every=i.checkpoint_every,
+def to_datatree(
+    result,
+    *,
+    posterior_predictive=None,
+    predictive_beta: float | None = None,
+    store_latent: bool | None = None,
+    store_W: bool = False,
+    attrs: dict | None = None,
+):
+    """ArviZ DataTree of a fit (THEORY.md §3–4 names), like ``arviz.from_numpyro``.
+
+    Parameters
+    ----------
+    result : inference.NutsResult or inference.SviResult
+    posterior_predictive : array_like, shape (chain, draw, point, N), optional
+        Ready-made draws of x from ``p(x | βW)`` (e.g.
+        :func:`bayes_sbm.predictive.sample_posterior_predictive`).
+    predictive_beta : float, optional
+        The β of those draws (default the problem's β), stored in ``constant_data``.
+    store_latent : bool, optional
+        Store the latent vector ``z`` (default N ≤ 30).
+    store_W : bool
+        Store the (N, N) coupling draws.
+    attrs : dict, optional
+        Extra attributes of the tree.
+
+    Returns
+    -------
+    xarray.DataTree
+        Groups ``posterior`` (spectral sites, ``z``, ``W``), ``sample_stats``
+        (NUTS), ``log_likelihood`` (``x``: chain, draw, point; untempered),
+        ``observed_data``, ``posterior_predictive`` (when given) and
+        ``constant_data`` (``c``, γ, η, β).
+    """
+    problem = result.problem
+    latent = result.samples[problem.latent_site]
+    chains, draws = latent.shape[:2]
+    N, K = problem.N, problem.K
+    beta = problem.beta if predictive_beta is None else float(predictive_beta)
+    if store_latent is None:
+        store_latent = N <= 30
+
+    def ds(variables: dict, dims: dict, sample=True):
+        coords = {"chain": np.arange(chains), "draw": np.arange(draws)} if sample else {}
+        data_vars = {}
+        for name, value in variables.items():
+            value = np.asarray(value)
+            extra = dims.get(name, [f"{name}_dim_{i}" for i in range(value.ndim - (2 if sample else 0))])
+            data_vars[name] = ((["chain", "draw"] if sample else []) + list(extra), value)
+        return xr.Dataset(data_vars, coords=coords)
+
+    post_vars = {k: result.samples[k] for k in SPECTRAL_SITES}
+    if store_latent:
+        post_vars["z"] = latent
+    if store_W:
+        post_vars["W"] = inference.coupling_draws(problem, latent)
+    dims = {"lam_top": ["rank"], "u": ["mode"], "signal": ["mode"], "z": ["latent"], "W": ["row", "col"]}
+    groups = {"posterior": ds(post_vars, dims)}
+    if isinstance(result, inference.NutsResult):
+        groups["sample_stats"] = ds(result.sample_stats, {})
+    groups["log_likelihood"] = ds({"x": inference.log_likelihood_draws(problem, latent)}, {"x": ["point"]})
+    groups["observed_data"] = ds({"x": problem.data}, {"x": ["point", "dim"]}, sample=False)
+    if posterior_predictive is not None:
+        pp = np.asarray(posterior_predictive)
+        if pp.shape[:2] != (chains, draws) or pp.ndim != 4 or pp.shape[-1] != N:
+            raise ValueError(f"posterior_predictive: expected shape ({chains}, {draws}, points, {N}), got {pp.shape}")
+        groups["posterior_predictive"] = ds({"x": pp}, {"x": ["pred_point", "dim"]})
+    groups["constant_data"] = xr.Dataset(
+        {
+            "c": (["mode"], problem.frame.c),
+            "gamma": problem.gamma,
+            "eta": problem.eta,
+            "beta": beta,
+        }
     )
+    tree = xr.DataTree.from_dict({f"/{name}": d for name, d in groups.items()})
+    meta = {"N": N, "K": K, "method": "nuts" if isinstance(result, inference.NutsResult) else "svi",
+            "parametrization": problem.parametrization}
+    tree.attrs.update(meta | (attrs or {}))
+    return tree
 
 
-def _svi_settings(spec, progress_bar: bool) -> inference.SviSettings:
-    i = spec.inference
-    return inference.SviSettings(
-        guide=i.svi_guide,
-        num_steps=i.svi_steps,
-        learning_rate=i.svi_learning_rate,
-        num_particles=i.svi_num_particles,
-        num_draws=i.svi_draws,
-        progress_bar=progress_bar,
-    )
+# ---------------------------------------------------------------------------
+# Run folders as transactions
+# ---------------------------------------------------------------------------
 
 
-def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False):
-    """Fit a spec (NUTS or SVI) and write the run folder; returns ``(datatree, meta)``."""
+@contextlib.contextmanager
+def _run_lock(out: Path):
+    """Exclusive lock ``RUN.lock`` (created with O_EXCL; a lock left by a dead process is taken over)."""
+    lock = out.with_name(out.name + LOCK_SUFFIX)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):  # at most one takeover of a stale lock
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            alive = pid > 0 and _pid_alive(pid)
+            if alive:
+                raise ValueError(f"--out: {out} is being written by process {pid} (lock {lock}); wait for it or remove the lock") from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    else:  # pragma: no cover - two takeovers raced
+        raise ValueError(f"--out: cannot take the lock {lock}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that holds anything but a finished run to replace (with ``overwrite``)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out: {out} exists and is not a folder")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    is_run = (out / "inference.nc").is_file() and (out / "meta.json").is_file()
+    if is_run and overwrite:
+        return
+    if is_run:
+        raise ValueError(f"--out: {out} already holds a finished run; choose another folder or pass --overwrite to replace it")
+    raise ValueError(f"--out: {out} is not empty and is not a run folder ({', '.join(entries[:5])}); choose another folder")
+
+
+def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False, overwrite: bool = False,
+             keep_checkpoint: bool = False) -> RunData:
+    """Fit a spec (NUTS or SVI) and write the run folder as one transaction.
+
+    Parameters
+    ----------
+    spec : specs.Spec
+    out_dir : path
+        The run folder; must not exist or be empty (or hold a finished run
+        and ``overwrite=True``).
+    progress_bar : bool
+    store_W : bool
+        Store the (N, N) coupling draws in ``inference.nc``.
+    overwrite : bool
+        Replace a finished run in ``out_dir`` as a whole.
+    keep_checkpoint : bool
+        Keep the NUTS checkpoint in ``RUN/checkpoint`` (default: removed after success).
+
+    Returns
+    -------
+    RunData
+        ``(datatree, meta)``.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out, overwrite)
     data = load_spec_data(spec)
     problem = problem_from_spec(spec, data)
-    save_npy_atomic(out / "data.npy", data)
-    write_text_atomic(out / "spec.toml", spec.to_toml())  # the spec actually fitted (overrides included)
+    with _run_lock(out):
+        stage = out.with_name(out.name + STAGING_SUFFIX)
+        stage.mkdir(parents=True, exist_ok=True)
+        result = _fit_into(spec, problem, data, stage, progress_bar=progress_bar, store_W=store_W)
+        if not keep_checkpoint:
+            shutil.rmtree(stage / "checkpoint", ignore_errors=True)
+        if out.exists():  # empty, or a finished run that overwrite=True replaces as a whole
+            old = out.with_name(out.name + ".replaced")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(stage, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, out)
+    return result
+
+
+def _fit_into(spec, problem, data, folder: Path, *, progress_bar: bool, store_W: bool) -> RunData:
     seed = spec.inference.seed
-    key_fit, key_pp = jax.random.split(jax.random.key(seed))
+    keys = derive_keys(seed)
     t0 = time.perf_counter()
     meta: dict[str, Any] = run_metadata(seed=seed, spec=spec.to_dict(), c=problem.frame.c.tolist())
     if spec.inference.method == "nuts":
-        ckpt = out / "checkpoint" if spec.inference.checkpoint_every > 0 else None
-        result = inference.run_nuts(key_fit, problem, _nuts_settings(spec, progress_bar), checkpoint_dir=ckpt)
+        ckpt = folder / "checkpoint" if spec.inference.checkpoint_every > 0 else None
+        result = inference.run_nuts(keys.fit, problem, spec.inference.nuts_settings(progress_bar), checkpoint_dir=ckpt)
         meta["latent_summary"] = latent_summary(result.samples[problem.latent_site])
         meta["divergences"] = int(np.sum(result.sample_stats["diverging"]))
     else:
-        result = inference.run_svi(key_fit, problem, _svi_settings(spec, progress_bar))
-        save_npy_atomic(out / "elbo.npy", result.elbo)
+        result = inference.run_svi(keys.fit, problem, spec.inference.svi_settings(progress_bar))
+        save_npy_atomic(folder / "elbo.npy", result.elbo)
         meta["elbo_final"] = float(np.mean(result.elbo[-max(1, len(result.elbo) // 10) :]))
     pred = spec.predictive
-    dt = inference.to_datatree(
-        key_pp,
+    num_points = problem.K if pred.num_points is None else int(pred.num_points)
+    dt = to_datatree(
         result,
-        num_points=pred.num_points,
+        posterior_predictive=posterior_predictive_draws(keys.predictive, result, pred.beta, num_points),
         predictive_beta=pred.beta,
         store_W=store_W,
         store_latent=True,
@@ -153,25 +336,40 @@ def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False)
     )
     meta["timing"] = dict(result.timing) | {"wall_s": time.perf_counter() - t0}
     try:
-        meta["theory"] = theory_summary(problem.frame.c, problem.gamma, problem.eta)
+        meta["theory"] = theory.observable_reference(problem.frame.c, problem.gamma, problem.eta).as_dict()
     except ValueError as exc:  # theory undefined for these inputs: say so, keep the run
         meta["theory"] = {"error": str(exc)}
-    with atomic_path(out / "inference.nc") as tmp:
+    save_npy_atomic(folder / "data.npy", data)
+    write_text_atomic(folder / "spec.toml", spec.to_toml())  # the spec actually fitted (overrides included)
+    with atomic_path(folder / "inference.nc") as tmp:
         dt.to_netcdf(tmp, engine="h5netcdf")
-    write_json_atomic(out / "meta.json", meta)
-    return dt, meta
+    write_json_atomic(folder / "meta.json", meta)
+    return RunData(dt, meta)
 
 
-def load_run(run_dir):
-    """``(datatree, meta)`` of a run folder; clear errors for missing pieces."""
-    import arviz as az
+def load_run(run_dir) -> RunData:
+    """``(datatree, meta)`` of a run folder written by :func:`fit_spec`.
 
+    Raises ``FileNotFoundError``/``ValueError`` naming the folder or file when
+    something is missing or unreadable (never a traceback from a reader).
+    """
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run folder not found: {run}")
-    nc = run / "inference.nc"
-    if not nc.exists():
-        raise FileNotFoundError(f"{run}: no inference.nc (is this a run folder written by 'bayes-sbm fit'?)")
-    meta_path = run / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    return az.from_netcdf(nc, engine="h5netcdf"), meta
+    for name in ("inference.nc", "meta.json"):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run}: no {name} (is this a run folder written by 'bayes-sbm fit'?)")
+    try:
+        meta = json.loads((run / "meta.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{run / 'meta.json'}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{run / 'meta.json'}: expected a JSON object, got {type(meta).__name__}")
+    try:
+        dt = az.from_netcdf(run / "inference.nc", engine="h5netcdf")
+    except Exception as exc:  # h5py/netCDF raise many types for a corrupt file; all mean "unreadable"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{run / 'inference.nc'}: cannot be read as a DataTree ({first})") from None
+    if "posterior" not in dt.children:
+        raise ValueError(f"{run / 'inference.nc'}: no posterior group")
+    return RunData(dt, meta)

@@ -24,7 +24,7 @@ key                 type    default                 rule
 =========================  ======  =============  ============================================
 key                        type    default        rule
 =========================  ======  =============  ============================================
-``N``                      int     required       ≥ 2; ≥ K + 1 for teacher data
+``N``                      int     required       2 ≤ N ≤ 100000; ≥ K + 1 for teacher data
 ``gamma``                  float   required       > 0, finite (GOE prior strength γ)
 ``eta``                    float   required       > 0, finite (tempering η; 1 = Bayes)
 ``beta``                   float   ``1.0``        > 0, finite (sampling inverse temperature β)
@@ -56,7 +56,7 @@ key                        type    default              rule
 ``method``                 string  ``"nuts"``           ``"nuts"`` or ``"svi"``
 ``num_warmup``             int     ``500``              ≥ 0 (NUTS warm-up draws per chain)
 ``num_samples``            int     ``500``              ≥ 1 (NUTS draws per chain)
-``num_chains``             int     ``2``                ≥ 1
+``num_chains``             int     ``2``                1 ≤ num_chains ≤ 64
 ``seed``                   int     ``0``                0 ≤ seed ≤ 2³² − 1 (inference PRNG seed)
 ``target_accept``          float   ``0.8``              0 < target_accept < 1
 ``dense_mass``             bool    ``false``            dense instead of diagonal mass matrix
@@ -69,6 +69,8 @@ key                        type    default              rule
 ``svi_learning_rate``      float   ``0.01``             > 0, finite (initial Adam step size)
 ``svi_num_particles``      int     ``1``                ≥ 1 (ELBO particles per step)
 ``svi_draws``              int     ``1000``             ≥ 1 (draws from the fitted guide)
+``svi_final_lr_fraction``  float   ``0.1``              in (0, 1] (Adam step size decays to this fraction)
+``svi_rank``               int     ⌈√dim⌉               ≥ 1 (rank of the ``"lowrank"`` guide)
 =========================  ======  ===================  ===============================================
 
 ``[predictive]`` — optional, the posterior predictive (THEORY.md §3):
@@ -126,6 +128,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _checks
+from .settings import CHAIN_METHODS, GUIDES, MAX_CHAINS, NutsSettings, SviSettings
+
+_NUTS = NutsSettings()
+_SVI = SviSettings()
+
 __all__ = [
     "SpecError",
     "ModelSpec",
@@ -139,8 +147,11 @@ __all__ = [
     "parse_spec",
 ]
 
-#: Largest seed accepted (seeds must fit an unsigned 32-bit PRNG key).
-MAX_SEED = 2**32 - 1
+#: Largest seed accepted (one bound for specs, CLI and API: :data:`bayes_sbm._checks.MAX_SEED`).
+MAX_SEED = _checks.MAX_SEED
+#: Largest dimension accepted: the dense parametrisations hold N(N+1)/2 latents and the band one (m+1)N;
+#: beyond 10^5 neither fits a workstation's memory (and N = 1e23 is a typo, not a model).
+MAX_N = 100_000
 #: Data-file suffixes understood by :func:`bayes_sbm.teacher.load_data`.
 DATA_SUFFIXES = (".npy", ".csv", ".txt")
 
@@ -199,6 +210,10 @@ def _open_unit(v):
     return None if 0.0 < v < 1.0 else f"must be in the open interval (0, 1), got {v!r}"
 
 
+def _unit_right_closed(v):
+    return None if 0.0 < v <= 1.0 else f"must be in the interval (0, 1], got {v!r}"
+
+
 def _one_of(*choices):
     def check(v):
         if v in choices:
@@ -233,7 +248,7 @@ TOP_LEVEL_KEYS: dict[str, _Field] = {
 #: The tables of a spec and their keys (see the module docstring).
 SCHEMA: dict[str, dict[str, _Field]] = {
     "model": {
-        "N": _Field("int", _MISSING, _ge(2), "dimension"),
+        "N": _Field("int", _MISSING, _between(2, MAX_N), "dimension"),
         "gamma": _Field("float", _MISSING, _gt(0), "prior strength γ"),
         "eta": _Field("float", _MISSING, _gt(0), "tempering η"),
         "beta": _Field("float", 1.0, _gt(0), "sampling inverse temperature β"),
@@ -249,20 +264,22 @@ SCHEMA: dict[str, dict[str, _Field]] = {
     },
     "inference": {
         "method": _Field("str", "nuts", _one_of("nuts", "svi"), "inference method"),
-        "num_warmup": _Field("int", 500, _ge(0), "NUTS warm-up draws per chain"),
-        "num_samples": _Field("int", 500, _ge(1), "NUTS draws per chain"),
-        "num_chains": _Field("int", 2, _ge(1), "chains"),
+        "num_warmup": _Field("int", _NUTS.num_warmup, _ge(0), "NUTS warm-up draws per chain"),
+        "num_samples": _Field("int", _NUTS.num_samples, _ge(1), "NUTS draws per chain"),
+        "num_chains": _Field("int", _NUTS.num_chains, _between(1, MAX_CHAINS), "chains"),
         "seed": _Field("int", 0, _SEED, "inference seed"),
-        "target_accept": _Field("float", 0.8, _open_unit, "NUTS target acceptance"),
-        "dense_mass": _Field("bool", False, None, "dense mass matrix"),
-        "max_tree_depth": _Field("int", 10, _between(1, 30), "NUTS tree depth"),
-        "chain_method": _Field("str", "auto", _one_of("auto", "parallel", "sequential", "vectorized"), "chain method"),
-        "checkpoint_every": _Field("int", 0, _ge(0), "draws per checkpoint segment"),
-        "svi_guide": _Field("str", "structured", _one_of("normal", "lowrank", "structured"), "SVI guide"),
-        "svi_steps": _Field("int", 3000, _ge(1), "SVI steps"),
-        "svi_learning_rate": _Field("float", 0.01, _gt(0), "initial Adam step size"),
-        "svi_num_particles": _Field("int", 1, _ge(1), "ELBO particles"),
-        "svi_draws": _Field("int", 1000, _ge(1), "draws from the guide"),
+        "target_accept": _Field("float", _NUTS.target_accept, _open_unit, "NUTS target acceptance"),
+        "dense_mass": _Field("bool", _NUTS.dense_mass, None, "dense mass matrix"),
+        "max_tree_depth": _Field("int", _NUTS.max_tree_depth, _between(1, 30), "NUTS tree depth"),
+        "chain_method": _Field("str", _NUTS.chain_method, _one_of(*CHAIN_METHODS), "chain method"),
+        "checkpoint_every": _Field("int", _NUTS.checkpoint_every, _ge(0), "draws per checkpoint segment"),
+        "svi_guide": _Field("str", _SVI.guide, _one_of(*GUIDES), "SVI guide"),
+        "svi_steps": _Field("int", _SVI.num_steps, _ge(1), "SVI steps"),
+        "svi_learning_rate": _Field("float", _SVI.learning_rate, _gt(0), "initial Adam step size"),
+        "svi_final_lr_fraction": _Field("float", _SVI.final_lr_fraction, _unit_right_closed, "final/initial Adam step size"),
+        "svi_num_particles": _Field("int", _SVI.num_particles, _ge(1), "ELBO particles"),
+        "svi_draws": _Field("int", _SVI.num_draws, _ge(1), "draws from the guide"),
+        "svi_rank": _Field("int", _SVI.rank, _ge(1), "rank of the low-rank guide (default ceil(sqrt(dim)))"),
     },
     "predictive": {
         "beta": _Field("float", None, _gt(0), "predictive β (default model.beta)"),
@@ -351,24 +368,57 @@ class InferenceSpec:
         Draws per saved NUTS segment (0 = no checkpoints).
     svi_guide : {"normal", "lowrank", "structured"}
     svi_steps, svi_num_particles, svi_draws : int
-    svi_learning_rate : float
+    svi_learning_rate, svi_final_lr_fraction : float
+    svi_rank : int or None
+
+    Defaults are those of :class:`~bayes_sbm.settings.NutsSettings` and
+    :class:`~bayes_sbm.settings.SviSettings` (their single home).
     """
 
     method: str = "nuts"
-    num_warmup: int = 500
-    num_samples: int = 500
-    num_chains: int = 2
+    num_warmup: int = _NUTS.num_warmup
+    num_samples: int = _NUTS.num_samples
+    num_chains: int = _NUTS.num_chains
     seed: int = 0
-    target_accept: float = 0.8
-    dense_mass: bool = False
-    max_tree_depth: int = 10
-    chain_method: str = "auto"
-    checkpoint_every: int = 0
-    svi_guide: str = "structured"
-    svi_steps: int = 3000
-    svi_learning_rate: float = 0.01
-    svi_num_particles: int = 1
-    svi_draws: int = 1000
+    target_accept: float = _NUTS.target_accept
+    dense_mass: bool = _NUTS.dense_mass
+    max_tree_depth: int = _NUTS.max_tree_depth
+    chain_method: str = _NUTS.chain_method
+    checkpoint_every: int = _NUTS.checkpoint_every
+    svi_guide: str = _SVI.guide
+    svi_steps: int = _SVI.num_steps
+    svi_learning_rate: float = _SVI.learning_rate
+    svi_final_lr_fraction: float = _SVI.final_lr_fraction
+    svi_num_particles: int = _SVI.num_particles
+    svi_draws: int = _SVI.num_draws
+    svi_rank: int | None = _SVI.rank
+
+    def nuts_settings(self, progress_bar: bool = True) -> NutsSettings:
+        """The :class:`~bayes_sbm.settings.NutsSettings` this table describes."""
+        return NutsSettings(
+            num_warmup=self.num_warmup,
+            num_samples=self.num_samples,
+            num_chains=self.num_chains,
+            target_accept=self.target_accept,
+            dense_mass=self.dense_mass,
+            max_tree_depth=self.max_tree_depth,
+            chain_method=self.chain_method,
+            progress_bar=progress_bar,
+            checkpoint_every=self.checkpoint_every,
+        )
+
+    def svi_settings(self, progress_bar: bool = True) -> SviSettings:
+        """The :class:`~bayes_sbm.settings.SviSettings` this table describes."""
+        return SviSettings(
+            guide=self.svi_guide,
+            num_steps=self.svi_steps,
+            learning_rate=self.svi_learning_rate,
+            final_lr_fraction=self.svi_final_lr_fraction,
+            num_particles=self.svi_num_particles,
+            num_draws=self.svi_draws,
+            rank=self.svi_rank,
+            progress_bar=progress_bar,
+        )
 
 
 @dataclass(frozen=True)

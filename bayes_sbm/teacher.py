@@ -5,36 +5,26 @@ directions v_k (random unless given).  Its K exact samples form the data
 ``x_1 … x_K ∈ S_N``; the empirical correlation ``C = (1/N) Σ_a x_a x_aᵀ``
 has non-zero eigenvalues ``c_1 ≥ … ≥ c_r`` summing to K.
 
-Data files (``.npy`` or ``.csv``, shape (K, N)) are validated: wrong shape,
-NaN/inf or rows off the sphere raise a ``ValueError`` naming the row and its
-norm; rows are projected onto the sphere only with ``project=True``.
+Data validation, files and spectra live in :mod:`bayes_sbm.data`.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .distribution import SPHERE_RTOL, SphericalBoltzmann
-from .io import save_npy_atomic
+from .distribution import SphericalBoltzmann
 
 __all__ = [
     "Teacher",
     "TeacherStudentData",
-    "DataSpectrum",
     "planted_teacher",
     "teacher_from_matrix",
     "sample_teacher",
     "teacher_student_data",
-    "validate_data",
-    "load_data",
-    "save_data",
-    "data_spectrum",
 ]
 
 
@@ -61,13 +51,6 @@ class TeacherStudentData(NamedTuple):
 
     data: np.ndarray
     teacher: Teacher
-
-
-class DataSpectrum(NamedTuple):
-    """Spectrum of ``C = (1/N) Σ_a x_a x_aᵀ``: non-zero eigenvalues ``c`` (r,), descending, and eigenvectors ``e`` (N, r)."""
-
-    c: np.ndarray
-    e: np.ndarray
 
 
 def _as_spikes(omega) -> np.ndarray:
@@ -137,92 +120,3 @@ def teacher_student_data(key, N: int, K: int, omega, beta: float = 1.0) -> Teach
     k_dir, k_data = jax.random.split(key)
     teacher = planted_teacher(k_dir, N, omega)
     return TeacherStudentData(data=sample_teacher(k_data, teacher, K, beta), teacher=teacher)
-
-
-def validate_data(x, *, name: str = "data", project: bool = False, rtol: float = SPHERE_RTOL) -> np.ndarray:
-    """Check data of shape (K, N): finite rows on the sphere ``|x|² = N``.
-
-    Parameters
-    ----------
-    x : array_like, shape (K, N)
-    name : str
-        Used in error messages (e.g. the file name).
-    project : bool
-        Rescale rows onto the sphere instead of rejecting them (never silent:
-        only when asked).  Zero rows are always rejected.
-    rtol : float
-        Allowed relative deviation of ``|x|²/N`` from 1.
-
-    Returns
-    -------
-    ndarray, shape (K, N), float64
-    """
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim == 1:
-        raise ValueError(f"{name}: expected a 2-D array of shape (K, N) with one point per row, got a 1-D array of length {arr.shape[0]}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected shape (K, N), got {arr.shape}")
-    K, N = arr.shape
-    if K < 1 or N < 2:
-        raise ValueError(f"{name}: need K >= 1 rows and N >= 2 columns, got shape {arr.shape}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(f"{name}: row {row} has a non-finite value {arr[row, col]} in column {col}")
-    norms = np.sqrt(np.sum(arr * arr, axis=1))
-    if np.any(norms == 0):
-        row = int(np.argmax(norms == 0))
-        raise ValueError(f"{name}: row {row} is zero and cannot lie on the sphere")
-    off = np.abs(norms**2 / N - 1.0) > rtol
-    if off.any():
-        if project:
-            return arr * (np.sqrt(N) / norms)[:, None]
-        row = int(np.argmax(off))
-        raise ValueError(
-            f"{name}: row {row} is not on the sphere |x|^2 = N = {N}: its norm is {norms[row]:.6g}, "
-            f"expected sqrt(N) = {np.sqrt(N):.6g} (pass project=True / --project to rescale rows)"
-        )
-    return arr
-
-
-def load_data(path: str | os.PathLike, *, project: bool = False) -> np.ndarray:
-    """Load data (K, N) from ``.npy`` or ``.csv`` (comma separated, no header) and validate it."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"data file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    elif suffix in (".csv", ".txt"):
-        try:
-            arr = np.loadtxt(path, delimiter=",", ndmin=2)
-        except ValueError as exc:
-            raise ValueError(f"{path}: not a numeric CSV ({exc})") from None
-    else:
-        raise ValueError(f"{path}: unknown data format {suffix!r} (use .npy or .csv)")
-    return validate_data(arr, name=str(path), project=project)
-
-
-def save_data(path: str | os.PathLike, data) -> Path:
-    """Write data atomically as ``.npy`` or ``.csv`` (by suffix)."""
-    path = Path(path)
-    data = validate_data(data)
-    if path.suffix.lower() == ".csv":
-        from .io import write_text_atomic
-
-        lines = [",".join(repr(float(v)) for v in row) for row in data]
-        return write_text_atomic(path, "\n".join(lines) + "\n")
-    return save_npy_atomic(path, data)
-
-
-def data_spectrum(data) -> DataSpectrum:
-    """Non-zero eigenpairs of ``C = XᵀX/N`` via the K×K Gram matrix (THEORY.md §3).
-
-    Returns ``c`` (descending, sums to K) and orthonormal ``e`` (N, r).
-    """
-    X = validate_data(data)
-    K, N = X.shape
-    u, s, vt = np.linalg.svd(X, full_matrices=False)
-    c = s**2 / N
-    keep = c > 1e-12 * max(1.0, float(c.max()))
-    return DataSpectrum(c=c[keep], e=vt[keep].T)

@@ -103,6 +103,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _checks
+
 __all__ = [
     "BOUNDARY_RTOL",
     "CUBIC_ROOT_ATOL",
@@ -123,6 +125,8 @@ __all__ = [
     "posterior_saddle",
     "evidence_terms",
     "log_evidence",
+    "ObservableReference",
+    "observable_reference",
     "teacher_data_eigenvalues",
     "teacher_student_kls",
     "sampling_state",
@@ -144,20 +148,14 @@ SAMPLING_PHASES = ("sPM", "sFM", "sSG")
 # validation
 # --------------------------------------------------------------------------
 def _positive_scalar(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0.0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
+    return _checks.positive_scalar(name, value)
 
 
 def _teacher_omega(value) -> float:
     w = _positive_scalar("omega", value)
     if w <= 1.0:
         raise ValueError(
-            f"omega must be > 1 (a condensed rank-one teacher, THEORY.md §3/§6), got {value!r}"
+            f"omega: must be > 1 (a condensed rank-one teacher, THEORY.md §3/§6), got {value!r}"
         )
     return w
 
@@ -687,6 +685,102 @@ def log_evidence(c, gamma, eta) -> float:
     float
     """
     return evidence_terms(c, gamma, eta).log_evidence
+
+
+@dataclass(frozen=True, eq=False)
+class ObservableReference:
+    """Large-N values of a run's posterior observables (THEORY.md §4–5): the one theory reference.
+
+    Written to a run's ``meta.json`` and read back by ``fit``, ``diagnose``,
+    ``compare`` and the studies.
+
+    Attributes
+    ----------
+    phase : str
+    lam_top : ndarray, shape (r + 1,)
+        λ_1 … λ_r of §4 and the bulk edge ℓ for rank r + 1.
+    u, signal : ndarray, shape (r,)
+        Overlaps² u_k and signal blocks ``(ξ_k − 1)/a_k``.
+    M, mu, edge : float
+        Condensate, Lagrange multiplier, bulk edge ``2/√κ``.
+    log_z_per_n : float
+        ``(1/N) log Z(W)`` of a typical draw: ``½(S(μ_Z) − 1)``,
+        ``S(μ_Z) = μ_Z − g_Z²/(2κ) + log g_Z`` (§2 with §5's μ_Z, g_Z).
+    log_evidence_per_n : float
+        ``(1/N) log Y`` of §5.
+    kappa : float
+        γη.
+    d, o : int
+        Condensed modes and BBP outliers.
+    """
+
+    phase: str
+    lam_top: np.ndarray
+    u: np.ndarray
+    signal: np.ndarray
+    M: float
+    mu: float
+    edge: float
+    log_z_per_n: float
+    log_evidence_per_n: float
+    kappa: float
+    d: int
+    o: int
+
+    def as_dict(self) -> dict:
+        """JSON-ready dict (arrays as lists; ``lam`` = the r data-mode values of ``lam_top``)."""
+        return {
+            "phase": self.phase,
+            "lam_top": self.lam_top.tolist(),
+            "lam": self.lam_top[:-1].tolist(),
+            "u": self.u.tolist(),
+            "signal": self.signal.tolist(),
+            "M": self.M,
+            "mu": self.mu,
+            "edge": self.edge,
+            "log_z_per_n": self.log_z_per_n,
+            "log_evidence_per_n": self.log_evidence_per_n,
+            "kappa": self.kappa,
+            "d": self.d,
+            "o": self.o,
+        }
+
+
+def observable_reference(c, gamma, eta) -> ObservableReference:
+    """THEORY.md §4–5 values of the posterior observables at data eigenvalues ``c``.
+
+    Parameters
+    ----------
+    c : array_like, shape (r,)
+        Data-correlation eigenvalues (any order; results follow descending c).
+    gamma, eta : float
+
+    Returns
+    -------
+    ObservableReference
+
+    Raises
+    ------
+    ValueError
+        Invalid ``c``, ``gamma`` or ``eta``.
+    """
+    ev = evidence_terms(c, gamma, eta)
+    s = ev.saddle
+    action = s.mu_z - s.g_z**2 / (2.0 * s.kappa) + math.log(s.g_z)
+    return ObservableReference(
+        phase=str(s.phase),
+        lam_top=_frozen(np.append(np.asarray(s.lam, dtype=float), float(s.edge))),
+        u=_frozen(s.u),
+        signal=_frozen(s.signal),
+        M=float(s.M),
+        mu=float(s.mu),
+        edge=float(s.edge),
+        log_z_per_n=0.5 * (action - 1.0),
+        log_evidence_per_n=float(ev.log_evidence),
+        kappa=float(s.kappa),
+        d=int(s.d),
+        o=int(s.o),
+    )
 
 
 def _phi_fresh(values: np.ndarray, gamma: float, eta: float) -> tuple[float, PosteriorSaddle | None]:

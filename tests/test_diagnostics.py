@@ -2,7 +2,7 @@
 
 The runs here are synthetic: Gaussian draws around the large-N values for
 c = (1.6, 0.4), γ = 0.5, η = 3 (phase FMo) in the DataTree layout that
-``bayes_sbm.inference.to_datatree`` writes, so the tests need no sampler.
+``bayes_sbm.runs.to_datatree`` writes, so the tests need no sampler.
 :func:`make_run` and :func:`synthetic_datatree` are also used by
 ``test_plots.py``.
 """
@@ -18,7 +18,7 @@ import arviz as az
 import numpy as np
 import pytest
 
-from bayes_sbm import diagnostics
+from bayes_sbm import diagnostics, theory
 
 C = (1.6, 0.4)
 GAMMA, ETA, BETA = 0.5, 3.0, 1.0
@@ -26,6 +26,11 @@ N, K = 20, 2
 CHAINS, DRAWS = 2, 100
 #: Posterior sd of each synthetic observable.
 SD = {"lam_top": 0.05, "u": 0.02, "M": 0.02, "signal": 0.05, "mu": 0.05, "log_z_per_n": 0.01}
+
+
+def _reference(c, gamma, eta):
+    """The run theory reference as stored in meta.json (:func:`bayes_sbm.theory.observable_reference`)."""
+    return theory.observable_reference(c, gamma, eta).as_dict()
 
 
 def synthetic_datatree(
@@ -44,7 +49,7 @@ def synthetic_datatree(
     (to make chains disagree).
     """
     rng = np.random.default_rng(seed)
-    th = diagnostics.theory_reference(c, gamma, eta)
+    th = _reference(c, gamma, eta)
     post = {}
     for name, sd in SD.items():
         centre = np.asarray(th[name], dtype=float)
@@ -72,7 +77,7 @@ def synthetic_datatree(
         groups,
         dims={"lam_top": ["rank"], "u": ["mode"], "signal": ["mode"], "c": ["mode"]},
     )
-    # like inference.to_datatree: no coordinates on the rank/mode dims (ArviZ's
+    # like runs.to_datatree: no coordinates on the rank/mode dims (ArviZ's
     # plot_rank needs them; bayes_sbm.plots adds them)
     for group in ("posterior", "constant_data"):
         ds = dt[group].to_dataset()
@@ -124,7 +129,7 @@ def test_theory_reference_pm_closed_forms():
     kappa = gamma * eta
     a = eta * c
     edge = 2.0 / math.sqrt(kappa)
-    th = diagnostics.theory_reference(c, gamma, eta)
+    th = _reference(c, gamma, eta)
     assert th["phase"] == "PMo"
     np.testing.assert_allclose(th["lam_top"], [1 / a[0] + a[0] / kappa, edge, edge], rtol=1e-13)
     np.testing.assert_allclose(th["u"], [1 - kappa / a[0] ** 2, 0.0], rtol=1e-13, atol=1e-15)
@@ -133,7 +138,7 @@ def test_theory_reference_pm_closed_forms():
     assert th["log_z_per_n"] == pytest.approx(1 / (4 * kappa), rel=1e-12)
     np.testing.assert_allclose(th["signal"], c / gamma, rtol=1e-13)
     # input order does not matter (results follow descending c)
-    th2 = diagnostics.theory_reference(c[::-1], gamma, eta)
+    th2 = _reference(c[::-1], gamma, eta)
     np.testing.assert_allclose(th2["lam_top"], th["lam_top"], rtol=0)
 
 
@@ -144,7 +149,7 @@ def test_theory_reference_fmo_by_hand():
     t = b - a[0]
     g = (t + math.sqrt(t * t + 4 * b * kappa)) / (2 * b)
     mu = 1 / g + g / kappa
-    th = diagnostics.theory_reference(c, gamma, eta)
+    th = _reference(c, gamma, eta)
     assert th["phase"] == "FMo" and th["d"] == 1
     assert th["M"] == pytest.approx(1 - g, rel=1e-13)
     assert th["mu"] == pytest.approx(mu, rel=1e-13)
@@ -158,7 +163,7 @@ def test_theory_reference_fmo_by_hand():
 
 def test_theory_reference_rejects_bad_input():
     with pytest.raises(ValueError, match="gamma"):
-        diagnostics.theory_reference([1.6, 0.4], -1.0, 3.0)
+        _reference([1.6, 0.4], -1.0, 3.0)
 
 
 # --------------------------------------------------------------------------
@@ -175,7 +180,7 @@ def test_summary_table_columns_means_and_theory(dt):
     np.testing.assert_allclose(table.column("mean"), expected_mean, rtol=1e-12)
     expected_sd = np.concatenate([np.std(post[v].values, axis=(0, 1), ddof=1).ravel() for v in diagnostics.SPECTRAL])
     np.testing.assert_allclose(table.column("sd"), expected_sd, rtol=1e-6)
-    th = diagnostics.theory_reference(C, GAMMA, ETA)
+    th = _reference(C, GAMMA, ETA)
     expected_theory = np.concatenate([np.ravel(th[v]) for v in diagnostics.SPECTRAL])
     np.testing.assert_allclose(table.column("theory"), expected_theory, rtol=0)
     np.testing.assert_allclose(table.column("diff"), table.column("mean") - table.column("theory"), rtol=0, atol=0)
@@ -273,7 +278,7 @@ def test_comparison_table(dt):
     lam = dt["posterior"]["lam_top"].values[..., 0]
     assert fm["lam_1_mean"] == pytest.approx(lam.mean(), rel=1e-12)
     assert fm["lam_1_sd"] == pytest.approx(lam.std(ddof=1), rel=1e-12)
-    assert fm["M_theory"] == pytest.approx(diagnostics.theory_reference(C, GAMMA, ETA)["M"])
+    assert fm["M_theory"] == pytest.approx(_reference(C, GAMMA, ETA)["M"])
     assert pm["M_theory"] == 0.0
     assert fm["u_1_diff"] == pytest.approx(fm["u_1_mean"] - fm["u_1_theory"])
 

@@ -10,6 +10,7 @@ import pytest
 from scipy.special import i0e, logsumexp
 
 import bayes_sbm  # noqa: F401  (float64)
+from bayes_sbm.settings import LadderSettings, SviSettings
 from bayes_sbm import evidence, inference, teacher
 
 #: Estimates and exact values agree within this many reported standard errors (4σ: false alarm 6e-5).
@@ -82,7 +83,7 @@ def test_prior_monte_carlo_matches_quadrature(exact_values, gamma, eta):
 @pytest.mark.parametrize("N,gamma,eta", CASES)
 def test_thermodynamic_integration_and_stepping_stone(exact_values, N, gamma, eta):
     problem, exact, exact_se = exact_values[(N, gamma, eta)]
-    settings = evidence.LadderSettings(num_rungs=8, max_rungs=10, num_samples=1500, num_warmup=200, first_warmup=400, prior_draws=20000)
+    settings = LadderSettings(num_rungs=8, max_rungs=10, num_samples=1500, num_warmup=200, first_warmup=400, prior_draws=20000)
     res = evidence.thermodynamic_integration(jax.random.key(7), problem, settings)
     ti, ss = res.ti, res.stepping_stone
     # TI: statistical error plus the quadrature error it reports
@@ -97,7 +98,7 @@ def test_thermodynamic_integration_and_stepping_stone(exact_values, N, gamma, et
 @pytest.mark.parametrize("N,gamma,eta,guide", [(2, 1.0, 1.0, "normal"), (3, 1.0, 1.0, "structured")], ids=["N2-normal", "N3-structured"])
 def test_svi_estimators(exact_values, N, gamma, eta, guide):
     problem, exact, exact_se = exact_values[(N, gamma, eta)]
-    fit = inference.run_svi(jax.random.key(1), problem, inference.SviSettings(guide=guide, num_steps=2500, num_draws=10, progress_bar=False))
+    fit = inference.run_svi(jax.random.key(1), problem, SviSettings(guide=guide, num_steps=2500, num_draws=10, progress_bar=False))
     est = evidence.svi_evidence(jax.random.key(2), fit, num_draws=8000)
     imp, elbo, iwae = est["importance"], est["elbo"], est["iwae"]
     assert imp.info["ess"] > 1000, "guide too far from the posterior for a meaningful check"

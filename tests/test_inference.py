@@ -9,7 +9,8 @@ import pytest
 from numpyro.infer import Trace_ELBO
 
 import bayes_sbm  # noqa: F401  (float64)
-from bayes_sbm import inference, model, sphere, teacher
+from bayes_sbm.settings import NutsSettings, SviSettings
+from bayes_sbm import inference, model, runs, sphere, teacher
 
 #: Two independent Monte Carlo estimates agree within this many combined standard errors
 #: (4σ: a false alarm rate of 6e-5 per comparison, yet a real bias of a few MCSE fails).
@@ -55,7 +56,7 @@ def _importance_from_prior(data, gamma, eta, num, key):
 def test_nuts_recovers_importance_sampling_mean(tiny_problem):
     gamma, eta = 1.0, 0.4
     problem = inference.make_problem(tiny_problem, gamma, eta)
-    settings = inference.NutsSettings(num_warmup=400, num_samples=1500, num_chains=2, progress_bar=False)
+    settings = NutsSettings(num_warmup=400, num_samples=1500, num_chains=2, progress_bar=False)
     res = inference.run_nuts(jax.random.key(0), problem, settings)
     lam1 = res.samples["lam_top"][..., 0]
     nuts_mean, nuts_se = float(lam1.mean()), _mcse_mean(lam1)
@@ -71,7 +72,7 @@ def test_nuts_recovers_importance_sampling_mean(tiny_problem):
 def test_centred_and_aligned_parametrisations_agree(tiny_problem):
     """Same posterior in two coordinate systems: a two-sample check on λ_1 and M."""
     gamma, eta = 0.5, 2.0
-    settings = inference.NutsSettings(num_warmup=400, num_samples=1500, num_chains=2, progress_bar=False)
+    settings = NutsSettings(num_warmup=400, num_samples=1500, num_chains=2, progress_bar=False)
     out = {}
     for i, param in enumerate(("centred", "aligned")):
         res = inference.run_nuts(jax.random.key(10 + i), inference.make_problem(tiny_problem, gamma, eta, parametrization=param), settings)
@@ -93,7 +94,7 @@ def svi_problem():
 def svi_fits(svi_problem):
     fits = {}
     for name in ("normal", "structured"):
-        settings = inference.SviSettings(guide=name, num_steps=3000, learning_rate=0.01, num_draws=200, progress_bar=False)
+        settings = SviSettings(guide=name, num_steps=3000, learning_rate=0.01, num_draws=200, progress_bar=False)
         fits[name] = inference.run_svi(jax.random.key(3), svi_problem, settings)
     return fits
 
@@ -132,8 +133,8 @@ def test_structured_guide_requires_aligned(tiny_problem):
 
 def test_checkpoint_resume_reproduces_uninterrupted_run(tiny_problem, tmp_path, monkeypatch):
     problem = inference.make_problem(tiny_problem, 1.0, 1.0)
-    settings = inference.NutsSettings(num_warmup=50, num_samples=60, num_chains=1, progress_bar=False, checkpoint_every=20)
-    full = inference.run_nuts(jax.random.key(7), problem, settings, checkpoint_dir=tmp_path / "a")
+    settings = NutsSettings(num_warmup=50, num_samples=60, num_chains=1, progress_bar=False, checkpoint_every=20)
+    full = inference.run_nuts(jax.random.key(7), problem, checkpoint_dir=tmp_path / "a")
 
     calls = {"n": 0}
     original = inference.MCMC.run
@@ -146,23 +147,23 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(tiny_problem, tmp_path, 
 
     monkeypatch.setattr(inference.MCMC, "run", crashing_run)
     with pytest.raises(KeyboardInterrupt):
-        inference.run_nuts(jax.random.key(7), problem, settings, checkpoint_dir=tmp_path / "b")
+        inference.run_nuts(jax.random.key(7), problem, checkpoint_dir=tmp_path / "b")
     monkeypatch.setattr(inference.MCMC, "run", original)
-    assert (tmp_path / "b" / "nuts_checkpoint.pkl").exists()
-    resumed = inference.run_nuts(jax.random.key(7), problem, settings, checkpoint_dir=tmp_path / "b")
+    assert (tmp_path / "b" / inference.CHECKPOINT_INDEX).exists()
+    resumed = inference.run_nuts(jax.random.key(7), problem, checkpoint_dir=tmp_path / "b")
     np.testing.assert_array_equal(resumed.samples["z"], full.samples["z"])
     # a different seed must not silently reuse the checkpoint
     with pytest.raises(ValueError, match="checkpoint"):
-        inference.run_nuts(jax.random.key(8), problem, settings, checkpoint_dir=tmp_path / "b")
+        inference.run_nuts(jax.random.key(8), problem, checkpoint_dir=tmp_path / "b")
 
 
 def test_datatree_round_trips_through_netcdf(tiny_problem, tmp_path):
     import arviz as az
 
     problem = inference.make_problem(tiny_problem, 1.0, 1.0)
-    settings = inference.NutsSettings(num_warmup=50, num_samples=30, num_chains=2, progress_bar=False)
+    settings = NutsSettings(num_warmup=50, num_samples=30, num_chains=2, progress_bar=False)
     res = inference.run_nuts(jax.random.key(2), problem, settings)
-    dt = inference.to_datatree(jax.random.key(3), res, store_W=True)
+    dt = runs.to_datatree(res, posterior_predictive=runs.posterior_predictive_draws(jax.random.key(3), res, 1.0, problem.K), store_W=True)
     for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "posterior_predictive", "constant_data"):
         assert group in dt.children, group
     path = tmp_path / "run.nc"

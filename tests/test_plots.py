@@ -15,7 +15,7 @@ import arviz as az
 import numpy as np
 import pytest
 
-from bayes_sbm import cli, diagnostics, plots
+from bayes_sbm import cli, diagnostics, plots, theory
 
 # The synthetic-run builders live in test_diagnostics.py; load them by path so
 # this works with any pytest import mode.
@@ -105,7 +105,7 @@ def test_cli_diagnose(runs, tmp_path, capsys):
     with open(out / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert rows[0]["variable"] == "lam_top[0]"
-    th = diagnostics.theory_reference([1.6, 0.4], 0.5, 3.0)
+    th = theory.observable_reference([1.6, 0.4], 0.5, 3.0).as_dict()
     assert float(rows[0]["theory"]) == th["lam_top"][0]
     assert float(rows[0]["diff"]) == pytest.approx(float(rows[0]["mean"]) - th["lam_top"][0], abs=1e-15)
 

@@ -20,7 +20,8 @@ import pytest
 from scipy.special import logsumexp
 
 import bayes_sbm  # noqa: F401  (float64)
-from bayes_sbm import inference, predictive, sphere, teacher
+from bayes_sbm.settings import NutsSettings
+from bayes_sbm import evidence, inference, predictive, reports, runs, sphere, teacher
 from bayes_sbm.distribution import SphericalBoltzmann, kl_divergence
 
 #: Two independent Monte Carlo estimates agree within this many standard errors (4σ: false alarm 6e-5 per check).
@@ -215,7 +216,7 @@ def tiny_nuts():
     """NUTS on N = 3, K = 2, γ = η = 1 (2 chains × 1000 draws after 300 warm-up): the prior covers the posterior."""
     data = teacher.teacher_student_data(jax.random.key(TINY_DATA_SEED), 3, 2, 2.5).data
     problem = inference.make_problem(data, 1.0, 1.0)
-    settings = inference.NutsSettings(num_warmup=300, num_samples=1000, num_chains=2, progress_bar=False)
+    settings = NutsSettings(num_warmup=300, num_samples=1000, num_chains=2, progress_bar=False)
     return inference.run_nuts(jax.random.key(0), problem, settings)
 
 
@@ -239,7 +240,7 @@ def test_evidence_ratio_matches_nuts_predictive_density(rng, tiny_posterior):
     x = np.vstack([data, _sphere_points(rng, 3, 3)])
     nuts = predictive.predictive_log_density(x, W, 1.0)
     se_nuts = _nuts_log_mean_se(W, x)
-    brute = predictive.prior_monte_carlo_log_predictive(jax.random.key(5), x, data, 1.0, 1.0, num_draws=50_000)
+    brute = evidence.prior_monte_carlo_log_predictive(jax.random.key(5), x, data, 1.0, 1.0, num_draws=50_000)
     assert np.all(np.abs(nuts - brute.log_density) <= Z_SIGMAS * np.hypot(se_nuts, brute.se))
 
 
@@ -248,21 +249,15 @@ def test_evidence_ratio_with_an_evidence_estimator(rng, tiny_posterior):
     evidence = pytest.importorskip("bayes_sbm.evidence")
     data, W = tiny_posterior
     x = np.vstack([data[:1], _sphere_points(rng, 1, 3)])
-    ratio = predictive.predictive_log_density_ratio(
+    ratio = evidence.predictive_log_density_ratio(
         x, data, 1.0, 1.0, partial(evidence.prior_monte_carlo, jax.random.key(9), num_draws=30_000)
     )
     nuts = predictive.predictive_log_density(x, W, 1.0)
     assert np.all(np.abs(nuts - ratio.log_density) <= Z_SIGMAS * np.hypot(_nuts_log_mean_se(W, x), ratio.se))
     with pytest.raises(ValueError, match="beta = 1"):
-        predictive.predictive_log_density_ratio(x, data, 1.0, 1.0, lambda p: 0.0, beta=1.5)
+        evidence.predictive_log_density_ratio(x, data, 1.0, 1.0, lambda p: 0.0, beta=1.5)
     with pytest.raises(ValueError, match="eta"):
-        predictive.predictive_log_density_ratio(x, data, 1.0, 2.0, lambda p: 0.0)
-
-
-def test_theory_predictive_forward_kl_is_the_theory_value():
-    from bayes_sbm import theory
-
-    assert predictive.theory_predictive_forward_kl(0.5, 3.0, 2.5) == theory.teacher_student_kls(0.5, 3.0, 2.5).fwd_pp
+        evidence.predictive_log_density_ratio(x, data, 1.0, 2.0, lambda p: 0.0)
 
 
 _TINY_SPEC = {
@@ -290,7 +285,8 @@ def tiny_run(tiny_nuts, tmp_path_factory):
     run = tmp_path_factory.mktemp("predict_run") / "run"
     run.mkdir()
     problem = tiny_nuts.problem
-    dt = inference.to_datatree(jax.random.key(1), tiny_nuts, store_latent=True, attrs={"spec_name": "predict-smoke", "seed": 0})
+    dt = runs.to_datatree(tiny_nuts, posterior_predictive=runs.posterior_predictive_draws(jax.random.key(1), tiny_nuts, 1.0, problem.K),
+                         store_latent=True, attrs={"spec_name": "predict-smoke", "seed": 0})
     save_npy_atomic(run / "data.npy", problem.data)
     write_json_atomic(run / "meta.json", run_metadata(seed=0, spec=_spec_dict(_TINY_SPEC), c=problem.frame.c.tolist()))
     dt.to_netcdf(run / "inference.nc", engine="h5netcdf")
@@ -331,14 +327,14 @@ def _rewrite_posterior(src, dst, edit):
 def test_predict_run_reads_W_or_latent_and_needs_one(tiny_nuts, tiny_run, tmp_path, capsys):
     from bayes_sbm.cli import main
 
-    r = predictive.predict_run(tiny_run, 1.0, jax.random.key(1), num_points=200)
+    r = reports.predict_run(tiny_run, 1.0, jax.random.key(1), num_points=200)
     assert set(r["theory"]) >= {"fwd_typ", "rev_typ", "fwd_pp", "rev_pp"} and r["theory"]["rev_typ"] is not None
 
     W = inference.coupling_draws(tiny_nuts.problem, tiny_nuts.samples["z"])
     with_W = _rewrite_posterior(
         tiny_run, tmp_path / "with_W", lambda ds: ds.drop_vars("z").assign(W=(("chain", "draw", "row", "col"), W))
     )
-    r_W = predictive.predict_run(with_W, 1.0, jax.random.key(1), num_points=200)
+    r_W = reports.predict_run(with_W, 1.0, jax.random.key(1), num_points=200)
     assert r_W["typical"] == r["typical"]  # the same couplings, read directly
 
     bare = _rewrite_posterior(tiny_run, tmp_path / "bare", lambda ds: ds.drop_vars("z"))
@@ -355,6 +351,6 @@ def test_predict_on_a_fit_spec_run(tmp_path):
 
     raw = dict(_TINY_SPEC, inference={"num_warmup": 150, "num_samples": 150, "num_chains": 2, "seed": 1})
     runs.fit_spec(specs.parse_spec(raw, source="<test>"), tmp_path / "run", progress_bar=False)
-    r = predictive.predict_run(tmp_path / "run", 1.0, jax.random.key(0), num_points=200)
+    r = reports.predict_run(tmp_path / "run", 1.0, jax.random.key(0), num_points=200)
     assert r["num_draws"] == 300 and r["teacher"].startswith("regenerated")
     assert all(math.isfinite(row["value_per_n"]) for row in r["rows"])

@@ -142,7 +142,8 @@ WRONG_TYPE = [
 ]
 
 OUT_OF_RANGE = [
-    pytest.param({"model.N": 1}, "model.N", "must be >= 2, got 1", id="N-lt-2"),
+    pytest.param({"model.N": 1}, "model.N", "must be between 2 and 100000, got 1", id="N-lt-2"),
+    pytest.param({"model.N": 10**23}, "model.N", "must be between 2 and 100000, got 100000000000000000000000", id="N-huge"),
     pytest.param({"model.N": 2}, "model.N", "must be >= K + 1 = 3 for teacher data with data.K = 2, got 2", id="N-le-K"),
     pytest.param({"model.gamma": -1.0}, "model.gamma", "must be > 0, got -1.0", id="gamma-negative"),
     pytest.param({"model.gamma": 0}, "model.gamma", "must be > 0, got 0.0", id="gamma-zero"),
@@ -159,7 +160,10 @@ OUT_OF_RANGE = [
     pytest.param({"inference.method": "mcmc"}, "inference.method", "must be one of 'nuts', 'svi', got 'mcmc'", id="method"),
     pytest.param({"inference.num_warmup": -1}, "inference.num_warmup", "must be >= 0, got -1", id="warmup-negative"),
     pytest.param({"inference.num_samples": 0}, "inference.num_samples", "must be >= 1, got 0", id="samples-zero"),
-    pytest.param({"inference.num_chains": 0}, "inference.num_chains", "must be >= 1, got 0", id="chains-zero"),
+    pytest.param({"inference.num_chains": 0}, "inference.num_chains", "must be between 1 and 64, got 0", id="chains-zero"),
+    pytest.param({"inference.num_chains": 20000}, "inference.num_chains", "must be between 1 and 64, got 20000", id="chains-too-many"),
+    pytest.param({"inference.svi_final_lr_fraction": 0.0}, "inference.svi_final_lr_fraction", "must be in the interval (0, 1], got 0.0", id="svi-lr-fraction"),
+    pytest.param({"inference.svi_rank": 0}, "inference.svi_rank", "must be >= 1, got 0", id="svi-rank"),
     pytest.param({"inference.seed": -3}, "inference.seed", "must be between 0 and 4294967295, got -3", id="inference-seed"),
     pytest.param({"inference.target_accept": 1.0}, "inference.target_accept", "must be in the open interval (0, 1), got 1.0", id="accept-one"),
     pytest.param({"inference.target_accept": 0}, "inference.target_accept", "open interval (0, 1), got 0.0", id="accept-zero"),
@@ -399,7 +403,7 @@ def test_with_overrides_resolves_dependent_defaults():
 @pytest.mark.parametrize(
     ("overrides", "key", "reason"),
     [
-        pytest.param({"model.N": 0}, "model.N", "must be >= 2, got 0", id="range"),
+        pytest.param({"model.N": 0}, "model.N", "must be between 2 and 100000, got 0", id="range"),
         pytest.param({"model.N": 2.5}, "model.N", "expected an integer", id="type"),
         pytest.param({"model.gamma": None}, "model.gamma", "missing required field", id="remove-required"),
         pytest.param({"model.Nn": 30}, "model.Nn", "did you mean 'N'?", id="unknown-key"),

@@ -8,15 +8,9 @@ import jax
 import numpy as np
 import pytest
 
+from bayes_sbm.data import data_spectrum, load_data, save_data, validate_data
 from bayes_sbm.distribution import SPHERE_RTOL, SphericalBoltzmann
-from bayes_sbm.teacher import (
-    data_spectrum,
-    load_data,
-    planted_teacher,
-    save_data,
-    teacher_student_data,
-    validate_data,
-)
+from bayes_sbm.teacher import planted_teacher, teacher_student_data
 
 #: Orthonormality / eigenvalues of a QR frame and of W = Σω v vᵀ: float64 rounding times N.
 FRAME_ATOL = 1e-12

@@ -623,7 +623,7 @@ def test_invalid_arguments_raise_with_name_and_value(call, name, value):
     with pytest.raises(ValueError) as exc:
         call()
     msg = str(exc.value)
-    assert msg.startswith(name + " ") and value in msg
+    assert (msg.startswith(name + ": ") or msg.startswith(name + " ")) and value in msg
 
 
 # --------------------------------------------------------------------------

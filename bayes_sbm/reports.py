@@ -1,0 +1,387 @@
+"""Reports on specs and run folders: the library side of the CLI's tables.
+
+* :func:`partition_summary` — exact and saddle log Z of a coupling matrix
+  (``bayes-sbm logz``);
+* :func:`posterior_table` — posterior means ± MCSE of the THEORY.md §4
+  observables next to theory, with the convergence warnings (``fit``);
+* :func:`evidence_report` / :func:`format_evidence` — every evidence
+  estimator for a spec, bounds marked as bounds and unreliable numbers
+  flagged (``bayes-sbm evidence``);
+* :func:`predict_run` / :func:`format_predict` — typical and predictive KLs
+  of a fitted run to its teacher (``bayes-sbm predict``).
+
+Reports that are written as JSON return JSON-ready dicts in that layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from . import _checks, _stats, evidence, inference, predictive, sphere, teacher, theory
+from .data import load_data
+from .distribution import SphericalBoltzmann
+from .runs import load_run, problem_from_spec
+from .settings import LadderSettings, derive_keys
+
+__all__ = [
+    "PartitionSummary",
+    "partition_summary",
+    "posterior_table",
+    "evidence_report",
+    "evidence_warnings",
+    "format_evidence",
+    "predict_run",
+    "format_predict",
+]
+
+#: Importance-sampling estimates with a weight ESS below this are flagged (a few draws dominate the mean).
+MIN_IMPORTANCE_ESS = 100.0
+#: TI and stepping stone are flagged when they differ by more than this many combined standard errors.
+ESTIMATOR_DISAGREEMENT_SE = 4.0
+#: TI is flagged when its quadrature correction exceeds this many standard errors (the ladder is too coarse).
+QUADRATURE_SE = 2.0
+
+
+class PartitionSummary(NamedTuple):
+    """Exact and saddle-point log Z of βW (THEORY.md §2) and what follows from it."""
+
+    N: int
+    beta: float
+    log_z: float
+    log_z_per_n: float
+    log_z_saddle: float
+    log_z_saddle_gaussian: float
+    mu: float
+    condensate: float
+    top_eigenvalue: float
+    sampler_acceptance: float
+
+
+def partition_summary(W, beta: float = 1.0) -> PartitionSummary:
+    """Exact and saddle log Z, μ, condensate and sampler acceptance for βW."""
+    dist = SphericalBoltzmann(W, beta)
+    lam = dist.eigenvalues
+    n = dist.dimension
+    exact = float(sphere.log_partition(lam))
+    if not math.isfinite(exact):
+        raise ValueError(f"beta: log Z of beta*W is not finite (beta = {beta}, top eigenvalue {float(np.max(lam)):.3g}); the couplings are too large")
+    return PartitionSummary(
+        N=n,
+        beta=float(beta),
+        log_z=exact,
+        log_z_per_n=exact / n,
+        log_z_saddle=float(sphere.log_partition_saddle(lam)),
+        log_z_saddle_gaussian=float(sphere.log_partition_saddle(lam, gaussian_correction=True)),
+        mu=float(dist.lagrange_multiplier),
+        condensate=float(dist.condensate),
+        top_eigenvalue=float(np.max(lam)),
+        sampler_acceptance=float(sphere.sampler_acceptance(lam)),
+    )
+
+
+def posterior_table(dt, meta) -> str:
+    """Posterior means (± MCSE) of the THEORY.md §4 observables next to their theory values, with warnings."""
+    th = meta.get("theory", {}) if isinstance(meta.get("theory"), dict) else {}
+    post = dt["posterior"]
+
+    def first(key):
+        v = th.get(key)
+        return v[0] if isinstance(v, list) and v else np.nan
+
+    rows = [
+        ("lambda_1", np.asarray(post["lam_top"])[..., 0], first("lam")),
+        ("u_1", np.asarray(post["u"])[..., 0], first("u")),
+        ("M (condensate)", np.asarray(post["M"]), th.get("M", np.nan)),
+        ("e_1' W e_1", np.asarray(post["signal"])[..., 0], first("signal")),
+        ("mu", np.asarray(post["mu"]), th.get("mu", np.nan)),
+        ("(1/N) log Z(W)", np.asarray(post["log_z_per_n"]), th.get("log_z_per_n", np.nan)),
+    ]
+    lines = [f"phase (theory, data c): {th.get('phase', '?')}",
+             f"{'observable':18s} {'posterior mean':>15s} {'mcse':>9s} {'theory':>10s} {'diff':>10s}"]
+    for name, draws, ref in rows:
+        m = _stats.mean_mcse(np.asarray(draws, dtype=float))
+        mcse = f"{m.mcse:9.5f}" if math.isfinite(m.mcse) else f"{'n/a':>9s}"
+        lines.append(f"{name:18s} {m.mean:15.5f} {mcse} {ref:10.5f} {m.mean - ref:+10.5f}")
+    if "divergences" in meta:
+        ls = meta.get("latent_summary", {})
+        lines.append(
+            f"NUTS: {meta['divergences']} divergences; latent dim {ls.get('dim')}: min ESS bulk {ls.get('min_ess_bulk', float('nan')):.0f}, "
+            f"max R-hat {ls.get('max_r_hat', float('nan')):.3f}"
+        )
+    lines += [f"warning: {w}" for w in meta.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def evidence_warnings(report: dict) -> list[str]:
+    """Why an evidence estimate cannot be trusted: low importance ESS, TI vs stepping stone, quadrature error."""
+    est = report.get("estimators", {})
+    out = []
+    e = est.get("importance")
+    if e is not None and e.get("ess", math.inf) < MIN_IMPORTANCE_ESS:
+        out.append(f"importance/iwae: weight ESS {e['ess']:.1f} of {e.get('num_draws', '?')} draws (< {MIN_IMPORTANCE_ESS:g}): "
+                   "the guide misses the posterior; these values are unreliable (biased low)")
+    ti, ss = est.get("ti"), est.get("stepping_stone")
+    if ti and ss:
+        gap = abs(ti["log_evidence"] - ss["log_evidence"])
+        se = math.hypot(ti["se"], ss["se"])
+        if not gap <= ESTIMATOR_DISAGREEMENT_SE * se:
+            out.append(f"ti vs stepping_stone: differ by {gap:.3g} nats, {gap / se if se > 0 else math.inf:.1f} combined SEs "
+                       f"(> {ESTIMATOR_DISAGREEMENT_SE:g}): add rungs or draws")
+    if ti and ti.get("quadrature_correction", 0.0) > max(QUADRATURE_SE * ti["se"], 0.0) and ti["se"] > 0:
+        out.append(f"ti: quadrature correction {ti['quadrature_correction']:.3g} nats is {ti['quadrature_correction'] / ti['se']:.1f} SEs "
+                   f"(> {QUADRATURE_SE:g}): the ladder is too coarse")
+    for name, e in est.items():
+        if not math.isfinite(e.get("se", math.nan)):
+            out.append(f"{name}: standard error undefined (a stuck chain or constant draws)")
+    return out
+
+
+def evidence_report(spec, *, ladder: LadderSettings | None = None, svi_steps=None, ti=True, svi=True, progress_bar=False) -> dict:
+    """All evidence estimators for a spec, in the JSON layout of ``bayes-sbm evidence --json``.
+
+    ELBO and IWAE are lower bounds (``"kind": "lower bound"``), TI, stepping
+    stone and importance sampling are estimates; ``warnings`` lists every
+    number that cannot be trusted (:func:`evidence_warnings`).
+    """
+    problem = problem_from_spec(spec)
+    N = problem.N
+    keys = derive_keys(spec.inference.seed)
+    th = float(theory.log_evidence(problem.frame.c, problem.gamma, problem.eta))
+    report: dict[str, Any] = {"N": N, "K": problem.K, "gamma": problem.gamma, "eta": problem.eta, "c": problem.frame.c.tolist(),
+                              "theory": th * N, "theory_per_n": th,
+                              "phase": theory.posterior_saddle(problem.frame.c, problem.gamma, problem.eta).phase,
+                              "estimators": {}, "seconds": {}}
+    if ti:
+        t0 = time.perf_counter()
+        ladder = ladder or LadderSettings()
+        ladder = dataclasses.replace(ladder, progress_bar=progress_bar)
+        res = evidence.thermodynamic_integration(keys.ti, problem, ladder)
+        report["estimators"]["ti"] = res.ti.as_dict() | {"kind": "estimate"}
+        report["estimators"]["stepping_stone"] = res.stepping_stone.as_dict() | {"kind": "estimate"}
+        report["seconds"]["ti+stepping_stone"] = time.perf_counter() - t0
+    if svi:
+        t0 = time.perf_counter()
+        base = spec.inference.svi_settings(progress_bar)
+        settings = dataclasses.replace(base, guide=base.guide if problem.parametrization == "aligned" else "normal",
+                            num_steps=svi_steps or base.num_steps, num_draws=10)
+        fit = inference.run_svi(keys.svi, problem, settings)
+        est = evidence.svi_evidence(keys.importance, fit)
+        kinds = {"elbo": "lower bound", "importance": "estimate", "iwae": "lower bound"}
+        for name in ("elbo", "importance", "iwae"):
+            report["estimators"][name] = est[name].as_dict() | {"kind": kinds[name]}
+        report["seconds"]["svi"] = time.perf_counter() - t0
+    report["warnings"] = evidence_warnings(report)
+    return report
+
+
+def format_evidence(report: dict) -> str:
+    """The evidence table of ``bayes-sbm evidence`` (bounds marked, warnings below)."""
+    N = report["N"]
+    lines = [f"log evidence, N = {N}, K = {report['K']}, gamma = {report['gamma']}, eta = {report['eta']}, phase {report['phase']}",
+             f"{'estimator':16s} {'kind':>11s} {'log Y':>12s} {'se':>9s} {'(1/N) log Y':>12s} {'se/N':>9s} {'theory/N':>10s} {'diff/N':>10s}"]
+    for name, e in report["estimators"].items():
+        lines.append(f"{name:16s} {e.get('kind', ''):>11s} {e['log_evidence']:12.4f} {e['se']:9.4f} {e['per_n']:12.5f} {e['se_per_n']:9.5f} "
+                     f"{report['theory_per_n']:10.5f} {e['per_n'] - report['theory_per_n']:+10.5f}")
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def _posterior_couplings(dt, data: np.ndarray, gamma: float, eta: float, run: Path) -> np.ndarray:
+    """W draws (chain, draw, N, N) from the posterior group: ``W`` if stored, else rebuilt from the latent ``z``."""
+    post = dt["posterior"]
+    names = set(post.data_vars) if hasattr(post, "data_vars") else set(post.ds.data_vars)
+    N = data.shape[1]
+    if "W" in names:
+        return np.asarray(post["W"].values, dtype=np.float64)
+    if "z" in names:
+        z = np.asarray(post["z"].values, dtype=np.float64)
+        par = str(dt.attrs.get("parametrization", "aligned"))
+        problem = inference.make_problem(data, gamma, eta, 1.0, par)
+        const = dt["constant_data"]
+        if "Q" in const.data_vars:  # the exact frame of the fit (the SVD's signs may differ between machines)
+            problem = dataclasses.replace(problem, frame=problem.frame._replace(Q=np.asarray(const["Q"].values)))
+        chains, draws = z.shape[:2]
+        flat = z.reshape((chains * draws, -1))
+        W = np.empty((flat.shape[0], N, N))
+        step = max(1, predictive.CHUNK_NUMBERS // (N * N))
+        for s in range(0, flat.shape[0], step):
+            W[s : s + step] = inference.coupling_draws(problem, flat[s : s + step])
+        return W.reshape((chains, draws, N, N))
+    raise ValueError(
+        f"{run}: the posterior stores neither the couplings 'W' nor the latent 'z' (fit stores z only for N <= 30 by default); "
+        "refit with latent storage (to_datatree(store_latent=True)) or with store_W to use 'bayes-sbm predict'"
+    )
+
+
+def _teacher_from_run(spec: dict, data: np.ndarray, run: Path) -> np.ndarray:
+    d = spec.get("data", {}) if isinstance(spec, dict) else {}
+    if d.get("source") != "teacher":
+        raise ValueError(
+            f"{run}: the data do not come from a seeded teacher (data source {d.get('source')!r}); pass the teacher couplings (--teacher W.npy)"
+        )
+    K, N = data.shape
+    try:
+        seed, omega = int(d["seed"]), d["omega"]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{run}: meta.json spec.data lacks the teacher seed/omega; pass the teacher couplings (--teacher W.npy)") from None
+    td = teacher.teacher_student_data(jax.random.key(seed), N, int(d.get("K", K)), omega)
+    if td.data.shape != data.shape or not np.allclose(td.data, data, rtol=0, atol=1e-8):
+        raise ValueError(f"{run}: regenerating the teacher from seed {seed} does not reproduce data.npy; pass the teacher couplings (--teacher W.npy)")
+    return np.asarray(td.teacher.W)
+
+
+def _theory(gamma: float, eta: float, teacher_W: np.ndarray, K: int, beta: float) -> tuple[dict | None, str]:
+    spikes = teacher.teacher_from_matrix(teacher_W).spikes
+    if K != 2 or spikes.size != 1 or not spikes[0] > 1:
+        return None, f"theory (THEORY.md §6) needs K = 2 and a rank-one teacher with omega > 1 (K = {K}, spikes = {np.round(spikes, 6).tolist()})"
+    omega = float(spikes[0])
+    try:
+        r = theory.teacher_student_kls(gamma, eta, omega)
+        out = {"omega": omega, "phase": r.phase}
+        if beta == 1.0:
+            out |= {"fwd_typ": r.fwd_typ, "rev_typ": r.rev_typ, "fwd_pp": r.fwd_pp, "rev_pp": r.rev_pp}
+            note = ""
+        else:
+            out |= {"fwd_typ": theory.forward_kl_typical_beta(gamma, eta, omega, beta), "rev_typ": None, "fwd_pp": None, "rev_pp": None}
+            note = "at beta != 1 THEORY.md §6 gives the typical forward KL only"
+    except ValueError as exc:
+        return None, f"theory undefined here: {exc}"
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}, note
+
+
+def predict_run(
+    run_dir,
+    beta: float = 1.0,
+    key=None,
+    teacher_W=None,
+    num_points: int = 2000,
+    *,
+    max_draws: int | None = None,
+) -> dict:
+    """Typical and predictive KLs of a fitted run next to the large-N theory (THEORY.md §6, §7).
+
+    Loads ``RUN/inference.nc``, ``RUN/data.npy`` and ``RUN/meta.json``;
+    rebuilds the W draws from the posterior (``W`` if stored, else the latent
+    ``z`` through :func:`bayes_sbm.inference.coupling_draws`, with the frame
+    ``constant_data.Q`` when stored); takes the teacher from ``teacher_W``,
+    else ``RUN/teacher.npy``, else regenerates it from the spec's data seed
+    when the data source is ``"teacher"`` (checking that it reproduces
+    ``data.npy``).
+
+    Parameters
+    ----------
+    run_dir : path
+    beta : float, default 1
+        Sampling inverse temperature of the student and the predictive.
+    key : PRNGKey, optional
+        For the Monte Carlo predictive KLs (default ``jax.random.key(0)``).
+    teacher_W : array_like, shape (N, N), optional
+        Teacher couplings (required when the data are not from a seeded teacher).
+    num_points : int, default 2000
+        Points per direction for the predictive KLs.
+    max_draws : int, optional
+        Thin the draws evenly to at most this many (speed).
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: run facts, ``typical`` and ``predictive`` values
+        (absolute and per N, with standard errors, ESS, Jensen bias),
+        ``theory`` (per N; None where THEORY.md has no value) and ``rows``
+        (quantity, value_per_n, se_per_n, theory_per_n, difference).
+    """
+    beta = _checks.positive_scalar("beta", beta)
+    run = Path(run_dir)
+    dt, meta = load_run(run)
+    data_path = run / "data.npy"
+    if not data_path.exists():
+        raise FileNotFoundError(f"{run}: no data.npy")
+    data = load_data(data_path)
+    observed = np.asarray(dt["observed_data"]["x"].values) if "observed_data" in dt.children else None
+    if observed is None or observed.shape != data.shape or not np.array_equal(observed, data):
+        raise ValueError(f"{data_path}: differs from the run's observed_data in inference.nc (the run folder was modified)")
+    K, N = data.shape
+    const = dt["constant_data"]
+    gamma, eta = float(const["gamma"].values), float(const["eta"].values)
+    W = _posterior_couplings(dt, data, gamma, eta, run)
+    chains, draws = W.shape[:2]
+    if max_draws is not None and chains * draws > int(max_draws):
+        per_chain = max(1, int(max_draws) // chains)
+        W = W[:, np.linspace(0, draws - 1, per_chain).round().astype(int)]
+        draws = W.shape[1]
+    source = "given"
+    if teacher_W is None and (run / "teacher.npy").exists():
+        teacher_W = np.load(run / "teacher.npy", allow_pickle=False)
+        source = "from RUN/teacher.npy"
+    elif teacher_W is None:
+        teacher_W = _teacher_from_run(meta.get("spec", {}), data, run)
+        source = "regenerated from the spec's data seed"
+    teacher_W = predictive._teacher(teacher_W, N)
+    key = jax.random.key(0) if key is None else key
+
+    typ = predictive.typical_kls(W, teacher_W, beta, ess="auto")
+    pp = predictive.predictive_kls_mc(key, W, teacher_W, beta, num_points)
+    theory_vals, theory_note = _theory(gamma, eta, teacher_W, K, beta)
+
+    def entry(value, se, **extra):
+        return {"value": value, "se": se, "per_n": value / N, "se_per_n": se / N} | extra
+
+    result: dict[str, Any] = {
+        "run": str(run),
+        "N": N,
+        "K": K,
+        "gamma": gamma,
+        "eta": eta,
+        "beta": beta,
+        "num_chains": chains,
+        "num_draws": chains * draws,
+        "teacher": source,
+        "typical": {
+            "forward": entry(typ.forward_mean, typ.forward_se, ess=typ.forward_ess),
+            "reverse": entry(typ.reverse_mean, typ.reverse_se, ess=typ.reverse_ess),
+        },
+        "predictive": {
+            "num_points": pp.num_points,
+            "forward": entry(pp.forward, pp.forward_se, bias=pp.forward_bias, bias_per_n=pp.forward_bias / N,
+                             corrected_per_n=pp.forward_corrected / N, weight_ess=pp.forward_weight_ess,
+                             min_weight_ess=pp.forward_weight_ess_min),
+            "reverse": entry(pp.reverse, pp.reverse_se, bias=pp.reverse_bias, bias_per_n=pp.reverse_bias / N,
+                             corrected_per_n=pp.reverse_corrected / N, weight_ess=pp.reverse_weight_ess,
+                             min_weight_ess=pp.reverse_weight_ess_min),
+            "bias_reliable": bool(min(pp.forward_weight_ess, pp.reverse_weight_ess) >= predictive.MIN_WEIGHT_ESS),
+            "bias_note": predictive.BIAS_NOTE,
+        },
+        "theory": theory_vals,
+        "theory_note": theory_note,
+    }
+    rows = []
+    for label, section, name, th in (
+        ("typical forward <D(P*||P_W)>", "typical", "forward", "fwd_typ"),
+        ("typical reverse <D(P_W||P*)>", "typical", "reverse", "rev_typ"),
+        ("predictive forward D(P*||P_pp)", "predictive", "forward", "fwd_pp"),
+        ("predictive reverse D(P_pp||P*)", "predictive", "reverse", "rev_pp"),
+    ):
+        e = result[section][name]
+        t = None if theory_vals is None else theory_vals.get(th)
+        rows.append({"quantity": label, "value_per_n": e["per_n"], "se_per_n": e["se_per_n"], "theory_per_n": t,
+                     "difference": None if t is None else e["per_n"] - t})
+    result["rows"] = rows
+    return result
+
+
+def format_predict(r: dict) -> str:
+    """Table of typical and predictive KLs (per N) next to THEORY.md §6."""
+    lines = [f"{'quantity (per N)':34s} {'finite N':>12s} {'± SE':>10s} {'theory':>12s} {'difference':>12s}"]
+    for row in r["rows"]:
+        th = row["theory_per_n"]
+        th_text = f"{th:12.6f}" if th is not None else f"{'-':>12s}"
+        diff_text = f"{row['difference']:+12.2e}" if row["difference"] is not None else f"{'-':>12s}"
+        lines.append(f"{row['quantity']:34s} {row['value_per_n']:12.6f} {row['se_per_n']:10.2e} {th_text} {diff_text}")
+    return "\n".join(lines)
