@@ -45,7 +45,7 @@ from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, init_to_median
 from numpyro.infer.util import log_density
 
-from . import _checks, _stats, sphere
+from . import _checks, _stats, band, sphere
 from . import model as sbm_model
 from .inference import PosteriorProblem, SviResult, log_likelihood_draws, make_problem
 from .predictive import as_points
@@ -166,8 +166,29 @@ def _prior_draws(key, data: np.ndarray, X: np.ndarray, precision: float, num: in
     return np.concatenate(lls), np.concatenate(lps, axis=1)
 
 
+@functools.partial(jax.jit, static_argnames=("N", "m", "num"))
+def _band_prior_chunk(key, c, K, precision, N: int, m: int, num: int):
+    """ℓ(T) = (N/2) Σ_k c_k T_kk − K log Z(T) for ``num`` exact GOE band draws (THEORY.md §8)."""
+    T = band.sample_goe_band(key, N, m, precision, (num,))
+    r = c.shape[0]
+    return 0.5 * N * jnp.sum(c * T.lower[:, 0, :r], axis=-1) - K * band.log_partition(T)
+
+
 def _prior_loglik(key, problem: PosteriorProblem, num: int, chunk: int = 2048) -> np.ndarray:
-    """ℓ(W) for ``num`` exact draws of the GOE prior of precision γη, in jitted chunks."""
+    """ℓ(W) for ``num`` exact draws of the GOE prior of precision γη, in jitted chunks.
+
+    The band model draws T from the band law of §8 (the data term and log Z
+    only see T), so no N×N matrix is formed.
+    """
+    if problem.parametrization == "band":
+        m = sbm_model.band_width(problem.frame.c.shape[0], problem.N)
+        chunk = int(min(chunk, num))
+        c = jnp.asarray(problem.frame.c)
+        parts = [
+            np.asarray(_band_prior_chunk(k, c, problem.K, problem.gamma * problem.eta, problem.N, m, chunk))
+            for k in jax.random.split(key, -(-num // chunk))
+        ]
+        return np.concatenate(parts)[:num]
     X = np.zeros((0, problem.N))
     return _prior_draws(key, problem.data, X, problem.gamma * problem.eta, num, chunk)[0]
 
@@ -434,7 +455,7 @@ def predictive_log_density_ratio(
     log_evidence: Callable[[Any], Any],
     *,
     beta: float = 1.0,
-    parametrization: str = "aligned",
+    parametrization: str = "auto",
 ) -> EvidenceRatio:
     """``log P_pp(x) = log Y(D ∪ {x}) − log Y(D)`` at β = 1 (THEORY.md §3).
 
@@ -457,7 +478,7 @@ def predictive_log_density_ratio(
         or thermodynamic integration).  Called once for D and once per point.
     beta : float, default 1
         Must be 1: the identity holds for the untempered sampler only.
-    parametrization : str, default "aligned"
+    parametrization : str, default "auto"
         Passed to :func:`bayes_sbm.inference.make_problem`.
 
     Returns

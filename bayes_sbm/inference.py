@@ -35,11 +35,11 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
-from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median
+from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median, init_to_value
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 from numpyro.infer.util import log_likelihood
 
-from . import _checks
+from . import _checks, band
 from . import model as sbm_model
 from .data import DataFrame, data_frame
 from .io import atomic_path
@@ -111,13 +111,15 @@ class PosteriorProblem:
 
 
 def make_problem(
-    data, gamma: float, eta: float, beta: float = 1.0, parametrization: str = "aligned", gradient: str = "spectral"
+    data, gamma: float, eta: float, beta: float = 1.0, parametrization: str = "auto", gradient: str = "spectral"
 ) -> PosteriorProblem:
     """Validate data and hyperparameters and precompute the data frame."""
     _checks.one_of("gradient", gradient, ("spectral", "eigh"))
     sbm_model.validate_hyperparameters(gamma, eta, beta)
-    sbm_model.latent_site(parametrization)
     frame = data_frame(data)
+    parametrization = sbm_model.choose_parametrization(parametrization, frame.Q.shape[0], frame.c.shape[0])
+    if parametrization == "band" and frame.c.shape[0] >= frame.Q.shape[0]:
+        raise ValueError(f"parametrization: 'band' needs fewer data modes than N (r = {frame.c.shape[0]}, N = {frame.Q.shape[0]}); use 'aligned'")
     X = np.asarray(data, dtype=np.float64)
     return PosteriorProblem(X, float(gamma), float(eta), float(beta), parametrization, frame, gradient)
 
@@ -355,7 +357,10 @@ def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettin
 
     total = elapsed_before + time.perf_counter() - t0
     timing = {"total_s": total, "first_segment_s": first_segment_time or 0.0, "chain_method": choose_chain_method(settings)}
-    return NutsResult(cat(samples_parts), cat(stats_parts), problem, settings, timing)
+    samples = cat(samples_parts)
+    if problem.parametrization == "band":  # eigen-observables on the host, outside the gradient path
+        samples |= spectral_draws(problem, samples[problem.latent_site])
+    return NutsResult(samples, cat(stats_parts), problem, settings, timing)
 
 
 # ---------------------------------------------------------------------------
@@ -430,6 +435,13 @@ def structured_guide(problem: PosteriorProblem):
     return guide
 
 
+def _latent_dim(problem: PosteriorProblem) -> int:
+    if problem.parametrization == "band":
+        m = sbm_model.band_width(problem.frame.c.shape[0], problem.N)
+        return sum(band.latent_size(problem.N, m))
+    return problem.N * (problem.N + 1) // 2
+
+
 def make_guide(problem: PosteriorProblem, name: str, rank: int | None = None):
     """Guide by name: ``"normal"`` (AutoNormal), ``"lowrank"`` (AutoLowRankMultivariateNormal), ``"structured"``."""
     model = sbm_model.sbm_posterior
@@ -437,6 +449,9 @@ def make_guide(problem: PosteriorProblem, name: str, rank: int | None = None):
         return AutoNormal(model, init_loc_fn=init_to_median(num_samples=15), init_scale=1.0)
     if name == "lowrank":
         return AutoLowRankMultivariateNormal(model, init_loc_fn=init_to_median(num_samples=15), init_scale=1.0, rank=rank)
+    if name == "structured" and problem.parametrization == "band":
+        # band coordinates are near-prior N(0, 1) except the data block: a mean-field guide started at the prior
+        return AutoNormal(model, init_loc_fn=init_to_value(values={problem.latent_site: jnp.zeros(_latent_dim(problem))}), init_scale=1.0)
     if name == "structured":
         return structured_guide(problem)
     raise ValueError(f"guide: expected 'normal', 'lowrank' or 'structured', got {name!r}")
@@ -487,9 +502,32 @@ def _flatten_draws(latent):
     return latent.reshape((-1, latent.shape[-1])), latent.shape[:-1]
 
 
+def band_draws(problem: PosteriorProblem, latent):
+    """The band matrices T (``band.Band``, lower (..., m+1, N)) of band-model latent draws (..., dim)."""
+    m = sbm_model.band_width(problem.frame.c.shape[0], problem.N)
+    return sbm_model.band_from_latent_vector(jnp.asarray(latent), problem.N, m, problem.gamma * problem.eta)
+
+
 def spectral_draws(problem: PosteriorProblem, latent) -> dict:
-    """Spectral deterministic sites for latent draws (..., dim) → dict of (..., *site_shape)."""
+    """Spectral sites of THEORY.md §4 for latent draws (..., dim) → dict of (..., *site_shape).
+
+    Dense parametrisations evaluate the model's deterministic sites; the band
+    model computes them on the host from T with a banded eigensolver
+    (:func:`bayes_sbm.band.observables`), no N×N matrix.
+    """
     flat, lead = _flatten_draws(latent)
+    if problem.parametrization == "band":
+        r = problem.frame.c.shape[0]
+        obs = band.observables(band_draws(problem, flat), r)
+        out = {
+            "lam_top": obs.eigenvalues[:, : min(r + 1, problem.N)],
+            "u": obs.overlaps,
+            "M": obs.condensate,
+            "signal": obs.signal,
+            "mu": obs.mu,
+            "log_z_per_n": obs.log_z_per_n,
+        }
+        return {k: np.asarray(v).reshape(lead + np.shape(v)[1:]) for k, v in out.items()}
     pred = Predictive(
         sbm_model.sbm_posterior,
         posterior_samples={problem.latent_site: jnp.asarray(flat)},
@@ -500,13 +538,31 @@ def spectral_draws(problem: PosteriorProblem, latent) -> dict:
     return {k: np.asarray(v).reshape(lead + np.shape(v)[1:]) for k, v in out.items()}
 
 
-def coupling_draws(problem: PosteriorProblem, latent, frame_coordinates: bool = False):
+def coupling_draws(problem: PosteriorProblem, latent, frame_coordinates: bool = False, key=None):
     """Coupling matrices W for latent draws (..., dim) → (..., N, N).
 
-    With ``frame_coordinates=True`` (aligned parametrisation) returns W' = QᵀWQ.
+    With ``frame_coordinates=True`` (aligned and band parametrisations)
+    returns W' = QᵀWQ.  For the band model, ``W' = diag(I_m, H) T diag(I_m, H)ᵀ``
+    with a fresh Haar H ∈ O(N − m) per draw (THEORY.md §8: an exact
+    posterior draw of W), drawn from ``key`` (default ``jax.random.key(0)``).
     """
     flat, lead = _flatten_draws(latent)
     N = problem.N
+    if problem.parametrization == "band":
+        T = np.asarray(band_draws(problem, flat).to_dense())
+        m = sbm_model.band_width(problem.frame.c.shape[0], N)
+        key = jax.random.key(0) if key is None else key
+        g = np.asarray(jax.random.normal(key, (flat.shape[0], N - m, N - m), dtype=jnp.float64))
+        q, r_ = np.linalg.qr(g)
+        H = q * np.sign(np.diagonal(r_, axis1=-2, axis2=-1))[:, None, :]  # Haar: QR with positive diagonal
+        P = np.zeros((flat.shape[0], N, N))
+        P[:, :m, :m] = np.eye(m)
+        P[:, m:, m:] = H
+        W = P @ T @ np.swapaxes(P, -1, -2)
+        if not frame_coordinates:
+            Q = problem.frame.Q
+            W = Q @ W @ Q.T
+        return W.reshape(lead + (N, N))
     upper = jnp.asarray(flat)
     if problem.parametrization != "centred":
         upper = upper * jnp.asarray(sbm_model.goe_scales(N, problem.gamma * problem.eta))

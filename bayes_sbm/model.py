@@ -53,22 +53,37 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 
-from . import _checks, sphere
+from . import _checks, band, sphere
 from .data import DataFrame, data_frame, validate_data
 from .distribution import SphericalBoltzmann
 
 __all__ = [
     "PARAMETRIZATIONS",
+    "DENSE_PARAMETRIZATIONS",
     "SPECTRAL_SITES",
     "validate_hyperparameters",
     "goe_scales",
     "symmetric_from_upper",
     "upper_from_symmetric",
     "latent_site",
+    "choose_parametrization",
+    "band_width",
+    "band_from_latent_vector",
+    "BandLikelihood",
     "sbm_posterior",
 ]
 
-PARAMETRIZATIONS = ("aligned", "noncentred", "centred")
+#: Parametrisations whose latent vector is the N(N+1)/2 upper triangle of W (or of W' in the data frame).
+DENSE_PARAMETRIZATIONS = ("aligned", "noncentred", "centred")
+PARAMETRIZATIONS = DENSE_PARAMETRIZATIONS + ("band",)
+#: Resolved by :func:`choose_parametrization` (band for few data modes against N, else aligned).
+AUTO = "auto"
+#: ``auto`` picks the band model when N ≥ BAND_MIN_RATIO · (r + 1) and N ≥ BAND_MIN_N: the band latent has
+#: (r + 1)N entries against N(N + 1)/2 and log Z costs O(N r² × nodes) against one O(N³) eigh.
+BAND_MIN_RATIO = 4
+#: Below this N the dense aligned model is as fast per effective draw (measured: N = 20, K = 2, FMo: band 77 s vs
+#: aligned 53 s for the same NUTS run on a loaded 2-core machine; benchmarks/bench_nuts.py has the crossover rows).
+BAND_MIN_N = 50
 SPECTRAL_SITES = ("lam_top", "u", "M", "signal", "mu", "log_z_per_n")
 
 
@@ -107,9 +122,91 @@ def upper_from_symmetric(W):
 
 def latent_site(parametrization: str) -> str:
     """Name of the latent vector site: ``"W_upper"`` (centred) or ``"z"``."""
-    if parametrization not in PARAMETRIZATIONS:
-        raise ValueError(f"parametrization: expected one of {PARAMETRIZATIONS}, got {parametrization!r}")
+    _checks.one_of("parametrization", parametrization, PARAMETRIZATIONS)
     return "W_upper" if parametrization == "centred" else "z"
+
+
+def choose_parametrization(parametrization: str, N: int, r: int) -> str:
+    """Resolve ``"auto"``: ``"band"`` when ``N ≥ max(BAND_MIN_N, BAND_MIN_RATIO·(r + 1))`` (few data modes), else ``"aligned"``."""
+    _checks.one_of("parametrization", parametrization, PARAMETRIZATIONS + (AUTO,))
+    if parametrization != AUTO:
+        return parametrization
+    return "band" if N >= max(BAND_MIN_N, BAND_MIN_RATIO * (r + 1)) else "aligned"
+
+
+def band_width(r: int, N: int) -> int:
+    """Bandwidth m of the band model: m = r data modes (THEORY.md §8), at least 1, below N."""
+    return max(1, min(int(r), int(N) - 1))
+
+
+def band_from_latent_vector(latent, N: int, m: int, precision):
+    """The band T (``band.Band``) of latent vectors (..., n_gauss + n_chi) of the band model.
+
+    The latent vector is the Gaussian band entries in prior-sd units followed
+    by the χ sites ξ (``band.band_from_latent``).
+    """
+    n_gauss, _ = band.latent_size(N, m)
+    latent = jnp.asarray(latent)
+    return band.band_from_latent(latent[..., :n_gauss], latent[..., n_gauss:], N, m, precision)
+
+
+def _chi_dof(N: int, m: int) -> np.ndarray:
+    """ν = N − p of the χ entries T[p, p−m], p = m … N−1 (THEORY.md §8)."""
+    return np.arange(N - m, 0, -1, dtype=np.float64)
+
+
+def _top_block(lower, m: int):
+    """The kept block ``A_0 = T[:m, :m]`` (m, m) from band storage (..., m+1, N)."""
+    rows = []
+    for i in range(m):
+        rows.append([lower[..., abs(i - j), max(i, j)] for j in range(m)])
+    return jnp.stack([jnp.stack(row, axis=-1) for row in rows], axis=-2)
+
+
+class BandLikelihood(dist.Distribution):
+    """SBM likelihood of points in the kept axes of the band model (THEORY.md §8).
+
+    ``log p(x | T) = ½ x_{1:m}ᵀ A_0 x_{1:m} − log Z(T)`` for points whose
+    aligned coordinates vanish beyond the first m axes (the data, whose span
+    is the kept subspace).  Observation only: no sampler.
+
+    Parameters
+    ----------
+    block : Array, shape (m, m)
+        ``A_0``.
+    log_z : Array, shape ()
+        ``log Z(T)``.
+    """
+
+    arg_constraints = {}
+    support = dist.constraints.real_vector
+
+    def __init__(self, block, log_z, validate_args=None):
+        self.block = block
+        self.log_z = log_z
+        super().__init__(batch_shape=(), event_shape=(block.shape[-1],), validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        raise NotImplementedError("BandLikelihood is an observation site; draw x with bayes_sbm.predictive")
+
+    def log_prob(self, value):
+        quad = jnp.einsum("...i,ij,...j->...", value, self.block, value)
+        return 0.5 * quad - self.log_z
+
+
+def _band_model(frame: DataFrame, gamma, eta, N: int, K: int, r: int):
+    """The band parametrisation (THEORY.md §8): latent ``z`` = (Gaussian entries, χ sites ξ)."""
+    m = band_width(r, N)
+    n_gauss, n_chi = band.latent_size(N, m)
+    z = numpyro.sample("z", dist.Normal(jnp.zeros(n_gauss + n_chi), 1.0).to_event(1))
+    T = band_from_latent_vector(z, N, m, gamma * eta)
+    # ξ of the χ entries: N(0, 1) times this factor is exactly the χ_ν law (normalised; band docs)
+    numpyro.factor("chi_law", jnp.sum(band.chi_log_density_correction(z[n_gauss:], _chi_dof(N, m))))
+    log_z = band.log_partition(T)
+    X = jnp.asarray(frame.aligned[:, :m])
+    with handlers.scale(scale=eta):
+        with numpyro.plate("data", K):
+            numpyro.sample("x", BandLikelihood(_top_block(T.lower, m), log_z), obs=X)
 
 
 def _spectral_observables(W_frame, c_frame_basis, num_top: int):
@@ -172,6 +269,10 @@ def sbm_posterior(
     site = latent_site(parametrization)
     if frame is None:
         frame = data_frame(data)
+    if parametrization == "band":
+        K, N = np.shape(frame.aligned)
+        _band_model(frame, gamma, eta, N, K, frame.c.shape[0])
+        return
     if parametrization == "aligned":
         X = frame.aligned
     else:

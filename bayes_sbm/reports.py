@@ -24,9 +24,10 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from . import _checks, _stats, evidence, inference, predictive, sphere, teacher, theory
+from . import _checks, _stats, diagnostics, evidence, inference, predictive, sphere, teacher, theory
 from .data import load_data
-from .distribution import SphericalBoltzmann
+from .io import load_npy
+from .distribution import SYMMETRY_ATOL, SphericalBoltzmann
 from .runs import load_run, problem_from_spec
 from .settings import LadderSettings, derive_keys
 
@@ -65,81 +66,125 @@ class PartitionSummary(NamedTuple):
 
 
 def partition_summary(W, beta: float = 1.0) -> PartitionSummary:
-    """Exact and saddle log Z, μ, condensate and sampler acceptance for βW."""
-    dist = SphericalBoltzmann(W, beta)
-    lam = dist.eigenvalues
-    n = dist.dimension
-    exact = float(sphere.log_partition(lam))
-    if not math.isfinite(exact):
-        raise ValueError(f"beta: log Z of beta*W is not finite (beta = {beta}, top eigenvalue {float(np.max(lam)):.3g}); the couplings are too large")
-    return PartitionSummary(
-        N=n,
-        beta=float(beta),
-        log_z=exact,
-        log_z_per_n=exact / n,
-        log_z_saddle=float(sphere.log_partition_saddle(lam)),
-        log_z_saddle_gaussian=float(sphere.log_partition_saddle(lam, gaussian_correction=True)),
-        mu=float(dist.lagrange_multiplier),
-        condensate=float(dist.condensate),
-        top_eigenvalue=float(np.max(lam)),
-        sampler_acceptance=float(sphere.sampler_acceptance(lam)),
-    )
+    """Exact and saddle log Z, μ, condensate and sampler acceptance for βW.
+
+    Raises a one-line ``ValueError`` naming ``beta`` (and W's scale) when
+    ``βW`` is too large for double precision or any result is not finite,
+    instead of returning NaN.
+    """
+    beta = _checks.positive_scalar("beta", beta)
+    W = _checks.finite_array("W", W, ndim=2)
+    if W.shape[0] != W.shape[1]:
+        raise ValueError(f"W: must be a square N x N matrix, got shape {W.shape}")
+    scale = float(np.max(np.abs(W)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        bound = beta * scale * (4.0 * W.shape[0])  # bounds |eigenvalue differences| times N: what log Z takes exponentials of
+    if not math.isfinite(bound):
+        raise ValueError(f"beta: must keep beta*W within double precision, got beta = {beta!r} with max |W_ij| = {scale:.6g} "
+                         f"(beta * max |W_ij| * 4N = {bound})")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        dist = SphericalBoltzmann(W, beta)
+        lam = np.asarray(dist.eigenvalues)
+        n = dist.dimension
+        exact = float(sphere.log_partition(lam))
+        if not math.isfinite(exact):
+            raise ValueError(f"beta: log Z of beta*W is not finite (beta = {beta!r}, top eigenvalue {float(np.max(lam)):.3g}); the couplings are too large")
+        summary = PartitionSummary(
+            N=n,
+            beta=float(beta),
+            log_z=exact,
+            log_z_per_n=exact / n,
+            log_z_saddle=float(sphere.log_partition_saddle(lam)),
+            log_z_saddle_gaussian=float(sphere.log_partition_saddle(lam, gaussian_correction=True)),
+            mu=float(dist.lagrange_multiplier),
+            condensate=float(dist.condensate),
+            top_eigenvalue=float(np.max(lam)),
+            sampler_acceptance=float(sphere.sampler_acceptance(lam)),
+        )
+    bad = [k for k, v in summary._asdict().items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"beta: {', '.join(bad)} not finite for beta = {beta!r} (top eigenvalue of beta*W {summary.top_eigenvalue:.6g}); "
+                         "beta*W is outside the range the formulas handle")
+    return summary
 
 
 def posterior_table(dt, meta) -> str:
-    """Posterior means (± MCSE) of the THEORY.md §4 observables next to their theory values, with warnings."""
+    """Posterior means (± MCSE) of the THEORY.md §4 observables next to their theory values, with warnings.
+
+    The warnings are :func:`bayes_sbm.diagnostics.convergence_warnings` (the
+    ones ``bayes-sbm diagnose`` prints) followed by any other ``meta["warnings"]``.
+    """
     th = meta.get("theory", {}) if isinstance(meta.get("theory"), dict) else {}
     post = dt["posterior"]
 
     def first(key):
         v = th.get(key)
-        return v[0] if isinstance(v, list) and v else np.nan
+        return _float(v[0]) if isinstance(v, list) and v else np.nan
 
     rows = [
         ("lambda_1", np.asarray(post["lam_top"])[..., 0], first("lam")),
         ("u_1", np.asarray(post["u"])[..., 0], first("u")),
-        ("M (condensate)", np.asarray(post["M"]), th.get("M", np.nan)),
+        ("M (condensate)", np.asarray(post["M"]), _float(th.get("M"))),
         ("e_1' W e_1", np.asarray(post["signal"])[..., 0], first("signal")),
-        ("mu", np.asarray(post["mu"]), th.get("mu", np.nan)),
-        ("(1/N) log Z(W)", np.asarray(post["log_z_per_n"]), th.get("log_z_per_n", np.nan)),
+        ("mu", np.asarray(post["mu"]), _float(th.get("mu"))),
+        ("(1/N) log Z(W)", np.asarray(post["log_z_per_n"]), _float(th.get("log_z_per_n"))),
     ]
     lines = [f"phase (theory, data c): {th.get('phase', '?')}",
              f"{'observable':18s} {'posterior mean':>15s} {'mcse':>9s} {'theory':>10s} {'diff':>10s}"]
     for name, draws, ref in rows:
-        m = _stats.mean_mcse(np.asarray(draws, dtype=float))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = _stats.mean_mcse(np.asarray(draws, dtype=float))
         mcse = f"{m.mcse:9.5f}" if math.isfinite(m.mcse) else f"{'n/a':>9s}"
         lines.append(f"{name:18s} {m.mean:15.5f} {mcse} {ref:10.5f} {m.mean - ref:+10.5f}")
     if "divergences" in meta:
-        ls = meta.get("latent_summary", {})
+        ls = meta.get("latent_summary") if isinstance(meta.get("latent_summary"), dict) else {}
         lines.append(
-            f"NUTS: {meta['divergences']} divergences; latent dim {ls.get('dim')}: min ESS bulk {ls.get('min_ess_bulk', float('nan')):.0f}, "
-            f"max R-hat {ls.get('max_r_hat', float('nan')):.3f}"
+            f"NUTS: {meta['divergences']} divergences; latent dim {ls.get('dim')}: min ESS bulk {_float(ls.get('min_ess_bulk')):.0f}, "
+            f"max R-hat {_float(ls.get('max_r_hat')):.3f}"
         )
-    lines += [f"warning: {w}" for w in meta.get("warnings", [])]
+    stored = meta.get("warnings") if isinstance(meta.get("warnings"), list) else []
+    warnings = dict.fromkeys([*diagnostics.convergence_warnings(dt, meta), *(str(w) for w in stored)])
+    lines += [f"warning: {w}" for w in warnings]
     return "\n".join(lines)
 
 
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def evidence_warnings(report: dict) -> list[str]:
-    """Why an evidence estimate cannot be trusted: low importance ESS, TI vs stepping stone, quadrature error."""
-    est = report.get("estimators", {})
+    """Why an evidence estimate cannot be trusted, one line each (empty when none).
+
+    Non-finite values or standard errors, a low importance-weight ESS, TI and
+    stepping stone disagreeing beyond their errors, and a TI quadrature
+    correction large against its standard error (too coarse a ladder).
+    """
+    est = report.get("estimators") or {}
     out = []
+    for name, e in est.items():
+        value, se = _float(e.get("log_evidence")), _float(e.get("se"))
+        if not math.isfinite(value):
+            out.append(f"{name}: the log evidence is not finite ({value}): this estimator failed")
+        elif not math.isfinite(se):
+            out.append(f"{name}: standard error undefined ({se}): a stuck chain or constant draws")
     e = est.get("importance")
-    if e is not None and e.get("ess", math.inf) < MIN_IMPORTANCE_ESS:
-        out.append(f"importance/iwae: weight ESS {e['ess']:.1f} of {e.get('num_draws', '?')} draws (< {MIN_IMPORTANCE_ESS:g}): "
+    if e is not None and not _float(e.get("ess", math.inf)) >= MIN_IMPORTANCE_ESS:
+        out.append(f"importance/iwae: weight ESS {_float(e.get('ess')):.1f} of {e.get('num_draws', '?')} draws (< {MIN_IMPORTANCE_ESS:g}): "
                    "the guide misses the posterior; these values are unreliable (biased low)")
     ti, ss = est.get("ti"), est.get("stepping_stone")
     if ti and ss:
-        gap = abs(ti["log_evidence"] - ss["log_evidence"])
-        se = math.hypot(ti["se"], ss["se"])
-        if not gap <= ESTIMATOR_DISAGREEMENT_SE * se:
+        gap = abs(_float(ti.get("log_evidence")) - _float(ss.get("log_evidence")))
+        se = math.hypot(_float(ti.get("se")), _float(ss.get("se")))
+        if math.isfinite(gap) and math.isfinite(se) and not gap <= ESTIMATOR_DISAGREEMENT_SE * se:
             out.append(f"ti vs stepping_stone: differ by {gap:.3g} nats, {gap / se if se > 0 else math.inf:.1f} combined SEs "
                        f"(> {ESTIMATOR_DISAGREEMENT_SE:g}): add rungs or draws")
-    if ti and ti.get("quadrature_correction", 0.0) > max(QUADRATURE_SE * ti["se"], 0.0) and ti["se"] > 0:
-        out.append(f"ti: quadrature correction {ti['quadrature_correction']:.3g} nats is {ti['quadrature_correction'] / ti['se']:.1f} SEs "
-                   f"(> {QUADRATURE_SE:g}): the ladder is too coarse")
-    for name, e in est.items():
-        if not math.isfinite(e.get("se", math.nan)):
-            out.append(f"{name}: standard error undefined (a stuck chain or constant draws)")
+    if ti:
+        quad, se = abs(_float(ti.get("quadrature_correction", 0.0))), _float(ti.get("se"))
+        if math.isfinite(quad) and math.isfinite(se) and se > 0 and quad > QUADRATURE_SE * se:
+            out.append(f"ti: quadrature correction {quad:.3g} nats is {quad / se:.1f} SEs (> {QUADRATURE_SE:g}): the ladder is too coarse")
     return out
 
 
@@ -169,7 +214,7 @@ def evidence_report(spec, *, ladder: LadderSettings | None = None, svi_steps=Non
     if svi:
         t0 = time.perf_counter()
         base = spec.inference.svi_settings(progress_bar)
-        settings = dataclasses.replace(base, guide=base.guide if problem.parametrization == "aligned" else "normal",
+        settings = dataclasses.replace(base, guide=base.guide if problem.parametrization in ("aligned", "band") else "normal",
                             num_steps=svi_steps or base.num_steps, num_draws=10)
         fit = inference.run_svi(keys.svi, problem, settings)
         est = evidence.svi_evidence(keys.importance, fit)
@@ -182,15 +227,30 @@ def evidence_report(spec, *, ladder: LadderSettings | None = None, svi_steps=Non
 
 
 def format_evidence(report: dict) -> str:
-    """The evidence table of ``bayes-sbm evidence`` (bounds marked, warnings below)."""
+    """The evidence table of ``bayes-sbm evidence`` (``kind``: estimate or lower bound; warnings below).
+
+    The warnings are ``report["warnings"]``, or :func:`evidence_warnings` when the report has none stored.
+    """
     N = report["N"]
     lines = [f"log evidence, N = {N}, K = {report['K']}, gamma = {report['gamma']}, eta = {report['eta']}, phase {report['phase']}",
              f"{'estimator':16s} {'kind':>11s} {'log Y':>12s} {'se':>9s} {'(1/N) log Y':>12s} {'se/N':>9s} {'theory/N':>10s} {'diff/N':>10s}"]
     for name, e in report["estimators"].items():
         lines.append(f"{name:16s} {e.get('kind', ''):>11s} {e['log_evidence']:12.4f} {e['se']:9.4f} {e['per_n']:12.5f} {e['se_per_n']:9.5f} "
                      f"{report['theory_per_n']:10.5f} {e['per_n'] - report['theory_per_n']:+10.5f}")
-    lines += [f"warning: {w}" for w in report.get("warnings", [])]
+    warnings = report.get("warnings")
+    lines += [f"warning: {w}" for w in (evidence_warnings(report) if warnings is None else warnings)]
     return "\n".join(lines)
+
+
+def _teacher_matrix(W, N: int, name: str, data_path: Path) -> np.ndarray:
+    """Teacher couplings checked before any computing: finite, (N, N) like the run's data, symmetric."""
+    W = _checks.finite_array(name, W, ndim=2)
+    if W.shape != (N, N):
+        raise ValueError(f"{name}: must have shape ({N}, {N}) like the run's data {data_path} (N = {N}), got shape {W.shape}")
+    asym = float(np.max(np.abs(W - W.T)))
+    if asym > SYMMETRY_ATOL * max(1.0, float(np.max(np.abs(W)))):
+        raise ValueError(f"{name}: must be symmetric, got max |W - W.T| = {asym:.3g}")
+    return W
 
 
 def _posterior_couplings(dt, data: np.ndarray, gamma: float, eta: float, run: Path) -> np.ndarray:
@@ -264,6 +324,7 @@ def predict_run(
     num_points: int = 2000,
     *,
     max_draws: int | None = None,
+    teacher_name: str = "teacher_W",
 ) -> dict:
     """Typical and predictive KLs of a fitted run next to the large-N theory (THEORY.md §6, §7).
 
@@ -288,6 +349,8 @@ def predict_run(
         Points per direction for the predictive KLs.
     max_draws : int, optional
         Thin the draws evenly to at most this many (speed).
+    teacher_name : str, default "teacher_W"
+        How error messages name ``teacher_W`` (the CLI passes its option and file).
 
     Returns
     -------
@@ -298,29 +361,39 @@ def predict_run(
         (quantity, value_per_n, se_per_n, theory_per_n, difference).
     """
     beta = _checks.positive_scalar("beta", beta)
+    num_points = _checks.positive_int("num_points", num_points, minimum=2)
     run = Path(run_dir)
     dt, meta = load_run(run)
     data_path = run / "data.npy"
     if not data_path.exists():
         raise FileNotFoundError(f"{run}: no data.npy")
     data = load_data(data_path)
-    observed = np.asarray(dt["observed_data"]["x"].values) if "observed_data" in dt.children else None
+    try:
+        observed = np.asarray(dt["observed_data"]["x"].values) if "observed_data" in dt.children else None
+    except KeyError:
+        observed = None
     if observed is None or observed.shape != data.shape or not np.array_equal(observed, data):
         raise ValueError(f"{data_path}: differs from the run's observed_data in inference.nc (the run folder was modified)")
     K, N = data.shape
-    const = dt["constant_data"]
-    gamma, eta = float(const["gamma"].values), float(const["eta"].values)
+    try:
+        const = dt["constant_data"]
+        gamma, eta = float(const["gamma"].values), float(const["eta"].values)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{run / 'inference.nc'}: no usable constant_data gamma/eta ({_checks.one_line(exc)})") from None
+    # the teacher first: a wrong one fails before any computing
+    source = "given"
+    if teacher_W is not None:
+        teacher_W = _teacher_matrix(teacher_W, N, teacher_name, data_path)
+    elif (run / "teacher.npy").exists():
+        teacher_W = _teacher_matrix(load_npy(run / "teacher.npy"), N, str(run / "teacher.npy"), data_path)
+        source = "from RUN/teacher.npy"
     W = _posterior_couplings(dt, data, gamma, eta, run)
     chains, draws = W.shape[:2]
     if max_draws is not None and chains * draws > int(max_draws):
         per_chain = max(1, int(max_draws) // chains)
         W = W[:, np.linspace(0, draws - 1, per_chain).round().astype(int)]
         draws = W.shape[1]
-    source = "given"
-    if teacher_W is None and (run / "teacher.npy").exists():
-        teacher_W = np.load(run / "teacher.npy", allow_pickle=False)
-        source = "from RUN/teacher.npy"
-    elif teacher_W is None:
+    if teacher_W is None:
         teacher_W = _teacher_from_run(meta.get("spec", {}), data, run)
         source = "regenerated from the spec's data seed"
     teacher_W = predictive._teacher(teacher_W, N)

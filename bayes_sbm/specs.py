@@ -28,7 +28,9 @@ key                        type    default        rule
 ``gamma``                  float   required       > 0, finite (GOE prior strength γ)
 ``eta``                    float   required       > 0, finite (tempering η; 1 = Bayes)
 ``beta``                   float   ``1.0``        > 0, finite (sampling inverse temperature β)
-``parametrization``        string  ``"aligned"``  ``"aligned"``, ``"noncentred"``, ``"centred"``
+``parametrization``        string  ``"auto"``     ``"auto"``, ``"band"``, ``"aligned"``, ``"noncentred"``,
+                                                  ``"centred"`` (auto: band when N ≥ 50 and
+                                                  N ≥ 4(r + 1), else aligned)
 =========================  ======  =============  ============================================
 
 ``[data]`` — where the K data points come from:
@@ -252,7 +254,7 @@ SCHEMA: dict[str, dict[str, _Field]] = {
         "gamma": _Field("float", _MISSING, _gt(0), "prior strength γ"),
         "eta": _Field("float", _MISSING, _gt(0), "tempering η"),
         "beta": _Field("float", 1.0, _gt(0), "sampling inverse temperature β"),
-        "parametrization": _Field("str", "aligned", _one_of("aligned", "noncentred", "centred"), "latent parametrisation"),
+        "parametrization": _Field("str", "auto", _one_of("auto", "band", "aligned", "noncentred", "centred"), "latent parametrisation"),
     },
     "data": {
         "source": _Field("str", _MISSING, _one_of("teacher", "file"), "data source"),
@@ -308,7 +310,7 @@ class ModelSpec:
         Tempering η > 0 (1 = Bayes).
     beta : float
         Sampling inverse temperature β > 0 of the likelihood ``p(x | βW)``.
-    parametrization : {"aligned", "noncentred", "centred"}
+    parametrization : {"auto", "band", "aligned", "noncentred", "centred"}
         Latent parametrisation used by the NumPyro model.
     """
 
@@ -316,7 +318,7 @@ class ModelSpec:
     gamma: float
     eta: float
     beta: float = 1.0
-    parametrization: str = "aligned"
+    parametrization: str = "auto"
 
 
 @dataclass(frozen=True)

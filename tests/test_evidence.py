@@ -126,3 +126,18 @@ def test_log_likelihood_of_couplings_matches_closed_form_n2():
         l1, l2 = np.linalg.eigvalsh(W)[::-1]
         expected = 0.5 * np.einsum("ai,ij,aj->", data, W, data) - 3 * _log_z_n2(l1, l2)
         assert abs(float(evidence.log_likelihood_of_couplings(data, W)) - expected) < 1e-10
+
+
+def test_band_prior_loglik_has_the_dense_law():
+    """ℓ under the GOE prior: band draws (THEORY.md §8 law) vs dense GOE draws, two-sample on mean and variance."""
+    data = teacher.teacher_student_data(jax.random.key(2), 8, 2, 2.5).data
+    out = {}
+    for i, par in enumerate(("band", "aligned")):
+        problem = inference.make_problem(data, 0.5, 3.0, parametrization=par)
+        out[par] = evidence._prior_loglik(jax.random.key(30 + i), problem, 20_000)
+    a, b = out["band"], out["aligned"]
+    se = math.hypot(a.std() / math.sqrt(a.size), b.std() / math.sqrt(b.size))
+    assert abs(a.mean() - b.mean()) < 4.0 * se
+    # variance: the sample variances' SEs from the fourth moments
+    se_var = math.hypot(np.sqrt(np.var((a - a.mean()) ** 2) / a.size), np.sqrt(np.var((b - b.mean()) ** 2) / b.size))
+    assert abs(a.var() - b.var()) < 4.0 * se_var

@@ -57,7 +57,7 @@ def _direct(z, site_param, data, gamma, eta, frame):
     return log_density_direct(W, data, gamma, eta) + jac, W
 
 
-@pytest.mark.parametrize("parametrization", model.PARAMETRIZATIONS)
+@pytest.mark.parametrize("parametrization", model.DENSE_PARAMETRIZATIONS)
 @pytest.mark.parametrize("gamma,eta", [(0.5, 3.0), (2.0, 0.7)], ids=["FMo-like", "PM-like"])
 def test_log_density_matches_direct_formula(small_data, parametrization, gamma, eta):
     rng = np.random.default_rng(0)
@@ -155,3 +155,47 @@ def test_goe_scales_give_goe_trace_moment():
     expected = (N + 1) / p
     got = float(np.sum(np.where(rows == cols, 1.0, 2.0) * s**2))
     assert abs(got - expected) < 1e-12
+
+
+def test_band_log_density_matches_independent_formula(small_data):
+    """Band model (THEORY.md §8): latent density = GOE band prior + Jacobian + η·loglik, all computed apart."""
+    from bayes_sbm import band
+
+    gamma, eta = 0.5, 3.0
+    c = gamma * eta
+    N = small_data.shape[1]
+    m = 2
+    ng, nc = band.latent_size(N, m)
+    frame = data_mod.data_frame(small_data)
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        z = rng.normal(size=ng + nc)
+        kwargs = dict(data=small_data, gamma=gamma, eta=eta, parametrization="band")
+        ld, _ = log_density(model.sbm_posterior, (), kwargs, {"z": z})
+        T = model.band_from_latent_vector(z, N, m, c)
+        dense, lower = np.asarray(T.to_dense()), np.asarray(T.lower)
+        s = 1.0 / math.sqrt(c * N)
+        sd = np.concatenate([np.full(N, math.sqrt(2.0)), np.ones(ng - N)])  # band row 0 (diagonal), then row 1
+        nu = np.arange(N - m, 0, -1.0)
+        log_jac = np.sum(np.log(s * sd)) + np.sum(np.log(lower[m, m:] * np.sqrt(2.0 / nu) / 2.0))
+        x = small_data @ frame.Q
+        log_z = float(sphere.log_partition(np.linalg.eigvalsh(dense)))
+        loglik = 0.5 * np.einsum("ai,ij,aj->a", x, dense, x) - log_z
+        expected = float(band.goe_band_log_prior(T, c)) + log_jac + eta * float(np.sum(loglik))
+        assert abs(float(ld) - expected) < LOG_DENSITY_ATOL * max(1.0, abs(expected))
+
+
+@pytest.mark.parametrize(("requested", "N", "r", "expected"), [
+    ("auto", 30, 2, "aligned"),
+    ("auto", 100, 2, "band"),
+    ("auto", 100, 30, "aligned"),
+    ("band", 10, 2, "band"),
+    ("centred", 500, 1, "centred"),
+])
+def test_auto_parametrization_rule(requested, N, r, expected):
+    assert model.choose_parametrization(requested, N, r) == expected
+
+
+def test_unknown_parametrization_is_named():
+    with pytest.raises(ValueError, match="parametrization: must be one of"):
+        model.choose_parametrization("bandd", 10, 2)
