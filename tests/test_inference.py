@@ -164,7 +164,7 @@ def test_structured_guide_requires_aligned(tiny_problem):
 def test_checkpoint_resume_reproduces_uninterrupted_run(tiny_problem, tmp_path, monkeypatch):
     problem = inference.make_problem(tiny_problem, 1.0, 1.0)
     settings = NutsSettings(num_warmup=50, num_samples=60, num_chains=1, progress_bar=False, checkpoint_every=20)
-    full = inference.run_nuts(jax.random.key(7), problem, checkpoint_dir=tmp_path / "a")
+    full = inference.run_nuts(jax.random.key(7), problem, settings, checkpoint_dir=tmp_path / "a")
 
     calls = {"n": 0}
     original = inference.MCMC.run
@@ -177,14 +177,14 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(tiny_problem, tmp_path, 
 
     monkeypatch.setattr(inference.MCMC, "run", crashing_run)
     with pytest.raises(KeyboardInterrupt):
-        inference.run_nuts(jax.random.key(7), problem, checkpoint_dir=tmp_path / "b")
+        inference.run_nuts(jax.random.key(7), problem, settings, checkpoint_dir=tmp_path / "b")
     monkeypatch.setattr(inference.MCMC, "run", original)
     assert (tmp_path / "b" / inference.CHECKPOINT_INDEX).exists()
-    resumed = inference.run_nuts(jax.random.key(7), problem, checkpoint_dir=tmp_path / "b")
+    resumed = inference.run_nuts(jax.random.key(7), problem, settings, checkpoint_dir=tmp_path / "b")
     np.testing.assert_array_equal(resumed.samples["z"], full.samples["z"])
     # a different seed must not silently reuse the checkpoint
     with pytest.raises(ValueError, match="checkpoint"):
-        inference.run_nuts(jax.random.key(8), problem, checkpoint_dir=tmp_path / "b")
+        inference.run_nuts(jax.random.key(8), problem, settings, checkpoint_dir=tmp_path / "b")
 
 
 def test_datatree_round_trips_through_netcdf(tiny_problem, tmp_path):
@@ -209,3 +209,47 @@ def test_datatree_round_trips_through_netcdf(tiny_problem, tmp_path):
     lam = np.linalg.eigvalsh(W)
     ll = 0.5 * np.einsum("ai,ij,aj->a", tiny_problem, W, tiny_problem) - float(sphere.log_partition(lam))
     np.testing.assert_allclose(np.asarray(dt["log_likelihood"]["x"])[0, 0], ll, atol=1e-10)
+
+
+class _Planted:
+    """A pickle payload that creates a marker file when unpickled (must never happen)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_planted_pickles_in_a_checkpoint_never_run(tiny_problem, tmp_path):
+    """Issue: checkpoints were pickles loaded before their signature was checked. Now nothing can run code."""
+    import hashlib
+    import json
+    import pickle
+
+    problem = inference.make_problem(tiny_problem, 1.0, 1.0)
+    settings = NutsSettings(num_warmup=10, num_samples=10, num_chains=1, progress_bar=False, checkpoint_every=5)
+    key = jax.random.key(7)
+    marker = tmp_path / "code_ran"
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    # a pickle where the old format lived, and an npz whose array is a pickled object
+    (ckpt / "nuts_checkpoint.pkl").write_bytes(pickle.dumps(_Planted(marker)))
+    with open(ckpt / inference.CHECKPOINT_ARRAYS, "wb") as fh:
+        np.savez(fh, **{"samples/z": np.array([_Planted(marker)], dtype=object)})
+    digest = hashlib.sha256((ckpt / inference.CHECKPOINT_ARRAYS).read_bytes()).hexdigest()
+    signature = inference._checkpoint_signature(problem, settings, inference._raw_key(key))
+    template = jax.tree_util.tree_structure(inference.NUTS(model.sbm_posterior).init(
+        inference._raw_key(key), 10, None, model_args=(), model_kwargs=problem.model_kwargs()))
+    index = {"version": inference.CHECKPOINT_VERSION, "signature": signature, "done": 5, "elapsed": 0.0,
+             "samples": ["z"], "stats": [], "state_leaves": template.num_leaves, "state_tree": str(template), "sha256": digest}
+    (ckpt / inference.CHECKPOINT_INDEX).write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="checkpoint_dir: .* cannot be read"):
+        inference.run_nuts(key, problem, settings, checkpoint_dir=ckpt)
+    assert not marker.exists()
+    # a tampered npz (hash mismatch) is refused before it is opened
+    with open(ckpt / inference.CHECKPOINT_ARRAYS, "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(ValueError, match="does not match its index"):
+        inference.run_nuts(key, problem, settings, checkpoint_dir=ckpt)
+    assert not marker.exists()
