@@ -25,6 +25,7 @@ __all__ = [
     "finite_array",
     "MAX_SEED",
     "seed",
+    "one_line",
 ]
 
 #: Largest PRNG seed accepted anywhere (specs, CLI and API share it; 32 bits fit every JAX key implementation).
@@ -95,6 +96,8 @@ def finite_array(name: str, value, *, ndim: int | None = None, dtype=np.float64)
 
     The first non-finite entry is named by its index.
     """
+    if np.iscomplexobj(value) and not np.issubdtype(np.dtype(dtype), np.complexfloating):
+        raise ValueError(f"{name}: must be a real array, got complex values")
     try:
         arr = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError):
@@ -108,3 +111,20 @@ def finite_array(name: str, value, *, ndim: int | None = None, dtype=np.float64)
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"{name}: must be finite, got {arr[idx]} at index {idx}")
     return arr
+
+
+def one_line(exc_or_text) -> str:
+    """An error message on one line: whitespace (newlines included) collapsed; the type name if empty.
+
+    An ``OSError`` reads ``"FILE: reason"`` (no ``[Errno N]`` prefix).
+    """
+    if isinstance(exc_or_text, OSError) and exc_or_text.strerror:
+        text = exc_or_text.strerror
+        if exc_or_text.filename is not None:
+            text = f"{exc_or_text.filename}: {text}"
+    else:
+        text = str(exc_or_text)
+    if isinstance(exc_or_text, KeyError) and exc_or_text.args:  # str(KeyError) is the quoted key
+        text = f"missing {exc_or_text.args[0]!r}"
+    flat = " ".join(text.split())
+    return flat or type(exc_or_text).__name__

@@ -1,9 +1,12 @@
 """Command-line interface: ``bayes-sbm SUBCOMMAND ...``.
 
 Each subcommand lives in its own ``_cmd_*`` function registered in
-:func:`build_parser`. Errors a user can cause (bad arguments, bad files) are
-raised as :class:`UserError` or ``ValueError`` and printed as one line, with
-exit status 2; no traceback.
+:func:`build_parser`. Errors a user can cause (bad arguments, bad or missing
+files, numbers that cannot be computed) are raised as :class:`UserError`,
+``ValueError`` or ``OSError`` and printed as one line naming the argument or
+file and the value, with exit status 2; no traceback, and nothing written.
+Output paths are checked before any computing; results that come out NaN or
+infinite are errors naming the input, never printed as numbers.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import jax
 import numpy as np
 
 from . import __version__, _checks, diagnostics, plots, reports, teacher, theory
-from .data import data_spectrum, save_data
-from .io import run_metadata, save_npy_atomic, write_json_atomic
+from .data import DATA_SUFFIXES, data_spectrum, save_data
+from .io import load_npy, run_metadata, save_npy_atomic, write_json_atomic
 from .runs import fit_spec, load_run
 from .settings import LadderSettings
 from .specs import load_spec
@@ -31,13 +34,24 @@ class UserError(Exception):
     """An error caused by the user's input, reported as one line."""
 
 
+class _UsageError(Exception):
+    """A command line argparse rejects (reported as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """``argparse`` with one-line errors: no usage block, no ``SystemExit`` from :func:`main`."""
+
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bayes-sbm",
         description="Bayesian inference in spherical Boltzmann machines (SBMs).",
     )
     parser.add_argument("--version", action="version", version=f"bayes-sbm {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for register in _REGISTRY:
         register(sub)
@@ -52,41 +66,127 @@ def _register(fn):
     return fn
 
 
+# argparse ``type=`` functions: their messages follow "argument --name: " (the _checks format without the name)
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _float_list(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
     if not values:
-        raise argparse.ArgumentTypeError(f"expected at least one number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be at least one number, got {text!r}")
     return values
 
 
-def _positive_int(text: str) -> int:
+def _positive_list(text: str) -> list[float]:
+    values = _float_list(text)
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"must be finite numbers > 0, got {text}")
+    return values
+
+
+def _positive_int(text: str, minimum: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
     return value
+
+
+def _num_points(text: str) -> int:
+    """At least 2 points (a standard error needs two)."""
+    return _positive_int(text, minimum=2)
 
 
 def _seed(text: str) -> int:
     try:
-        return _checks.seed("--seed", int(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc) if "must" in str(exc) else f"expected an integer, got {text!r}") from None
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {_checks.MAX_SEED}], got {text!r}") from None
+    if not 0 <= value <= _checks.MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {_checks.MAX_SEED}], got {value}")
+    return value
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _finite(text)
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text}")
     return value
+
+
+# ---------------------------------------------------------------------------
+# checks made before any computing
+# ---------------------------------------------------------------------------
+def _check_output_file(path: str, what: str, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Fail before any computing when an output file has the wrong suffix or cannot be written.
+
+    The folder must exist (nothing is created for a file output).
+    """
+    p = Path(path)
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise UserError(f"{what}: must end in {', '.join(suffixes)}, got {path!r}")
+    if p.is_dir():
+        raise UserError(f"{what}: {path!r} is a folder, not a file")
+    folder = p.resolve().parent
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"{what}: cannot write {path!r}: folder {str(folder)!r} {why}")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{what}: cannot write {path!r}: folder {str(folder)!r} is not writable")
+    return p
+
+
+def _check_output_folder(path: str | os.PathLike, what: str) -> Path:
+    """Fail before any computing when an output folder is a file or cannot be created (its parents may be created)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{what}: {str(p)!r} exists and is not a folder")
+    ancestor = p.resolve()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{what}: cannot create {str(p)!r}: {str(ancestor)!r} is not a folder")
+    if not os.access(ancestor, os.W_OK):
+        raise UserError(f"{what}: cannot create or write {str(p)!r}: {str(ancestor)!r} is not writable")
+    return p
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory, or None when unknown."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits_in_memory(spec) -> None:
+    """Refuse a model whose single N x N coupling matrix exceeds the machine's memory (it could never run)."""
+    N = spec.model.N
+    need, have = 8 * N * N, _physical_memory()
+    if have is not None and need > have:
+        raise UserError(f"{spec.path}: model.N: N = {N} needs {need / 2**30:.3g} GiB for one N x N coupling matrix, "
+                        f"more than this machine's {have / 2**30:.3g} GiB of memory; choose a smaller N")
+
+
+def _load_spec(path: str, what: str = "spec"):
+    """A spec (:func:`bayes_sbm.specs.load_spec`) that fits in memory; its errors name the file."""
+    if Path(path).is_dir():
+        raise UserError(f"{what}: {path!r} is a folder, not a spec file")
+    spec = load_spec(path)
+    _check_fits_in_memory(spec)
+    return spec
 
 
 @_register
@@ -94,30 +194,45 @@ def _add_teacher(sub) -> None:
     p = sub.add_parser("teacher", help="draw teacher-student data from a planted SBM (THEORY.md §3)")
     p.add_argument("--N", type=_positive_int, required=True, help="dimension")
     p.add_argument("--K", type=_positive_int, required=True, help="number of samples")
-    p.add_argument("--omega", type=_float_list, default=[2.5], help="spike strength(s), comma separated (default 2.5)")
+    p.add_argument("--omega", type=_positive_list, default=[2.5], help="spike strength(s), comma separated (default 2.5)")
     p.add_argument("--beta", type=_positive_float, default=1.0, help="sampling inverse temperature (default 1)")
     p.add_argument("--seed", type=_seed, default=0, help="PRNG seed (default 0)")
-    p.add_argument("--out", required=True, help="output data file (.npy, .csv or .txt: comma separated), written atomically")
+    p.add_argument("--out", required=True,
+                   help="output data file: .npy, or .csv/.txt (comma separated, one point per row), written atomically; "
+                        "the settings go to OUT.json")
     p.add_argument("--teacher-out", help="also save W* (.npy)")
     p.set_defaults(func=_cmd_teacher)
 
 
 def _cmd_teacher(args) -> int:
-    if args.teacher_out and not args.teacher_out.lower().endswith(".npy"):
-        raise UserError(f"--teacher-out: must end in .npy, got {args.teacher_out!r}")
+    out = _check_output_file(args.out, "--out", DATA_SUFFIXES)
+    _check_output_file(str(out) + ".json", "--out")
+    if args.teacher_out:
+        w_out = _check_output_file(args.teacher_out, "--teacher-out", (".npy",))
+        if w_out.resolve() == out.resolve():
+            raise UserError(f"--teacher-out: must differ from --out, got {args.teacher_out!r} for both")
+    if args.N > _teacher_max_n():
+        raise UserError(f"--N: must be an integer <= {_teacher_max_n()} (one N x N matrix must fit in memory), got {args.N}")
     td = teacher.teacher_student_data(jax.random.key(args.seed), args.N, args.K, args.omega, args.beta)
-    out = save_data(args.out, td.data)
+    out = save_data(out, td.data)
     if args.teacher_out:
         save_npy_atomic(args.teacher_out, td.teacher.W)
     meta = run_metadata(seed=args.seed, N=args.N, K=args.K, omega=args.omega, beta=args.beta)
     write_json_atomic(str(out) + ".json", meta)
     spec = data_spectrum(td.data)
-    print(f"wrote {out}: K = {args.K} points on the sphere |x|^2 = N = {args.N} (seed {args.seed})")
+    fmt = "NumPy .npy" if out.suffix.lower() == ".npy" else "comma-separated text"
+    print(f"wrote {out} ({fmt}): K = {args.K} points on the sphere |x|^2 = N = {args.N} (seed {args.seed})")
     print("data-correlation eigenvalues c_k: " + ", ".join(f"{c:.6f}" for c in spec.c))
     if len(args.omega) == 1 and args.K == 2 and args.omega[0] > 1:
         w = args.omega[0]
         print(f"large-N prediction (THEORY.md §3): c = ({2 - 1 / w:.6f}, {1 / w:.6f})")
     return 0
+
+
+def _teacher_max_n() -> int:
+    """Largest N whose N x N float64 matrix fits in physical memory (a large number when unknown)."""
+    have = _physical_memory()
+    return int(math.isqrt(have // 8)) if have else 10**9
 
 
 @_register
@@ -129,25 +244,31 @@ def _add_logz(sub) -> None:
 
 
 def _load_matrix(path: str, what: str) -> np.ndarray:
-    """A square matrix from a .npy file; UserError naming the file otherwise."""
+    """A finite square matrix from a .npy file; UserError naming the option and the file otherwise."""
+    name = f"{what} {path}"
     try:
-        W = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{what}: file not found: {path}") from None
-    except (ValueError, OSError, EOFError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{what}: {path} is not a NumPy .npy array ({first})") from None
+        W = load_npy(path, name)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
     if W.ndim != 2 or W.shape[0] != W.shape[1] or W.size == 0:
-        raise UserError(f"{what}: {path} must hold a square N x N matrix, got shape {W.shape}")
+        raise UserError(f"{name}: must hold a square N x N matrix, got shape {W.shape}")
     try:
-        return _checks.finite_array(f"{what} {path}", W, ndim=2)
+        return _checks.finite_array(name, W, ndim=2)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
 
 def _cmd_logz(args) -> int:
     W = _load_matrix(args.W, "W")
-    s = reports.partition_summary(W, args.beta)
+    try:
+        s = reports.partition_summary(W, args.beta)
+    except ValueError as exc:
+        text = _checks.one_line(exc)
+        if text.startswith("beta:"):  # name the option and the file it applies to
+            text = f"--beta {args.beta!r} with W {args.W}:" + text[len("beta:"):]
+        elif text.startswith("W:"):
+            text = f"W {args.W}:" + text[len("W:"):]
+        raise UserError(text) from None
     print(f"N = {s.N}, beta = {s.beta}")
     print(f"exact log Z          = {s.log_z:.12g}   ({s.log_z_per_n:.10f} per N)")
     print(f"saddle log Z         = {s.log_z_saddle:.12g}   (error {s.log_z_saddle - s.log_z:+.3e})")
@@ -184,7 +305,8 @@ def _use_host_devices(num_chains: int) -> None:
 
 
 def _cmd_fit(args) -> int:
-    spec = load_spec(args.spec)
+    _check_output_folder(args.out, "--out")
+    spec = _load_spec(args.spec)
     _use_host_devices(spec.inference.num_chains)
     dt, meta = fit_spec(spec, args.out, progress_bar=not args.quiet, store_W=args.store_W, overwrite=args.overwrite,
                         keep_checkpoint=args.keep_checkpoint)
@@ -198,7 +320,7 @@ def _cmd_fit(args) -> int:
 def _add_evidence(sub) -> None:
     p = sub.add_parser("evidence", help="log evidence by TI, stepping stone and SVI bounds, against theory")
     p.add_argument("spec", help="model spec (.toml)")
-    p.add_argument("--json", dest="json_out", help="write the estimates as JSON (atomic)")
+    p.add_argument("--json", dest="json_out", help="write the estimates and their warnings as JSON (atomic)")
     p.add_argument("--rungs", type=_positive_int, default=12, help="initial TI rungs (default 12)")
     p.add_argument("--max-rungs", type=_positive_int, default=20, help="TI rungs after adaptive bisection (default 20)")
     p.add_argument("--samples", type=_positive_int, default=500, help="NUTS draws per rung (default 500)")
@@ -208,25 +330,20 @@ def _add_evidence(sub) -> None:
     p.set_defaults(func=_cmd_evidence)
 
 
-def _check_writable(path: str, what: str) -> None:
-    """Fail before any computing when an output file cannot be written."""
-    folder = Path(path).resolve().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UserError(f"{what}: cannot write {path} (folder {folder} missing or not writable)")
-    if Path(path).is_dir():
-        raise UserError(f"{what}: {path} is a folder")
-
-
 def _ladder(rungs: int, max_rungs: int, samples: int) -> LadderSettings:
     return LadderSettings(num_rungs=rungs, max_rungs=max(rungs, max_rungs), num_samples=samples)
 
 
 def _cmd_evidence(args) -> int:
     if args.json_out:
-        _check_writable(args.json_out, "--json")
-    spec = load_spec(args.spec)
-    report = reports.evidence_report(spec, ladder=_ladder(args.rungs, args.max_rungs, args.samples),
-                                     svi_steps=args.svi_steps, ti=not args.no_ti, svi=not args.no_svi)
+        _check_output_file(args.json_out, "--json")
+    if args.no_ti and args.no_svi:
+        raise UserError("--no-ti, --no-svi: must leave at least one estimator, got both")
+    spec = _load_spec(args.spec)
+    ladder = _ladder(args.rungs, args.max_rungs, args.samples)
+    report = reports.evidence_report(spec, ladder=ladder, svi_steps=args.svi_steps, ti=not args.no_ti, svi=not args.no_svi)
+    if "warnings" not in report:
+        report["warnings"] = reports.evidence_warnings(report)
     print(reports.format_evidence(report))
     if args.json_out:
         write_json_atomic(args.json_out, report | {"meta": run_metadata(seed=spec.inference.seed, spec=spec.to_dict())})
@@ -251,14 +368,27 @@ def _default_spec_path(name: str) -> str:
     raise UserError(f"cannot find models/{name}; pass --spec")
 
 
+def _check_replaceable_run(path: Path, what: str) -> None:
+    """``path`` must be new, empty, or a finished run folder (the demo replaces its own runs)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise UserError(f"{what}: {str(path)!r} exists and is not a folder")
+    entries = sorted(p.name for p in path.iterdir())
+    if entries and not ((path / "inference.nc").is_file() and (path / "meta.json").is_file()):
+        raise UserError(f"{what}: {str(path)!r} is not empty and is not a run folder ({', '.join(entries[:5])}); choose another --out")
+
+
 def _cmd_demo(args) -> int:
-    spec = load_spec(args.spec or _default_spec_path("demo.toml"))
-    svi_spec = load_spec(args.svi_spec or _default_spec_path("demo_svi.toml"))
+    out = _check_output_folder(args.out, "--out")
+    for name in ("nuts", "svi"):
+        _check_replaceable_run(out / name, "--out")
+    spec = _load_spec(args.spec or _default_spec_path("demo.toml"), "--spec")
+    svi_spec = _load_spec(args.svi_spec or _default_spec_path("demo_svi.toml"), "--svi-spec")
     if args.quick:
         spec = spec.with_overrides({"model.N": 8, "inference.num_warmup": 100, "inference.num_samples": 100})
         svi_spec = svi_spec.with_overrides({"model.N": 8, "inference.svi_steps": 300, "inference.svi_draws": 100})
     _use_host_devices(spec.inference.num_chains)
-    out = Path(args.out)
     m = spec.model
     print(f"bayes_sbm demo: K = {spec.data.K} samples of a rank-one teacher (omega = {spec.data.omega}), "
           f"N = {m.N}, gamma = {m.gamma}, eta = {m.eta}")
@@ -290,24 +420,62 @@ def _add_theory(sub) -> None:
         help="large-N theory: posterior saddle and evidence (--c) or teacher-student KLs (--omega), THEORY.md §4-6",
     )
     p.add_argument("--c", help="data eigenvalues, comma separated: print the §4 saddle and the §5 evidence")
-    p.add_argument("--omega", type=float, help="rank-one teacher eigenvalue > 1: print the §6 divergences (K = 2)")
-    p.add_argument("--gamma", type=float, required=True, help="prior precision gamma > 0")
-    p.add_argument("--eta", type=float, required=True, help="posterior power eta > 0")
-    p.add_argument("--beta", type=float, help="sampling inverse temperature for --omega (default 1)")
+    p.add_argument("--omega", type=_positive_float, help="rank-one teacher eigenvalue > 1: print the §6 divergences (K = 2)")
+    p.add_argument("--gamma", type=_positive_float, required=True, help="prior precision gamma > 0")
+    p.add_argument("--eta", type=_positive_float, required=True, help="posterior power eta > 0")
+    p.add_argument("--beta", type=_positive_float, help="sampling inverse temperature for --omega (default 1)")
     p.set_defaults(func=_cmd_theory)
+
+
+def _theory_inputs(args, *names) -> str:
+    """``--c 1e300, --gamma 0.5, --eta 3``: the inputs a theory result depends on, as given."""
+    parts = []
+    for name in names:
+        value = getattr(args, name)
+        if value is not None:
+            parts.append(f"--{name} {value if isinstance(value, str) else repr(value)}")
+    return ", ".join(parts)
+
+
+def _theory_values(args, names: tuple[str, ...], compute):
+    """Run a theory computation; UserError naming the inputs when it overflows or gives a non-finite number.
+
+    ``compute()`` returns ``(result, printed)``: ``printed`` maps a label to
+    every number (or array) that will be printed; ``result`` is returned.
+    """
+    try:
+        with np.errstate(all="ignore"):
+            result, printed = compute()
+    except (OverflowError, ZeroDivisionError, FloatingPointError) as exc:
+        what = {OverflowError: "overflow", ZeroDivisionError: "division by zero"}.get(type(exc), "floating-point error")
+        raise UserError(f"{_theory_inputs(args, *names)}: the theory cannot be evaluated in double precision ({what}); "
+                        "these inputs are outside the range the formulas handle") from None
+    bad = [label for label, v in printed.items() if not np.all(np.isfinite(np.asarray(v, dtype=float)))]
+    if bad:
+        shown = ", ".join(f"{b} = {np.asarray(printed[b]).tolist()}" for b in bad[:3])
+        raise UserError(f"{_theory_inputs(args, *names)}: the theory is not finite here ({shown}); "
+                        "these inputs are outside the range the formulas handle")
+    return result
 
 
 def _cmd_theory(args) -> int:
     if args.c is None and args.omega is None:
-        raise ValueError("give --c (posterior saddle and evidence) and/or --omega (teacher-student divergences)")
+        raise UserError("--c, --omega: give --c (posterior saddle and evidence) and/or --omega (teacher-student divergences), got neither")
     if args.beta is not None and args.omega is None:
-        raise ValueError(f"--beta {args.beta} needs --omega (it sets the sampler of the typical student)")
+        raise UserError(f"--beta {args.beta!r}: needs --omega (it sets the sampler of the typical student)")
     if args.c is not None:
         try:
             c = [float(v) for v in args.c.split(",")]
         except ValueError:
-            raise ValueError(f"--c must be comma-separated numbers, got {args.c!r}") from None
-        ev = theory.evidence_terms(c, args.gamma, args.eta)
+            raise UserError(f"--c: must be comma-separated numbers, got {args.c!r}") from None
+
+        def saddle_and_evidence():
+            ev = theory.evidence_terms(c, args.gamma, args.eta)
+            sd = ev.saddle
+            printed = {k: getattr(sd, k) for k in ("c", "kappa", "mu", "M", "edge", "g", "u", "xi", "lam")}
+            return ev, printed | {"log_evidence": ev.log_evidence}
+
+        ev = _theory_values(args, ("c", "gamma", "eta"), saddle_and_evidence)
         s = ev.saddle
         print(f"posterior saddle (THEORY.md §4): c = ({', '.join(f'{v:g}' for v in s.c)}), "
               f"gamma = {args.gamma:g}, eta = {args.eta:g}, gamma*eta = {s.kappa:.12g}")
@@ -322,9 +490,15 @@ def _cmd_theory(args) -> int:
         print(f"log_evidence = {ev.log_evidence:.12g}   ((1/N) log Y, THEORY.md §5, K = sum(c))")
     if args.omega is not None:
         beta = 1.0 if args.beta is None else args.beta
-        r = theory.teacher_student_kls(args.gamma, args.eta, args.omega)
-        st = theory.sampling_state(args.gamma, args.eta, args.omega, beta)
-        c1, c2 = theory.teacher_data_eigenvalues(args.omega)
+
+        def divergences():
+            r = theory.teacher_student_kls(args.gamma, args.eta, args.omega)
+            st = theory.sampling_state(args.gamma, args.eta, args.omega, beta)
+            c12 = theory.teacher_data_eigenvalues(args.omega)
+            printed = {"c": c12, **{k: getattr(r, k) for k in ("fwd_typ", "rev_typ", "fwd_pp", "rev_pp")}, "fwd_typ_beta": st.forward_kl}
+            return (r, st, c12), printed
+
+        r, st, (c1, c2) = _theory_values(args, ("omega", "gamma", "eta", "beta"), divergences)
         if args.c is not None:
             print()
         print(f"teacher-student divergences per N (THEORY.md §6): omega = {args.omega:g}, K = 2, "
@@ -338,12 +512,35 @@ def _cmd_theory(args) -> int:
     return 0
 
 
-def _load_run_folder(path: str):
-    """``(datatree, meta)`` of a run folder (:func:`bayes_sbm.runs.load_run`); UserError if unusable."""
+#: meta.json keys that must hold JSON objects when present (read as dicts by the reports).
+_META_OBJECTS = ("spec", "theory", "latent_summary", "timing")
+
+
+def _check_run_path(path: str, what: str = "RUN") -> Path:
+    """A run folder argument that exists and is a folder (before anything is loaded)."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what}: run folder not found: {path}")
+    if not p.is_dir():
+        raise UserError(f"{what}: {path!r} is not a folder (expected a run folder with inference.nc and meta.json)")
+    return p
+
+
+def _load_run_folder(path: str, what: str = "RUN"):
+    """``(datatree, meta)`` of a run folder (:func:`bayes_sbm.runs.load_run`); UserError naming the file if unusable.
+
+    The boundary where run files are read: unreadable JSON or NetCDF, and a
+    ``meta.json`` whose sections have the wrong JSON type, become one line.
+    """
+    run = _check_run_path(path, what)
     try:
-        return load_run(path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+        dt, meta = load_run(run)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(_checks.one_line(exc)) from None
+    for key in _META_OBJECTS:
+        if key in meta and not isinstance(meta[key], dict):
+            raise UserError(f"{run / 'meta.json'}: {key}: must be a JSON object, got {type(meta[key]).__name__} {_checks.one_line(repr(meta[key]))[:60]}")
+    return dt, meta
 
 
 @_register
@@ -355,19 +552,20 @@ def _add_diagnose(sub) -> None:
 
 
 def _cmd_diagnose(args) -> int:
+    run = _check_run_path(args.run)
+    out = _check_output_folder(args.out, "--out") if args.out else _check_output_folder(run / "diagnostics", "RUN")
     dt, meta = _load_run_folder(args.run)
-    out = Path(args.out) if args.out else Path(args.run) / "diagnostics"
-    theory = diagnostics.theory_from_datatree(dt, meta)
-    table = diagnostics.summary_table(dt, theory=theory or {})
+    theory_ref = diagnostics.theory_from_datatree(dt, meta)
+    table = diagnostics.summary_table(dt, theory=theory_ref or {})
     report = diagnostics.sampling_report(dt, meta=meta, table=table)
     csv_path = diagnostics.write_summary_csv(table, out / "summary.csv")
-    pngs = plots.diagnostic_plots(dt, out, theory=theory or {}, table=table)
+    pngs = plots.diagnostic_plots(dt, out, theory=theory_ref or {}, table=table)
     try:
         c, gamma, eta = diagnostics.run_parameters(dt, meta)
         params = f"gamma = {gamma:g}, eta = {eta:g}, c = ({', '.join(f'{v:.6g}' for v in c)})"
     except ValueError:
         params = "gamma, eta, c unknown"
-    phase = f"THEORY.md §4 phase {theory['phase']}" if theory else "no theory values"
+    phase = f"THEORY.md §4 phase {theory_ref['phase']}" if theory_ref else "no theory values"
     print(f"run {args.run}: {report['method']}, {params}; {phase}")
     print()
     print(diagnostics.format_table(table))
@@ -388,17 +586,22 @@ def _add_compare(sub) -> None:
 
 
 def _cmd_compare(args) -> int:
+    seen: dict[Path, str] = {}
+    for run in args.runs:
+        resolved = _check_run_path(run).resolve()
+        if resolved in seen:
+            raise UserError(f"RUN: the same run folder is given twice: {seen[resolved]!r} and {run!r}")
+        seen[resolved] = run
+    out = Path(args.out) if args.out else Path(args.runs[0]).resolve().parent / "compare"
+    _check_output_folder(out, "--out")
     loaded = [(run, *_load_run_folder(run)) for run in args.runs]
     names = [Path(run).resolve().name or str(run) for run in args.runs]
     if len(set(names)) < len(names):  # same folder names: label by the paths as given
         names = [str(run) for run in args.runs]
-    if len(set(names)) < len(names):
-        raise UserError("the same run folder is given twice")
     dts = {name: dt for name, (_, dt, _) in zip(names, loaded)}
     metas = {name: meta for name, (_, _, meta) in zip(names, loaded)}
     theories = {name: diagnostics.theory_from_datatree(dts[name], metas[name]) for name in names}
     table = diagnostics.comparison_table(dts, metas, theories)
-    out = Path(args.out) if args.out else Path(args.runs[0]).resolve().parent / "compare"
     csv_path = diagnostics.write_summary_csv(table, out / "comparison.csv")
     pngs = plots.compare_plots(dts, out, theories={k: v for k, v in theories.items() if v is not None})
 
@@ -424,7 +627,7 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="typical and predictive KLs of a run to its teacher, vs THEORY.md §6")
     p.add_argument("run", metavar="RUN", help="run folder (inference.nc, data.npy, meta.json)")
     p.add_argument("--beta", type=_positive_float, default=1.0, help="sampling inverse temperature (default 1)")
-    p.add_argument("--num-points", type=_positive_int, default=2000, help="Monte Carlo points per predictive KL (default 2000)")
+    p.add_argument("--num-points", type=_num_points, default=2000, help="Monte Carlo points per predictive KL, >= 2 (default 2000)")
     p.add_argument("--seed", type=_seed, default=0, help="PRNG seed of the Monte Carlo (default 0)")
     p.add_argument("--teacher", help="teacher couplings W* (.npy); default: RUN/teacher.npy, else regenerated from the spec's data seed")
     p.add_argument("--json", metavar="OUT", help="also write the full result as JSON (atomically)")
@@ -432,12 +635,12 @@ def _add_predict(sub) -> None:
 
 
 def _cmd_predict(args) -> int:
-    if args.num_points < 2:
-        raise UserError(f"--num-points: need at least 2 points for a standard error, got {args.num_points}")
     if args.json:
-        _check_writable(args.json, "--json")
+        _check_output_file(args.json, "--json")
+    _check_run_path(args.run)
     teacher_W = _load_matrix(args.teacher, "--teacher") if args.teacher else None
-    r = reports.predict_run(args.run, args.beta, jax.random.key(args.seed), teacher_W, args.num_points)
+    r = reports.predict_run(args.run, args.beta, jax.random.key(args.seed), teacher_W, args.num_points,
+                            teacher_name=f"--teacher {args.teacher}")
     print(f"run {args.run}: N = {r['N']}, K = {r['K']}, gamma = {r['gamma']:g}, eta = {r['eta']:g}, beta = {r['beta']:g}, "
           f"{r['num_draws']} draws ({r['num_chains']} chains), teacher {r['teacher']}")
     print()
@@ -447,8 +650,8 @@ def _cmd_predict(args) -> int:
     print(f"Jensen bias of log-mean-exp (delta method, per N): forward {pf['bias_per_n']:+.2e}, reverse {pr['bias_per_n']:+.2e} "
           f"(corrected: {pf['corrected_per_n']:.6f}, {pr['corrected_per_n']:.6f}); "
           f"median weight ESS {pf['weight_ess']:.1f} / {pr['weight_ess']:.1f}")
-    if not r["predictive"]["bias_reliable"]:
-        print("warning: few effective draws per point: log-mean-exp is dominated by a few draws and its bias exceeds the estimate")
+    for w in r.get("warnings", []):
+        print(f"warning: {w}")
     if r["theory_note"]:
         print(f"note: {r['theory_note']}")
     if args.json:
@@ -457,14 +660,27 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _error_line(command: str | None, exc) -> str:
+    text = exc if isinstance(exc, str) else _checks.one_line(exc)
+    return text if command is None else f"bayes-sbm {command}: error: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 success, 2 a user error printed as one line on stderr)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(" ".join(str(exc).split()), file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, OSError) as exc:
-        print(f"bayes-sbm {args.command}: error: {exc}", file=sys.stderr)
+    except (UserError, ValueError, OSError) as exc:  # ValueError includes json.JSONDecodeError and specs.SpecError
+        print(_error_line(args.command, exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(_error_line(args.command, "interrupted"), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,13 +17,14 @@ eigenvalues ``c_1 ≥ … ≥ c_r`` (summing to K) and eigenvectors ``e_k``.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from .distribution import SPHERE_RTOL
-from .io import save_npy_atomic, write_text_atomic
+from .io import load_npy, save_npy_atomic, write_text_atomic
 
 __all__ = [
     "SPHERE_RTOL",
@@ -93,6 +94,8 @@ def validate_data(x, *, name: str = "data", project: bool = False, rtol: float =
     -------
     ndarray, shape (K, N), float64
     """
+    if np.iscomplexobj(x):
+        raise ValueError(f"{name}: expected a real array of shape (K, N), got complex values")
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
@@ -126,26 +129,36 @@ def validate_data(x, *, name: str = "data", project: bool = False, rtol: float =
 
 
 def load_data(path: str | os.PathLike, *, project: bool = False) -> np.ndarray:
-    """Load data (K, N) from ``.npy`` or ``.csv``/``.txt`` (comma separated, no header) and validate it."""
+    """Load data (K, N) from ``.npy`` or ``.csv``/``.txt`` (comma separated, no header) and validate it.
+
+    Every failure is a one-line ``ValueError`` (``FileNotFoundError`` for a
+    missing file) naming the file: an empty or truncated file, a text file
+    renamed ``.npy``, a pickled or complex array, non-numeric text.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise FileNotFoundError(f"data file not found: {path}" if not path.exists() else f"data file {path} is not a file")
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ValueError(f"{path}: not a NumPy .npy array ({first})") from None
-    elif suffix in (".csv", ".txt"):
-        try:
-            arr = np.loadtxt(path, delimiter=",", ndmin=2)
-        except (ValueError, UnicodeDecodeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ValueError(f"{path}: not a numeric CSV ({first})") from None
-    else:
+    if suffix not in DATA_SUFFIXES:
         raise ValueError(f"{path}: unknown data format {suffix!r} (use {', '.join(DATA_SUFFIXES)})")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty (expected {'a NumPy .npy array' if suffix == '.npy' else 'comma-separated rows'} of shape (K, N))")
+    if suffix == ".npy":
+        arr = load_npy(path)
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "input contained no data": reported below as a shape error
+                arr = np.loadtxt(path, delimiter=",", ndmin=2)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not a numeric CSV ({_first_line(exc)})") from None
+    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{path}: expected a real numeric array of shape (K, N), got dtype {arr.dtype}")
     return validate_data(arr, name=str(path), project=project)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def save_data(path: str | os.PathLike, data) -> Path:

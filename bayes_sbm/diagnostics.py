@@ -10,7 +10,10 @@ on the run DataTree written by :func:`bayes_sbm.runs.to_datatree`:
   R-hat) of those observables with a ``theory`` and a ``diff = mean −
   theory`` column;
 * :func:`sampling_report` — divergences, BFMI per chain, worst ESS and R-hat
-  (NUTS), or what is available for SVI draws;
+  (NUTS), or what is available for SVI draws, with warnings for every number
+  that cannot be trusted (stuck or sticky chains, acceptance ≈ 0, NaN ESS);
+* :func:`convergence_warnings` — those warnings alone (``fit`` and
+  ``diagnose`` print the same list);
 * :func:`comparison_table` — one row per run (γ, η, phase, λ_1, u_1, M);
 * :func:`write_summary_csv`, :func:`format_table` — output.
 
@@ -37,6 +40,7 @@ import csv
 import io as _io
 import math
 import os
+import warnings as _warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,7 @@ __all__ = [
     "theory_from_datatree",
     "summary_table",
     "sampling_report",
+    "convergence_warnings",
     "comparison_table",
     "format_table",
     "format_report",
@@ -77,6 +82,12 @@ _ESS_PER_CHAIN_WARN = 100
 
 #: BFMI below this is reported as a warning (ArviZ's threshold).
 _BFMI_WARN = 0.3
+
+#: A chain whose mean acceptance probability is below this is reported as stuck.
+_ACCEPT_STUCK = 0.01
+
+#: A chain in which more than this fraction of draws repeats the previous one is reported as sticky.
+_REPEAT_WARN = 0.5
 
 
 # --------------------------------------------------------------------------
@@ -257,12 +268,16 @@ def summary_table(dt, var_names=SPECTRAL, theory: dict | None = None, meta: dict
     Table
         Columns ``variable`` and :data:`SUMMARY_COLUMNS`; one row per scalar
         component (``lam_top[0]`` is λ_1). ``r_hat`` is NaN for one chain;
+        ``mcse_mean``, ESS and ``r_hat`` are NaN for a component whose draws
+        are all identical (undefined; :func:`sampling_report` warns);
         ``theory`` and ``diff`` are NaN where THEORY has no value.
     """
     names = _posterior_vars(dt, var_names)
     if theory is None:
         theory = theory_from_datatree(dt, meta)
-    summ = az.summary(dt, var_names=names, kind="all", fmt="xarray", round_to="none")
+    with np.errstate(invalid="ignore", divide="ignore"), _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", RuntimeWarning)  # constant draws: NaN ESS/R-hat, reported by sampling_report
+        summ = az.summary(dt, var_names=names, kind="all", fmt="xarray", round_to="none")
     rows = []
     for name in names:
         da = summ[name]
@@ -272,10 +287,16 @@ def summary_table(dt, var_names=SPECTRAL, theory: dict | None = None, meta: dict
             col: np.ravel(da.sel(summary=col).transpose(*other).values) if col in da["summary"].values else None
             for col in SUMMARY_COLUMNS[:6]
         }
+        draws = dt["posterior"][name]
+        values = np.asarray(draws.transpose("chain", "draw", *other).values, dtype=float).reshape(-1, len(labels))
+        with np.errstate(invalid="ignore"):
+            constant = np.ptp(values, axis=0) == 0 if values.shape[0] else np.ones(len(labels), dtype=bool)
         for i, label in enumerate(labels):
             row: dict[str, Any] = {"variable": label}
             for col in SUMMARY_COLUMNS[:6]:
                 row[col] = float(stats[col][i]) if stats[col] is not None else math.nan
+            if constant[i]:  # constant draws: ArviZ reports ESS = draws, but no effective sample size is defined
+                row.update(mcse_mean=math.nan, ess_bulk=math.nan, ess_tail=math.nan, r_hat=math.nan)
             th = _theory_component(theory, name, i)
             row["theory"] = th
             row["diff"] = row["mean"] - th
@@ -315,9 +336,15 @@ def sampling_report(dt, var_names=SPECTRAL, meta: dict | None = None, table: Tab
         ``min_ess_tail`` (with the variable reaching them), ``max_r_hat`` (NaN
         for one chain) and ``argmax_r_hat``; for NUTS also ``divergences``,
         ``divergence_rate``, ``bfmi`` (list, per chain), ``min_bfmi``,
-        ``mean_acceptance``, ``max_tree_depth``, ``step_size`` (per chain);
-        ``latent_summary`` and ``timing`` when in ``meta``; ``warnings``, a
-        list of human-readable problems (empty when none).
+        ``mean_acceptance`` (and ``acceptance_per_chain``),
+        ``max_tree_depth``, ``step_size`` (per chain); ``stuck_chains`` and
+        ``repeat_fraction`` (per chain: the share of draws equal to the
+        previous one); ``latent_summary`` and ``timing`` when in ``meta``;
+        ``warnings``, a list of human-readable problems (empty when none):
+        low or undefined ESS, R-hat > :data:`RHAT_WARN` (spectral and latent),
+        divergences, low BFMI, chains that never move (all draws identical,
+        acceptance ≈ 0, a variable with zero variance within a chain, stuck
+        latent coordinates) and non-finite draws.
     """
     chains, draws = _sample_sizes(dt)
     has_stats = "sample_stats" in dt.children and len(dt["sample_stats"].data_vars) > 0
@@ -342,6 +369,9 @@ def sampling_report(dt, var_names=SPECTRAL, meta: dict | None = None, table: Tab
                 f"low ESS ({key.split('_')[1]}) {report[f'min_{key}']:.0f} < {_ESS_PER_CHAIN_WARN * chains} "
                 f"({_ESS_PER_CHAIN_WARN} per chain) for {report[f'argmin_{key}']}"
             )
+    undefined = [lab for lab, b, t in zip(labels, ess_b, ess_t) if not (math.isfinite(b) and math.isfinite(t))]
+    if undefined:
+        warnings.append(f"ESS undefined (NaN) for {_listed(undefined)}: constant or non-finite draws, the estimates cannot be trusted")
     if chains > 1 and rhat.size and np.any(np.isfinite(rhat)):
         i = int(np.nanargmax(rhat))
         report["max_r_hat"] = float(rhat[i])
@@ -352,6 +382,12 @@ def sampling_report(dt, var_names=SPECTRAL, meta: dict | None = None, table: Tab
     else:
         report["max_r_hat"] = math.nan
         report["argmax_r_hat"] = None
+    if chains > 1:
+        no_rhat = [lab for lab, r in zip(labels, rhat) if not math.isfinite(r)]
+        if no_rhat:
+            warnings.append(f"R-hat undefined (NaN) for {_listed(no_rhat)}: constant or non-finite draws")
+
+    warnings += _stuck_chains(dt, var_names, report)
 
     if has_stats:
         ss = dt["sample_stats"]
@@ -361,15 +397,25 @@ def sampling_report(dt, var_names=SPECTRAL, meta: dict | None = None, table: Tab
             report["divergence_rate"] = float(div.mean()) if div.size else math.nan
             if report["divergences"]:
                 warnings.append(f"{report['divergences']} divergent transition(s) ({100 * report['divergence_rate']:.2f} %)")
-        if "energy" in ss.data_vars:
-            bfmi = np.atleast_1d(np.asarray(az.bfmi(dt)["energy"].values, dtype=float))
+        if "energy" in ss.data_vars and draws > 1:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                bfmi = np.atleast_1d(np.asarray(az.bfmi(dt)["energy"].values, dtype=float))
             report["bfmi"] = [float(b) for b in bfmi]
             report["min_bfmi"] = float(np.min(bfmi))
             low = [i for i, b in enumerate(bfmi) if b < _BFMI_WARN]
             if low:
                 warnings.append(f"BFMI < {_BFMI_WARN} in chain(s) {low}")
         if "acceptance_rate" in ss.data_vars:
-            report["mean_acceptance"] = float(np.mean(ss["acceptance_rate"].values))
+            acc = np.asarray(ss["acceptance_rate"].values, dtype=float)
+            per_chain = acc.reshape(acc.shape[0], -1).mean(axis=1) if acc.ndim >= 1 else np.atleast_1d(acc)
+            report["mean_acceptance"] = float(np.mean(acc))
+            report["acceptance_per_chain"] = [float(a) for a in per_chain]
+            low = [i for i, a in enumerate(per_chain) if not a >= _ACCEPT_STUCK]
+            if low:
+                warnings.append(
+                    f"acceptance rate ~ 0 in chain(s) {low} (mean {_listed([f'{per_chain[i]:.3g}' for i in low])} < {_ACCEPT_STUCK:g}): "
+                    "the sampler is stuck"
+                )
         if "tree_depth" in ss.data_vars:
             report["max_tree_depth"] = int(np.max(ss["tree_depth"].values))
         if "step_size" in ss.data_vars:
@@ -379,17 +425,98 @@ def sampling_report(dt, var_names=SPECTRAL, meta: dict | None = None, table: Tab
         # SVI: independent draws from the guide; ESS ≈ draws, R-hat undefined.
         report["note"] = "single chain of independent guide draws: R-hat undefined, no sampler statistics"
     if meta:
-        if "latent_summary" in meta:
-            report["latent_summary"] = dict(meta["latent_summary"])
-            r = _num(meta["latent_summary"].get("max_r_hat"))
+        ls = meta.get("latent_summary")
+        if isinstance(ls, dict):
+            report["latent_summary"] = dict(ls)
+            r = _num(ls.get("max_r_hat"))
             if r > RHAT_WARN:
                 warnings.append(f"latent coordinates: max R-hat {r:.3f} > {RHAT_WARN}")
-        if "timing" in meta:
+            stuck = _num(ls.get("stuck_coordinates"))
+            if stuck > 0:
+                warnings.append(f"latent coordinates: {stuck:.0f} of {ls.get('dim', '?')} never move (stuck chain); ESS and R-hat are undefined")
+            elif "min_ess_bulk" in ls and not math.isfinite(_num(ls.get("min_ess_bulk"))):
+                warnings.append("latent coordinates: ESS undefined (NaN)")
+        if isinstance(meta.get("timing"), dict):
             report["timing"] = dict(meta["timing"])
         if "elbo_final" in meta:
             report["elbo_final"] = _num(meta["elbo_final"])
     report["warnings"] = warnings
     return report
+
+
+def convergence_warnings(dt, meta: dict | None = None, table: Table | None = None, var_names=SPECTRAL) -> list[str]:
+    """Every reason not to trust a run's draws, one human-readable line each (empty when none).
+
+    The one source of the warnings printed by ``bayes-sbm fit`` (through
+    :func:`bayes_sbm.reports.posterior_table`), stored in ``meta.json`` and
+    printed by ``bayes-sbm diagnose``: it is ``sampling_report(...)["warnings"]``.
+
+    Parameters
+    ----------
+    dt : DataTree
+    meta : dict, optional
+        Run metadata (its ``latent_summary`` adds the latent R-hat and stuck coordinates).
+    table : Table, optional
+        A :func:`summary_table` of the same run, to avoid recomputing it.
+    var_names : sequence of str, default :data:`SPECTRAL`
+
+    Returns
+    -------
+    list of str
+    """
+    return list(sampling_report(dt, var_names, meta=meta, table=table)["warnings"])
+
+
+def _listed(items, limit: int = 6) -> str:
+    items = [str(i) for i in items]
+    more = len(items) - limit
+    return ", ".join(items[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+def _stuck_chains(dt, var_names, report: dict[str, Any]) -> list[str]:
+    """Warnings for chains that never move, repeat draws, have a constant variable, or non-finite draws.
+
+    Fills ``report["stuck_chains"]`` and ``report["repeat_fraction"]``.
+    """
+    post = dt["posterior"]
+    names = [n for n in (*var_names, "z") if n in post.data_vars]
+    chains, draws = _sample_sizes(dt)
+    if not names or draws < 1:
+        return []
+    same_step = np.ones((chains, max(draws - 1, 0)), dtype=bool)
+    constant: list[tuple[int, str]] = []
+    nonfinite: list[str] = []
+    for name in names:
+        da = post[name]
+        other = [d for d in da.dims if d not in ("chain", "draw")]
+        v = np.asarray(da.transpose("chain", "draw", *other).values, dtype=float).reshape(chains, draws, -1)
+        labels = _component_labels(da)
+        finite = np.isfinite(v)
+        if not finite.all():
+            nonfinite += [labels[k] for k in np.flatnonzero(~finite.all(axis=(0, 1)))]
+        same_step &= np.all(v[:, 1:] == v[:, :-1], axis=2)
+        if draws > 1:
+            with np.errstate(invalid="ignore"):
+                flat = np.ptp(v, axis=1) == 0  # (chain, component)
+            constant += [(int(c), labels[k]) for c, k in np.argwhere(flat)]
+    warnings = []
+    frozen = [c for c in range(chains) if draws > 1 and same_step[c].all()]
+    repeat = same_step.mean(axis=1) if draws > 1 else np.zeros(chains)
+    report["stuck_chains"] = frozen
+    report["repeat_fraction"] = [float(r) for r in repeat]
+    if frozen:
+        warnings.append(f"stuck chain(s) {frozen}: all {draws} draws identical (the sampler never moved); "
+                        "means, ESS and R-hat of the run cannot be trusted")
+    sticky = [c for c in range(chains) if c not in frozen and repeat[c] > _REPEAT_WARN]
+    if sticky:
+        warnings.append(f"sticky chain(s) {sticky}: {_listed([f'{100 * repeat[c]:.0f} %' for c in sticky])} of consecutive draws "
+                        f"identical (> {100 * _REPEAT_WARN:.0f} %): the chain barely moves")
+    flat_vars = [f"{lab} (chain {c})" for c, lab in constant if c not in frozen]
+    if flat_vars:
+        warnings.append(f"zero variance within a chain: {_listed(flat_vars)}: that chain does not explore the variable")
+    if nonfinite:
+        warnings.append(f"non-finite draws (NaN or inf) in {_listed(nonfinite)}")
+    return warnings
 
 
 # --------------------------------------------------------------------------

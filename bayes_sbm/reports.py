@@ -39,6 +39,7 @@ __all__ = [
     "evidence_warnings",
     "format_evidence",
     "predict_run",
+    "predict_warnings",
     "format_predict",
 ]
 
@@ -272,7 +273,7 @@ def _posterior_couplings(dt, data: np.ndarray, gamma: float, eta: float, run: Pa
         W = np.empty((flat.shape[0], N, N))
         step = max(1, predictive.CHUNK_NUMBERS // (N * N))
         for s in range(0, flat.shape[0], step):
-            W[s : s + step] = inference.coupling_draws(problem, flat[s : s + step])
+            W[s : s + step] = inference.coupling_draws(problem, flat[s : s + step], key=jax.random.fold_in(jax.random.key(0), s))
         return W.reshape((chains, draws, N, N))
     raise ValueError(
         f"{run}: the posterior stores neither the couplings 'W' nor the latent 'z' (fit stores z only for N <= 30 by default); "
@@ -358,7 +359,8 @@ def predict_run(
         JSON-serialisable: run facts, ``typical`` and ``predictive`` values
         (absolute and per N, with standard errors, ESS, Jensen bias),
         ``theory`` (per N; None where THEORY.md has no value) and ``rows``
-        (quantity, value_per_n, se_per_n, theory_per_n, difference).
+        (quantity, value_per_n, se_per_n, theory_per_n, difference) and
+        ``warnings`` (:func:`predict_warnings`).
     """
     beta = _checks.positive_scalar("beta", beta)
     num_points = _checks.positive_int("num_points", num_points, minimum=2)
@@ -380,23 +382,23 @@ def predict_run(
         gamma, eta = float(const["gamma"].values), float(const["eta"].values)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{run / 'inference.nc'}: no usable constant_data gamma/eta ({_checks.one_line(exc)})") from None
-    # the teacher first: a wrong one fails before any computing
+    # the teacher before the posterior couplings: a wrong one fails before the heavy computing
     source = "given"
     if teacher_W is not None:
         teacher_W = _teacher_matrix(teacher_W, N, teacher_name, data_path)
     elif (run / "teacher.npy").exists():
         teacher_W = _teacher_matrix(load_npy(run / "teacher.npy"), N, str(run / "teacher.npy"), data_path)
         source = "from RUN/teacher.npy"
+    else:
+        teacher_W = _teacher_from_run(meta.get("spec", {}), data, run)
+        source = "regenerated from the spec's data seed"
+    teacher_W = predictive._teacher(teacher_W, N)
     W = _posterior_couplings(dt, data, gamma, eta, run)
     chains, draws = W.shape[:2]
     if max_draws is not None and chains * draws > int(max_draws):
         per_chain = max(1, int(max_draws) // chains)
         W = W[:, np.linspace(0, draws - 1, per_chain).round().astype(int)]
         draws = W.shape[1]
-    if teacher_W is None:
-        teacher_W = _teacher_from_run(meta.get("spec", {}), data, run)
-        source = "regenerated from the spec's data seed"
-    teacher_W = predictive._teacher(teacher_W, N)
     key = jax.random.key(0) if key is None else key
 
     typ = predictive.typical_kls(W, teacher_W, beta, ess="auto")
@@ -446,7 +448,22 @@ def predict_run(
         rows.append({"quantity": label, "value_per_n": e["per_n"], "se_per_n": e["se_per_n"], "theory_per_n": t,
                      "difference": None if t is None else e["per_n"] - t})
     result["rows"] = rows
+    result["warnings"] = predict_warnings(result)
     return result
+
+
+def predict_warnings(result: dict) -> list[str]:
+    """Why a :func:`predict_run` number cannot be trusted: non-finite values or SEs, a dominated log-mean-exp."""
+    out = []
+    for row in result.get("rows", []):
+        value, se = _float(row.get("value_per_n")), _float(row.get("se_per_n"))
+        if not math.isfinite(value):
+            out.append(f"{row['quantity']}: the value is not finite ({value})")
+        elif not math.isfinite(se):
+            out.append(f"{row['quantity']}: standard error undefined ({se}): too few or constant draws")
+    if not result.get("predictive", {}).get("bias_reliable", True):
+        out.append("predictive: few effective draws per point: log-mean-exp is dominated by a few draws and its bias exceeds the estimate")
+    return out
 
 
 def format_predict(r: dict) -> str:

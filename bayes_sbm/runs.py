@@ -8,6 +8,7 @@ A run folder ``RUN/`` holds
   warnings, and for NUTS ESS/R-hat over every latent coordinate
   (``latent_summary``);
 * ``spec.toml`` — the spec actually fitted; ``data.npy`` — the data fitted;
+  ``teacher.npy`` — the teacher couplings W* (teacher data);
 * ``elbo.npy`` (SVI).
 
 A run folder is a transaction: everything is built in a staging folder
@@ -35,7 +36,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from . import inference, predictive, teacher, theory
+from . import diagnostics, inference, predictive, teacher, theory
 from .data import load_data
 from .io import atomic_path, run_metadata, save_npy_atomic, write_json_atomic, write_text_atomic
 from .model import SPECTRAL_SITES
@@ -55,6 +56,9 @@ __all__ = [
 
 #: Files of a finished run folder (``elbo.npy`` for SVI only).
 RUN_FILES = ("inference.nc", "meta.json", "spec.toml", "data.npy")
+#: Largest N at which a band fit stores posterior-predictive draws (each needs a dense N×N eigendecomposition
+#: and a Haar rotation per draw: ~0.1 s per draw at N = 1000 on one core).
+BAND_PREDICTIVE_MAX_N = 300
 #: Suffixes of the staging folder and the lock file next to a run folder.
 STAGING_SUFFIX, LOCK_SUFFIX = ".partial", ".lock"
 
@@ -118,7 +122,7 @@ def posterior_predictive_draws(key, result, beta: float, num_points: int) -> np.
     problem = result.problem
     latent = result.samples[problem.latent_site]
     chains, draws = latent.shape[:2]
-    W = inference.coupling_draws(problem, latent).reshape((-1, problem.N, problem.N))
+    W = inference.coupling_draws(problem, latent, key=jax.random.fold_in(key, 1)).reshape((-1, problem.N, problem.N))
     pp = np.asarray(predictive.sample_posterior_predictive(key, W, beta, num_points))
     return pp.reshape((chains, draws, int(num_points), problem.N))
 
@@ -326,9 +330,17 @@ def _fit_into(spec, problem, data, folder: Path, *, progress_bar: bool, store_W:
         meta["elbo_final"] = float(np.mean(result.elbo[-max(1, len(result.elbo) // 10) :]))
     pred = spec.predictive
     num_points = problem.K if pred.num_points is None else int(pred.num_points)
+    pp = None
+    if problem.parametrization != "band" or problem.N <= BAND_PREDICTIVE_MAX_N:
+        pp = posterior_predictive_draws(keys.predictive, result, pred.beta, num_points)
+    else:
+        meta.setdefault("notes", []).append(
+            f"no posterior_predictive group: a band fit at N = {problem.N} > {BAND_PREDICTIVE_MAX_N} would need a dense "
+            "eigendecomposition per draw; use bayes_sbm.predictive on chosen draws"
+        )
     dt = to_datatree(
         result,
-        posterior_predictive=posterior_predictive_draws(keys.predictive, result, pred.beta, num_points),
+        posterior_predictive=pp,
         predictive_beta=pred.beta,
         store_W=store_W,
         store_latent=True,
@@ -340,9 +352,13 @@ def _fit_into(spec, problem, data, folder: Path, *, progress_bar: bool, store_W:
     except ValueError as exc:  # theory undefined for these inputs: say so, keep the run
         meta["theory"] = {"error": str(exc)}
     save_npy_atomic(folder / "data.npy", data)
+    if spec.data.source == "teacher":  # the teacher couplings, so `predict` never has to regenerate them
+        td = teacher.teacher_student_data(jax.random.key(spec.data.seed), spec.model.N, spec.data.K, spec.data.omega)
+        save_npy_atomic(folder / "teacher.npy", td.teacher.W)
     write_text_atomic(folder / "spec.toml", spec.to_toml())  # the spec actually fitted (overrides included)
     with atomic_path(folder / "inference.nc") as tmp:
         dt.to_netcdf(tmp, engine="h5netcdf")
+    meta["warnings"] = diagnostics.convergence_warnings(dt, meta)
     write_json_atomic(folder / "meta.json", meta)
     return RunData(dt, meta)
 
