@@ -42,12 +42,17 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/bayes-sbm demo
 
+# Test workers: one per core of the 2-core machines (files stay whole on one worker: --dist loadfile keeps
+# module fixtures, e.g. a shared fitted run, computed once).  TEST_WORKERS=0 runs in-process.
+TEST_WORKERS ?= 2
+PYTEST_WORKERS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: venv
-	@$(PY) -m pytest -q -m "not slow" -p no:cacheprovider; rc=$$?; \
+	@$(PY) -m pytest -q -m "not slow" -p no:cacheprovider $(PYTEST_WORKERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
 test-slow: venv
-	@$(PY) -m pytest -q -m "slow" -p no:cacheprovider; rc=$$?; \
+	@$(PY) -m pytest -q -m "slow" -p no:cacheprovider $(PYTEST_WORKERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no slow tests selected"; rc=0; fi; exit $$rc
 
 bench: venv

@@ -7,11 +7,18 @@ O(N³) of diagonalising a dense matrix, which keeps large-N checks cheap.
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-from scipy.linalg import eigvalsh_tridiagonal
+import os
 
-import bayes_sbm  # noqa: F401  (switches JAX to float64 before any test imports jax arrays)
+# One thread per test process (make test runs one worker per core; THEORY.md §2: oversubscribed eigh is 10x slower).
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from scipy.linalg import eigvalsh_tridiagonal  # noqa: E402
+
+import bayes_sbm  # noqa: F401,E402  (switches JAX to float64 before any test imports jax arrays)
 
 #: Seed of the per-test NumPy generator (fixed: every check is reproducible).
 RNG_SEED = 20240611
