@@ -479,7 +479,7 @@ def _stuck_chains(dt, var_names, report: dict[str, Any]) -> list[str]:
     Fills ``report["stuck_chains"]`` and ``report["repeat_fraction"]``.
     """
     post = dt["posterior"]
-    names = [n for n in (*var_names, "z") if n in post.data_vars]
+    names = [n for n in var_names if n in post.data_vars]
     chains, draws = _sample_sizes(dt)
     if not names or draws < 1:
         return []

@@ -257,12 +257,13 @@ def _teacher_matrix(W, N: int, name: str, data_path: Path) -> np.ndarray:
 def _posterior_couplings(dt, data: np.ndarray, gamma: float, eta: float, run: Path) -> np.ndarray:
     """W draws (chain, draw, N, N) from the posterior group: ``W`` if stored, else rebuilt from the latent ``z``."""
     post = dt["posterior"]
-    names = set(post.data_vars) if hasattr(post, "data_vars") else set(post.ds.data_vars)
+    names = set(post.data_vars)
+    latent_group = next((g for g in ("unconstrained_posterior", "posterior") if g in dt.children and "z" in dt[g].data_vars), None)
     N = data.shape[1]
     if "W" in names:
         return np.asarray(post["W"].values, dtype=np.float64)
-    if "z" in names:
-        z = np.asarray(post["z"].values, dtype=np.float64)
+    if latent_group is not None:
+        z = np.asarray(dt[latent_group]["z"].values, dtype=np.float64)
         par = str(dt.attrs.get("parametrization", "aligned"))
         problem = inference.make_problem(data, gamma, eta, 1.0, par)
         const = dt["constant_data"]

@@ -24,6 +24,7 @@ run folder can run code (NetCDF, JSON and ``.npy`` with ``allow_pickle=False``).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -34,9 +35,10 @@ from typing import Any, NamedTuple
 import arviz as az
 import jax
 import numpy as np
+import numpyro
 import xarray as xr
 
-from . import diagnostics, inference, predictive, teacher, theory
+from . import __version__, diagnostics, inference, predictive, teacher, theory
 from .data import load_data
 from .io import atomic_path, run_metadata, save_npy_atomic, write_json_atomic, write_text_atomic
 from .model import SPECTRAL_SITES
@@ -54,6 +56,8 @@ __all__ = [
     "load_run",
 ]
 
+#: Dims whose integer coordinates start at 1 (λ_1, u_1, … are numbered from 1 in THEORY.md).
+ONE_BASED_DIMS = ("rank", "mode")
 #: Files of a finished run folder (``elbo.npy`` for SVI only).
 RUN_FILES = ("inference.nc", "meta.json", "spec.toml", "data.npy")
 #: Largest N at which a band fit stores posterior-predictive draws (each needs a dense N×N eigendecomposition
@@ -156,10 +160,13 @@ def to_datatree(
     Returns
     -------
     xarray.DataTree
-        Groups ``posterior`` (spectral sites, ``z``, ``W``), ``sample_stats``
+        Groups ``posterior`` (spectral sites; ``W`` when asked),
+        ``unconstrained_posterior`` (the latent ``z``), ``sample_stats``
         (NUTS), ``log_likelihood`` (``x``: chain, draw, point; untempered),
-        ``observed_data``, ``posterior_predictive`` (when given) and
-        ``constant_data`` (``c``, γ, η, β).
+        ``observed_data``, ``posterior_predictive`` (``x`` on the same
+        ``point`` dim as the data, when given) and ``constant_data`` (``c``,
+        γ, η, β).  Every dim has integer coordinates (``rank`` and ``mode``
+        from 1); every group carries ``created_at`` and ``creation_library``.
     """
     problem = result.problem
     latent = result.samples[problem.latent_site]
@@ -174,17 +181,22 @@ def to_datatree(
         data_vars = {}
         for name, value in variables.items():
             value = np.asarray(value)
-            extra = dims.get(name, [f"{name}_dim_{i}" for i in range(value.ndim - (2 if sample else 0))])
-            data_vars[name] = ((["chain", "draw"] if sample else []) + list(extra), value)
+            extra = list(dims.get(name, [f"{name}_dim_{i}" for i in range(value.ndim - (2 if sample else 0))]))
+            lead = 2 if sample else 0
+            for i, dim in enumerate(extra):  # integer coordinates on every dim (1-based where physics numbers modes)
+                if dim not in coords:
+                    start = 1 if dim in ONE_BASED_DIMS else 0
+                    coords[dim] = np.arange(start, start + value.shape[lead + i])
+            data_vars[name] = ((["chain", "draw"] if sample else []) + extra, value)
         return xr.Dataset(data_vars, coords=coords)
 
     post_vars = {k: result.samples[k] for k in SPECTRAL_SITES}
-    if store_latent:
-        post_vars["z"] = latent
     if store_W:
         post_vars["W"] = inference.coupling_draws(problem, latent)
     dims = {"lam_top": ["rank"], "u": ["mode"], "signal": ["mode"], "z": ["latent"], "W": ["row", "col"]}
     groups = {"posterior": ds(post_vars, dims)}
+    if store_latent:  # the sampler's coordinates, kept apart so that az.summary(dt) lists the observables only
+        groups["unconstrained_posterior"] = ds({"z": latent}, dims)
     if isinstance(result, inference.NutsResult):
         groups["sample_stats"] = ds(result.sample_stats, {})
     groups["log_likelihood"] = ds({"x": inference.log_likelihood_draws(problem, latent)}, {"x": ["point"]})
@@ -193,18 +205,26 @@ def to_datatree(
         pp = np.asarray(posterior_predictive)
         if pp.shape[:2] != (chains, draws) or pp.ndim != 4 or pp.shape[-1] != N:
             raise ValueError(f"posterior_predictive: expected shape ({chains}, {draws}, points, {N}), got {pp.shape}")
-        groups["posterior_predictive"] = ds({"x": pp}, {"x": ["pred_point", "dim"]})
+        groups["posterior_predictive"] = ds({"x": pp}, {"x": ["point", "dim"]})
     groups["constant_data"] = xr.Dataset(
         {
             "c": (["mode"], problem.frame.c),
             "gamma": problem.gamma,
             "eta": problem.eta,
             "beta": beta,
-        }
+        },
+        coords={"mode": np.arange(1, problem.frame.c.shape[0] + 1)},
     )
+    created = {"created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "creation_library": "bayes_sbm", "creation_library_version": __version__,
+               "inference_library": "numpyro", "inference_library_version": numpyro.__version__}
+    for d in groups.values():
+        d.attrs.update(created)
     tree = xr.DataTree.from_dict({f"/{name}": d for name, d in groups.items()})
-    meta = {"N": N, "K": K, "method": "nuts" if isinstance(result, inference.NutsResult) else "svi",
-            "parametrization": problem.parametrization}
+    method = "nuts" if isinstance(result, inference.NutsResult) else "svi"
+    meta = {"N": N, "K": K, "method": method, "parametrization": problem.parametrization} | created
+    if method == "svi":  # draws from a fitted guide: one pseudo-chain, no R-hat or rank plots, MCSE ignores guide bias
+        meta["note"] = "SVI: independent draws from the fitted guide; ESS/MCSE/R-hat do not measure the guide's bias"
     tree.attrs.update(meta | (attrs or {}))
     return tree
 
