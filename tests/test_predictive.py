@@ -311,7 +311,7 @@ def test_predict_cli_on_a_run_folder(tiny_run, tmp_path, capsys):
 
 
 def _rewrite_posterior(src, dst, edit):
-    """Copy a run folder and rewrite its posterior group with ``edit(dataset) -> dataset``."""
+    """Copy a run folder, drop its latent group and rewrite its posterior group with ``edit(dataset) -> dataset``."""
     import shutil
 
     import arviz as az
@@ -319,6 +319,8 @@ def _rewrite_posterior(src, dst, edit):
     shutil.copytree(src, dst)
     dt = az.from_netcdf(dst / "inference.nc", engine="h5netcdf")
     dt["posterior"] = edit(dt["posterior"].to_dataset())
+    if "unconstrained_posterior" in dt.children:
+        del dt["unconstrained_posterior"]
     (dst / "inference.nc").unlink()
     dt.to_netcdf(dst / "inference.nc", engine="h5netcdf")
     return dst
@@ -332,12 +334,12 @@ def test_predict_run_reads_W_or_latent_and_needs_one(tiny_nuts, tiny_run, tmp_pa
 
     W = inference.coupling_draws(tiny_nuts.problem, tiny_nuts.samples["z"])
     with_W = _rewrite_posterior(
-        tiny_run, tmp_path / "with_W", lambda ds: ds.drop_vars("z").assign(W=(("chain", "draw", "row", "col"), W))
+        tiny_run, tmp_path / "with_W", lambda ds: ds.assign(W=(("chain", "draw", "row", "col"), W))
     )
     r_W = reports.predict_run(with_W, 1.0, jax.random.key(1), num_points=200)
     assert r_W["typical"] == r["typical"]  # the same couplings, read directly
 
-    bare = _rewrite_posterior(tiny_run, tmp_path / "bare", lambda ds: ds.drop_vars("z"))
+    bare = _rewrite_posterior(tiny_run, tmp_path / "bare", lambda ds: ds)
     assert main(["predict", str(bare), "--num-points", "200"]) == 2
     err = capsys.readouterr().err
     assert "neither" in err and "latent" in err
