@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -273,6 +274,57 @@ def _load_checkpoint(folder: Path, signature: dict, template_state):
     return samples, stats, int(index["done"]), state, float(index["elapsed"])
 
 
+class _SegmentRunner:
+    """Post-warmup NUTS segments with one compilation per segment length (checkpointed runs).
+
+    NumPyro's ``MCMC.run`` re-traces its sampling loop on every call, which
+    made a checkpointed fit ~5× slower than an uninterrupted one; here a jitted
+    ``lax.scan`` of ``kernel.sample`` is compiled once and applied chain by
+    chain, and the model's deterministic sites come from the kernel's
+    ``postprocess_fn`` on the collected latents.
+    """
+
+    def __init__(self, kernel, kwargs: dict, num_chains: int):
+        self.kernel, self.kwargs, self.num_chains = kernel, kwargs, num_chains
+        self._compiled: dict[int, Any] = {}
+        self._postprocess = jax.jit(jax.vmap(kernel.postprocess_fn((), kwargs)))
+
+    def _scan(self, length: int):
+        if length not in self._compiled:
+            kernel, kwargs = self.kernel, self.kwargs
+
+            def body(state, _):
+                state = kernel.sample(state, (), kwargs)
+                extra = {
+                    "diverging": state.diverging,
+                    "energy": state.energy,
+                    "potential_energy": state.potential_energy,
+                    "num_steps": state.num_steps,
+                    "accept_prob": state.accept_prob,
+                    "adapt_state.step_size": state.adapt_state.step_size,
+                }
+                return state, (state.z, extra)
+
+            self._compiled[length] = jax.jit(lambda state: lax.scan(body, state, None, length=length))
+        return self._compiled[length]
+
+    def run(self, state, length: int):
+        """``(last_state, samples (chain, draw, ...), extra fields (chain, draw))`` of ``length`` more draws."""
+        scan = self._scan(length)
+        chains = self.num_chains
+        states, zs, extras = [], [], []
+        for c in range(chains):
+            s_c = jax.tree_util.tree_map(lambda x: x[c], state) if chains > 1 else state
+            s_c, (z, extra) = scan(s_c)
+            states.append(s_c)
+            zs.append(z)
+            extras.append(extra)
+        last = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states) if chains > 1 else states[0]
+        samples = [self._postprocess(z) for z in zs]
+        stack = lambda *xs: np.stack([np.asarray(x) for x in xs])  # noqa: E731
+        return last, jax.tree_util.tree_map(stack, *samples), jax.tree_util.tree_map(stack, *extras)
+
+
 def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettings(), checkpoint_dir: str | os.PathLike | None = None) -> NutsResult:
     """Sample the tempered posterior with NUTS.
 
@@ -337,23 +389,30 @@ def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettin
 
     t0 = time.perf_counter()
     first_segment_time = None
+    runner = None
     while done < settings.num_samples:
         this = min(segment, settings.num_samples - done)
-        if this != mcmc.num_samples:
-            mcmc.num_samples = this
-        rng = mcmc.post_warmup_state.rng_key if mcmc.post_warmup_state is not None else key
-        mcmc.run(rng, extra_fields=SAMPLE_STATS_FIELDS, **kwargs)
-        jax.block_until_ready(mcmc.last_state)
+        if mcmc.post_warmup_state is None:  # warmup and the first segment through NumPyro's MCMC
+            mcmc.run(key, extra_fields=SAMPLE_STATS_FIELDS, **kwargs)
+            jax.block_until_ready(mcmc.last_state)
+            samples_parts.append(_to_numpy(mcmc.get_samples(group_by_chain=True)))
+            stats_parts.append(_stats_from_extra(_to_numpy(mcmc.get_extra_fields(group_by_chain=True))))
+            state = mcmc.last_state
+        else:  # later segments: one compiled scan of kernel.sample, reused by every segment
+            runner = runner or _SegmentRunner(kernel, kwargs, settings.num_chains)
+            state, samples, extra = runner.run(mcmc.post_warmup_state, this)
+            samples_parts.append(samples)
+            stats_parts.append(_stats_from_extra(extra))
         if first_segment_time is None:
             first_segment_time = time.perf_counter() - t0
-        samples_parts.append(_to_numpy(mcmc.get_samples(group_by_chain=True)))
-        stats_parts.append(_stats_from_extra(_to_numpy(mcmc.get_extra_fields(group_by_chain=True))))
         done += this
-        mcmc.post_warmup_state = mcmc.last_state
+        mcmc.post_warmup_state = state
         if ckpt_dir is not None:
             samples_parts, stats_parts = [cat(samples_parts)], [cat(stats_parts)]
-            _save_checkpoint(ckpt_dir, signature, samples_parts[0], stats_parts[0], done, mcmc.last_state,
+            _save_checkpoint(ckpt_dir, signature, samples_parts[0], stats_parts[0], done, state,
                              elapsed_before + time.perf_counter() - t0)
+            if settings.progress_bar:
+                print(f"checkpoint: {done}/{settings.num_samples} draws saved in {ckpt_dir}")
 
     total = elapsed_before + time.perf_counter() - t0
     timing = {"total_s": total, "first_segment_s": first_segment_time or 0.0, "chain_method": choose_chain_method(settings)}
