@@ -134,6 +134,11 @@ class NutsResult(NamedTuple):
     settings: NutsSettings
     timing: dict
 
+    def print_summary(self, prob: float = 0.9) -> None:
+        """NumPyro's summary table (mean, sd, interval, n_eff, r_hat) of the spectral observables."""
+        numpyro.diagnostics.print_summary({k: self.samples[k] for k in sbm_model.SPECTRAL_SITES}, prob=prob, group_by_chain=True)
+        print(f"Number of divergences: {int(np.sum(self.sample_stats['diverging']))}")
+
 
 class SviResult(NamedTuple):
     """Output of :func:`run_svi`: ``samples`` shaped (1, draw, ...), the ELBO trace (steps,), fitted params."""
@@ -146,13 +151,28 @@ class SviResult(NamedTuple):
     settings: SviSettings
     timing: dict
 
+    def print_summary(self, prob: float = 0.9) -> None:
+        """Summary of the guide's draws (independent draws: n_eff measures Monte Carlo error, not guide bias)."""
+        numpyro.diagnostics.print_summary({k: self.samples[k] for k in sbm_model.SPECTRAL_SITES}, prob=prob, group_by_chain=True)
+
+
+#: Said once per process when ``"auto"`` has to run chains one after another.
+SEQUENTIAL_CHAINS_HINT = (
+    "chains run one after another: for parallel chains on CPU call jax.config.update('jax_num_cpu_devices', n) "
+    "(or export JAX_NUM_CPU_DEVICES=n) before JAX's first computation; bayes-sbm fit does this itself"
+)
+_hinted = []
+
 
 def choose_chain_method(settings: NutsSettings) -> str:
-    """Resolve ``"auto"``: parallel if ``jax.local_device_count() ≥ num_chains``, else sequential."""
+    """Resolve ``"auto"``: parallel if ``jax.local_device_count() ≥ num_chains``, else sequential (with a hint)."""
     if settings.chain_method != "auto":
         return settings.chain_method
     if settings.num_chains > 1 and jax.local_device_count() >= settings.num_chains:
         return "parallel"
+    if settings.num_chains > 1 and settings.progress_bar and not _hinted:
+        _hinted.append(True)
+        print(f"note: {SEQUENTIAL_CHAINS_HINT}")
     return "sequential"
 
 
