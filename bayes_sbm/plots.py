@@ -1,19 +1,29 @@
 """Diagnostic and comparison figures of fitted runs (PNG files).
 
-Plots take run DataTrees (:func:`bayes_sbm.runs.to_datatree` layout) or
-computed tables, write PNGs atomically and close their figures:
+Plots take run DataTrees in the ArviZ-conformant layout of
+:func:`bayes_sbm.runs.to_datatree` (integer coordinates on every dim,
+``rank``/``mode`` from 1) and already computed tables and theory values
+(:mod:`bayes_sbm.diagnostics`); they call ArviZ 1.x (``arviz_plots``,
+matplotlib backend) directly, add the THEORY.md §4 reference values as
+dashed lines, label every axis, write PNGs atomically and close their
+figures:
 
-* :func:`diagnostic_plots` — ``trace.png``, ``rank.png``, ``energy.png``
-  (NUTS only), ``ess.png``, ``rhat.png`` and ``observables.png`` (posterior
-  densities of λ_1, u_1, M, e_1ᵀWe_1, μ and (1/N) log Z with the THEORY.md
-  §4 large-N values as dashed reference lines);
-* :func:`compare_plots` — ``forest.png`` and ``density.png`` of λ_1, u_1 and
-  M across runs, with each run's theory value.
+* :func:`diagnostic_plots` — ``trace.png`` (one row per scalar component:
+  marginal density and trace per chain), ``rank.png`` (rank Δ-ECDF per
+  component; several chains only), ``energy.png`` (NUTS), ``ess.png`` (local
+  ESS per component), ``rhat.png`` (several chains only),
+  ``observables.png`` (λ_1, u_1, M, e_1ᵀWe_1, μ, (1/N) log Z) and
+  ``elbo.png`` (SVI, when the ELBO trace is available);
+* :func:`compare_plots` — ``forest.png`` (one panel per observable, one row
+  per run) and ``density.png`` of λ_1, u_1 and M across runs.
 
-ArviZ 1.x plotting (``arviz_plots``, matplotlib backend) is used where it
-works; every ArviZ call is wrapped so that a failure for an unusual structure
-falls back to a plain matplotlib version of the same plot (with a
-``RuntimeWarning`` naming the error) instead of losing the figure.
+SVI runs (tree attribute ``method == "svi"``) are one pseudo-chain of
+independent draws from the fitted guide: they get no rank plot and no R-hat
+plot (nothing to compare chains with).
+
+The figures of the latest :func:`diagnostic_plots` / :func:`compare_plots`
+call stay readable (closed, not destroyed) in :data:`_last_figures`, keyed
+by file name, for tests.
 
 Importing this module selects matplotlib's non-interactive ``Agg`` backend
 (the figures are written to files, never shown); importing the package does
@@ -24,8 +34,7 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +44,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the backend)
 import arviz as az  # noqa: E402
-import arviz_plots as ap  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
+from arviz_base.labels import BaseLabeller  # noqa: E402
 
 from . import diagnostics  # noqa: E402
 from .io import atomic_path  # noqa: E402
@@ -46,6 +55,9 @@ __all__ = [
     "OBSERVABLES",
     "COMPARED",
     "DPI",
+    "CI_PROB",
+    "THEORY_STYLE",
+    "SymbolLabeller",
     "save_figure",
     "observables_dataset",
     "diagnostic_plots",
@@ -69,7 +81,57 @@ OBSERVABLES = (
 #: The observables compared across runs by :func:`compare_plots`.
 COMPARED = OBSERVABLES[:3]
 
-_THEORY_STYLE = {"color": "#d62728", "linestyle": "--", "linewidth": 1.6}
+#: Probability of the credible intervals drawn (equal-tailed; the forest plot adds a 50 % one).
+CI_PROB = 0.89
+
+#: Style of every THEORY reference line (tests look for the dashed style).
+THEORY_STYLE = {"color": "#d62728", "linestyle": "--", "linewidth": 1.4, "zorder": 4}
+
+#: Figures of the latest :func:`diagnostic_plots` / :func:`compare_plots` call, by PNG file name.
+_last_figures: dict[str, Any] = {}
+
+_SUBSCRIPTS = str.maketrans("0123456789-", "₀₁₂₃₄₅₆₇₈₉₋")
+#: THEORY.md symbols of the posterior variables (``{k}``: the 1-based component as a subscript).
+_SYMBOLS = {
+    "lam_top": "λ{k}",
+    "u": "u{k}",
+    "M": "M",
+    "signal": "e{k}ᵀWe{k}",
+    "mu": "μ",
+    "log_z_per_n": "N⁻¹ log Z",
+    "z": "z{k}",
+}
+
+
+class SymbolLabeller(BaseLabeller):
+    """ArviZ labeller writing the THEORY.md symbols: ``lam_top`` at ``rank = 1`` is ``λ₁``.
+
+    Variables with one non-sample dim get the coordinate value (1-based for
+    ``rank``/``mode``) as a subscript; other variables keep ArviZ's labels.
+    """
+
+    def _symbol(self, var_name, sel):
+        template = _SYMBOLS.get(var_name)
+        if template is None:
+            return None
+        sel = dict(sel or {})
+        if "{k}" not in template:
+            return template if not sel else None
+        if len(sel) != 1:
+            return None
+        value = next(iter(sel.values()))
+        if not isinstance(value, (int, np.integer)):
+            return None
+        return template.format(k=str(int(value)).translate(_SUBSCRIPTS))
+
+    def make_label_vert(self, var_name, sel, isel):  # noqa: D102  (BaseLabeller API)
+        return self._symbol(var_name, sel) or super().make_label_vert(var_name, sel, isel)
+
+    def make_label_flat(self, var_name, sel, isel):  # noqa: D102
+        return self._symbol(var_name, sel) or super().make_label_flat(var_name, sel, isel)
+
+
+_LABELLER = SymbolLabeller()
 
 
 # --------------------------------------------------------------------------
@@ -77,6 +139,8 @@ _THEORY_STYLE = {"color": "#d62728", "linestyle": "--", "linewidth": 1.6}
 # --------------------------------------------------------------------------
 def save_figure(fig, path: str | os.PathLike) -> Path:
     """Save a matplotlib figure as PNG atomically and close it.
+
+    The closed figure is kept in :data:`_last_figures` under the file name.
 
     Parameters
     ----------
@@ -93,79 +157,68 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
             fig.savefig(tmp, dpi=DPI)
     finally:
         plt.close(fig)
+    _last_figures[path.name] = fig
     return path
 
 
-def _figure_kwargs(width: float, height: float) -> dict[str, Any]:
-    return {"figure_kwargs": {"figsize": (width, height), "layout": "constrained"}}
+def _figure_kwargs(width: float, height: float, **extra) -> dict[str, Any]:
+    return {"figure_kwargs": {"figsize": (width, height), "figsize_units": "inches", "layout": "constrained", **extra}}
 
 
-def _arviz_or_fallback(what: str, arviz_plot: Callable[[], Any], fallback: Callable[[], Any]):
-    """Figure from an ArviZ plot (a PlotCollection) or, if that raises, from ``fallback``.
-
-    Figures left open by a failed ArviZ call are closed.
-    """
-    before = set(plt.get_fignums())
-    try:
-        pc = arviz_plot()
-        return pc.get_viz("figure"), pc
-    except Exception as exc:  # any ArviZ failure: keep the figure, in plain matplotlib
-        for num in set(plt.get_fignums()) - before:
-            plt.close(num)
-        warnings.warn(f"ArviZ {what} failed ({type(exc).__name__}: {exc}); using a plain matplotlib plot", RuntimeWarning, stacklevel=3)
-        return fallback(), None
-
-
-def _components(dt, names) -> list[tuple[str, np.ndarray]]:
-    """``(label, draws of shape (chain, draw))`` for every scalar component of ``names``."""
-    post = dt["posterior"]
+def _components(post, names) -> list[tuple[str, dict, int]]:
+    """``(variable, selection, flat index)`` of every scalar component of ``names``, in table order."""
     out = []
     for name in names:
         da = post[name]
         other = [d for d in da.dims if d not in ("chain", "draw")]
-        values = np.asarray(da.transpose("chain", "draw", *other).values, dtype=float)
         if not other:
-            out.append((name, values))
+            out.append((name, {}, 0))
             continue
-        for idx in np.ndindex(*values.shape[2:]):
-            out.append((f"{name}[{','.join(map(str, idx))}]", values[(slice(None), slice(None), *idx)]))
+        coords = [da[d].values for d in other]
+        for flat, idx in enumerate(np.ndindex(*[da.sizes[d] for d in other])):
+            sel = {d: coords[i][j].item() for i, (d, j) in enumerate(zip(other, idx))}
+            out.append((name, sel, flat))
     return out
 
 
-def _n_components(dt, names) -> int:
-    post = dt["posterior"]
-    return sum(int(np.prod([post[n].sizes[d] for d in post[n].dims if d not in ("chain", "draw")], dtype=int)) for n in names)
-
-
-def _grid(n: int, ncols: int = 4, size=(3.0, 2.3)):
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.6), layout="constrained", squeeze=False)
-    for ax in axes.ravel()[n:]:
-        ax.set_axis_off()
-    return fig, axes.ravel()
-
-
-def _scalar_draws(dt, name: str, index) -> np.ndarray | None:
-    """Draws (chain, draw) of one scalar observable, or None when absent."""
-    post = dt["posterior"]
-    if name not in post.data_vars:
-        return None
-    da = post[name]
-    other = [d for d in da.dims if d not in ("chain", "draw")]
-    values = np.asarray(da.transpose("chain", "draw", *other).values, dtype=float)
-    if index is None:
-        return values.reshape(values.shape[0], values.shape[1], -1)[..., 0]
-    flat = values.reshape(values.shape[0], values.shape[1], -1)
-    return flat[..., index] if index < flat.shape[-1] else None
+def _label(name: str, sel: dict) -> str:
+    return _LABELLER.make_label_flat(name, sel, {})
 
 
 def _theory_value(theory: Mapping | None, name: str, index) -> float:
+    """THEORY value of component ``index`` (flat, 0-based; None for a scalar) of ``name``; NaN if none."""
     if not theory or name not in theory:
         return math.nan
-    value = np.ravel(np.asarray(theory[name], dtype=float))
+    try:
+        value = np.ravel(np.asarray(theory[name], dtype=float))
+    except (TypeError, ValueError):
+        return math.nan
     i = 0 if index is None else index
     return float(value[i]) if i < value.size else math.nan
+
+
+def _is_svi(dt) -> bool:
+    return str(dt.attrs.get("method", "")).lower() == "svi"
+
+
+def _n_chains(dt) -> int:
+    return int(dt["posterior"].sizes.get("chain", 1))
+
+
+def _chain_legend(pc, dt) -> None:
+    if _n_chains(dt) > 1:
+        pc.add_legend("chain", title="chain")
+
+
+def _require_coords(dt) -> None:
+    """Refuse a posterior with a dim lacking coordinates (a tree older than the conformant layout)."""
+    post = dt["posterior"]
+    missing = [d for d in post.dims if d not in post.coords]
+    if missing:
+        raise ValueError(
+            f"posterior dims {missing} have no coordinates: not the ArviZ-conformant layout of "
+            "bayes_sbm.runs.to_datatree (integer coordinates on every dim; rank/mode from 1)"
+        )
 
 
 def observables_dataset(dt, observables=OBSERVABLES):
@@ -186,25 +239,15 @@ def observables_dataset(dt, observables=OBSERVABLES):
     post = dt["posterior"]
     data = {}
     for label, name, index in observables:
-        draws = _scalar_draws(dt, name, index)
-        if draws is not None:
-            data[label] = (("chain", "draw"), draws)
+        if name not in post.data_vars:
+            continue
+        da = post[name]
+        other = [d for d in da.dims if d not in ("chain", "draw")]
+        flat = np.asarray(da.transpose("chain", "draw", *other).values, dtype=float).reshape(da.sizes["chain"], da.sizes["draw"], -1)
+        i = 0 if index is None else index
+        if i < flat.shape[-1]:
+            data[label] = (("chain", "draw"), flat[..., i])
     return xr.Dataset(data, coords={"chain": post["chain"].values, "draw": post["draw"].values})
-
-
-def _with_index_coords(dt):
-    """``dt`` with integer coordinates on posterior dims that have none.
-
-    ``to_datatree`` leaves ``rank`` and ``mode`` without coordinates, and
-    ArviZ's ``plot_rank`` (multi-chain test) fails on such dims.
-    """
-    post = dt["posterior"].to_dataset()
-    missing = {d: np.arange(post.sizes[d]) for d in post.dims if d not in post.coords}
-    if not missing:
-        return dt
-    out = dt.copy()
-    out["posterior"] = post.assign_coords(missing)
-    return out
 
 
 def _as_tree(ds):
@@ -212,198 +255,113 @@ def _as_tree(ds):
 
 
 def _run_title(theory: Mapping | None) -> str:
-    if not theory:
+    if not theory or "phase" not in theory:
         return ""
-    return f" (THEORY.md §4 phase {theory.get('phase', '?')})"
-
-
-# --------------------------------------------------------------------------
-# plain-matplotlib fallbacks
-# --------------------------------------------------------------------------
-def _fallback_trace(dt, names):
-    comps = _components(dt, names)
-    fig, axes = plt.subplots(len(comps), 2, figsize=(12, 1.6 * len(comps) + 0.6), layout="constrained", squeeze=False)
-    for (label, draws), (ax_d, ax_t) in zip(comps, axes):
-        for ch, row in enumerate(draws):
-            ax_d.hist(row, bins=30, density=True, histtype="step", color=f"C{ch}")
-            ax_t.plot(row, lw=0.7, color=f"C{ch}")
-        ax_d.set_title(label, fontsize=9)
-        ax_t.set_ylabel(label, fontsize=9)
-    axes[-1, 1].set_xlabel("draw")
-    return fig
-
-
-def _fallback_rank(dt, names):
-    comps = _components(dt, names)
-    fig, axes = _grid(len(comps))
-    for ax, (label, draws) in zip(axes, comps):
-        flat = draws.ravel()
-        ranks = np.argsort(np.argsort(flat)).reshape(draws.shape) / max(flat.size - 1, 1)
-        for ch, row in enumerate(ranks):
-            ax.hist(row, bins=20, range=(0, 1), histtype="step", color=f"C{ch}")
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("fractional rank")
-    return fig
-
-
-def _fallback_energy(dt):
-    energy = np.asarray(dt["sample_stats"]["energy"].values, dtype=float)
-    fig, ax = plt.subplots(figsize=(8, 3.5), layout="constrained")
-    centred = energy - energy.mean(axis=1, keepdims=True)
-    ax.hist(centred.ravel(), bins=40, density=True, alpha=0.5, label="marginal energy")
-    ax.hist(np.diff(energy, axis=1).ravel(), bins=40, density=True, alpha=0.5, label="energy transition")
-    ax.legend()
-    ax.set_xlabel("energy − mean")
-    return fig
-
-
-def _fallback_ess(table: diagnostics.Table):
-    labels = table.labels
-    y = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(labels) + 1.5), layout="constrained")
-    ax.scatter(table.column("ess_bulk"), y, label="bulk")
-    ax.scatter(table.column("ess_tail"), y, marker="s", label="tail")
-    ax.axvline(400, color="gray", linestyle="-.", label="400")
-    ax.set_yticks(y, labels)
-    ax.invert_yaxis()
-    ax.set_xlabel("effective sample size")
-    ax.legend()
-    return fig
-
-
-def _fallback_dist(datasets: Mapping[str, Any], labels):
-    fig, axes = _grid(len(labels), ncols=3, size=(3.8, 2.8))
-    for ax, label in zip(axes, labels):
-        for i, (run, ds) in enumerate(datasets.items()):
-            if label in ds.data_vars:
-                ax.hist(np.ravel(ds[label].values), bins=40, density=True, histtype="step", color=f"C{i}", label=run)
-        ax.set_title(label)
-        ax.set_yticks([])
-    if len(datasets) > 1:
-        axes[0].legend(fontsize=8)
-    return fig
-
-
-def _fallback_forest(datasets: Mapping[str, Any], labels, values: Mapping[str, Mapping[str, float]]):
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(labels) * len(datasets) + 1.5), layout="constrained")
-    ticks, names = [], []
-    pos = 0.0
-    for label in labels:
-        for i, (run, ds) in enumerate(datasets.items()):
-            if label in ds.data_vars:
-                v = np.ravel(ds[label].values)
-                lo, hi = np.quantile(v, [0.055, 0.945])
-                ax.plot([lo, hi], [pos, pos], color=f"C{i}", lw=1.5, label=run if label == labels[0] else None)
-                ax.plot(np.mean(v), pos, "o", color=f"C{i}", mfc="white")
-                th = values.get(run, {}).get(label, math.nan)
-                if math.isfinite(th):
-                    ax.scatter([th], [pos], marker="x", s=70, color=f"C{i}", linewidths=2, zorder=5)
-            pos -= 1
-        ticks.append(pos + len(datasets) / 2 + 0.5)
-        names.append(label)
-        pos -= 0.8
-    ax.set_yticks(ticks, names)
-    ax.legend(title="run", loc="upper left", bbox_to_anchor=(1.01, 1))
-    return fig
+    return f" (THEORY.md §4 phase {theory['phase']})"
 
 
 # --------------------------------------------------------------------------
 # single-run diagnostics
 # --------------------------------------------------------------------------
-def _plot_trace(dt, names, out: Path) -> Path:
-    n = len(names)
-    fig, _ = _arviz_or_fallback(
-        "plot_trace_dist",
-        lambda: az.plot_trace_dist(dt, var_names=list(names), compact=True, backend="matplotlib", **_figure_kwargs(12, 1.9 * n + 0.8)),
-        lambda: _fallback_trace(dt, names),
+def _plot_trace(dt, names, theory, out: Path) -> Path:
+    post = dt["posterior"]
+    comps = _components(post, names)
+    pc = az.plot_trace_dist(
+        dt, var_names=list(names), compact=False, labeller=_LABELLER, backend="matplotlib",
+        **_figure_kwargs(11, 1.45 * len(comps) + 1.0),
     )
-    fig.suptitle("Marginal densities and traces (one line per chain)")
+    for name, sel, flat in comps:
+        ax_dist = pc.get_target(name, {**sel, "column": "dist"})
+        ax_trace = pc.get_target(name, {**sel, "column": "trace"})
+        label = _label(name, sel)
+        ax_dist.set_xlabel(label)
+        ax_dist.set_ylabel("density")
+        ax_trace.set_xlabel("draw")
+        ax_trace.set_ylabel(label)
+        value = _theory_value(theory, name, flat)
+        if math.isfinite(value):
+            ax_dist.axvline(value, **THEORY_STYLE)
+            ax_trace.axhline(value, **THEORY_STYLE)
+    _chain_legend(pc, dt)
+    fig = pc.get_viz("figure")
+    chains = "one line per chain" if _n_chains(dt) > 1 else "one pseudo-chain"
+    fig.suptitle(f"Marginal densities and traces ({chains}); red dashed: large-N THEORY value" + _run_title(theory))
     return save_figure(fig, out)
+
+
+def _wrap_height(n: int, ncols: int, row: float) -> float:
+    return row * math.ceil(n / ncols) + 0.9
 
 
 def _plot_rank(dt, names, out: Path) -> Path:
-    rows = math.ceil(_n_components(dt, names) / 4)
-    chains = int(dt["posterior"].sizes.get("chain", 1))
-    # The default multi-chain test ("mtc_c") needs two chains; one chain gets the envelope.
-    method = "mtc_c" if chains > 1 else "envelope"
-    fig, _ = _arviz_or_fallback(
-        "plot_rank",
-        lambda: az.plot_rank(dt, var_names=list(names), method=method, backend="matplotlib", **_figure_kwargs(12, 2.3 * rows + 0.8)),
-        lambda: _fallback_rank(dt, names),
+    comps = _components(dt["posterior"], names)
+    pc = az.plot_rank(
+        dt, var_names=list(names), labeller=_LABELLER, backend="matplotlib", col_wrap=4,
+        visuals={"remove_axis": False}, **_figure_kwargs(12, _wrap_height(len(comps), 4, 2.4)),
     )
-    if chains > 1:
-        fig.suptitle("Fractional-rank Δ-ECDF per chain (chains agree when the curves stay near 0)")
-    else:
-        fig.suptitle("Fractional-rank Δ-ECDF (single chain: uniform by construction, no between-chain check)")
-    return save_figure(fig, out)
+    for name, sel, _ in comps:
+        ax = pc.get_target(name, sel)
+        ax.set_xlabel("fractional rank")
+        ax.set_ylabel("ECDF − uniform")
+    _chain_legend(pc, dt)
+    pc.get_viz("figure").suptitle("Fractional-rank Δ-ECDF per chain (chains agree when the curves stay inside the band)")
+    return save_figure(pc.get_viz("figure"), out)
 
 
 def _plot_energy(dt, out: Path) -> Path:
-    fig, _ = _arviz_or_fallback(
-        "plot_energy",
-        lambda: az.plot_energy(dt, backend="matplotlib", **_figure_kwargs(11, 3.8)),
-        lambda: _fallback_energy(dt),
+    pc = az.plot_energy(dt, backend="matplotlib", **_figure_kwargs(11, 3.6))
+    chains = dt["sample_stats"]["chain"].values
+    ax_bfmi = pc.get_target("energy", {"column": "bfmi"})
+    ax_energy = pc.get_target("energy", {"column": "energy"})
+    ax_bfmi.set_yticks(chains, [str(int(c)) for c in chains])
+    ax_bfmi.set_ylim(chains.min() - 0.5, chains.max() + 0.5)
+    ax_bfmi.set_xlabel("BFMI")
+    ax_bfmi.set_ylabel("chain")
+    ax_energy.set_xlabel("energy − mean energy")
+    ax_energy.set_ylabel("density")
+    pc.get_viz("figure").suptitle("NUTS energy: marginal vs transition distribution; BFMI per chain (dashed: 0.3)")
+    return save_figure(pc.get_viz("figure"), out)
+
+
+def _plot_ess(dt, names, out: Path) -> Path:
+    comps = _components(dt["posterior"], names)
+    pc = az.plot_ess(
+        dt, var_names=list(names), labeller=_LABELLER, backend="matplotlib", col_wrap=4,
+        **_figure_kwargs(12, _wrap_height(len(comps), 4, 2.4)),
     )
-    fig.suptitle("NUTS energy: marginal vs transition distribution, BFMI per chain (dashed: 0.3)")
-    return save_figure(fig, out)
+    for name, sel, _ in comps:
+        ax = pc.get_target(name, sel)
+        ax.set_xlabel("quantile")
+        ax.set_ylabel("local ESS")
+    pc.get_viz("figure").suptitle("Local effective sample size per quantile (dash-dot: 400)")
+    return save_figure(pc.get_viz("figure"), out)
 
 
-def _plot_ess(dt, names, table, out: Path) -> Path:
-    rows = math.ceil(_n_components(dt, names) / 4)
-    fig, pc = _arviz_or_fallback(
-        "plot_ess",
-        lambda: az.plot_ess(dt, var_names=list(names), backend="matplotlib", **_figure_kwargs(12, 2.3 * rows + 0.8)),
-        lambda: _fallback_ess(table),
-    )
-    if pc is not None:
-        fig.suptitle("Local effective sample size per quantile (dash-dot: 400)")
-    else:
-        fig.suptitle("Bulk and tail effective sample size (dash-dot: 400)")
-    return save_figure(fig, out)
-
-
-def _plot_rhat(table: diagnostics.Table, out: Path) -> Path:
-    # ArviZ 1.x has no per-variable R-hat dot plot: plain matplotlib.
-    labels = table.labels
+def _plot_rhat(dt, names, table: diagnostics.Table, out: Path) -> Path:
+    # ArviZ 1.x has no per-variable R-hat dot plot: drawn here from the summary table.
+    comps = _components(dt["posterior"], names)
+    labels = [_label(n, s) for n, s, _ in comps] if len(comps) == len(table) else table.labels
     rhat = table.column("r_hat")
     y = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(labels) + 1.6), layout="constrained")
     finite = np.isfinite(rhat)
+    bad = finite & (rhat > diagnostics.RHAT_WARN)
+    ax.scatter(rhat[finite & ~bad], y[finite & ~bad], color="C0", zorder=3, label=f"≤ {diagnostics.RHAT_WARN}")
+    if np.any(bad):
+        ax.scatter(rhat[bad], y[bad], color="C3", zorder=3, label=f"> {diagnostics.RHAT_WARN}")
+    ax.axvline(1.0, color="gray", lw=0.8)
+    ax.axvline(diagnostics.RHAT_WARN, color="C1", linestyle="-.", lw=1.2, label=f"{diagnostics.RHAT_WARN}")
+    ax.axvline(1.1, color="C3", linestyle=":", lw=1.2, label="1.1")
     if np.any(finite):
-        bad = finite & (rhat > diagnostics.RHAT_WARN)
-        ax.scatter(rhat[finite & ~bad], y[finite & ~bad], color="C0", zorder=3, label=f"≤ {diagnostics.RHAT_WARN}")
-        if np.any(bad):
-            ax.scatter(rhat[bad], y[bad], color="C3", zorder=3, label=f"> {diagnostics.RHAT_WARN}")
-        ax.axvline(1.0, color="gray", lw=0.8)
-        ax.axvline(diagnostics.RHAT_WARN, color="C1", linestyle="--", lw=1.2, label=f"{diagnostics.RHAT_WARN}")
-        ax.axvline(1.1, color="C3", linestyle=":", lw=1.2, label="1.1")
-        lo = min(0.99, float(np.nanmin(rhat)) - 0.005)
-        ax.set_xlim(lo, max(1.12, float(np.nanmax(rhat)) + 0.02))
-        ax.legend(loc="lower right", fontsize=8)
-        ax.set_title("Rank-normalised split R-hat per component")
-    else:
-        ax.text(0.5, 0.5, "R-hat needs at least two chains", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title("R-hat (undefined for a single chain)")
+        ax.set_xlim(min(0.99, float(np.nanmin(rhat)) - 0.005), max(1.12, float(np.nanmax(rhat)) + 0.02))
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Rank-normalised split R-hat per component")
     ax.set_yticks(y, labels)
     ax.set_ylim(len(labels) - 0.5, -0.5)
     ax.set_xlabel("R-hat")
+    ax.set_ylabel("component")
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, out)
-
-
-def _add_theory_lines_dist(pc, values: dict[str, float]) -> None:
-    """Dashed vertical THEORY lines on an ArviZ plot_dist collection (manual if add_lines fails)."""
-    values = {k: v for k, v in values.items() if math.isfinite(v)}
-    if not values:
-        return
-    try:
-        ap.add_lines(pc, values, visuals={"ref_line": dict(_THEORY_STYLE)})
-    except Exception:  # fall back to drawing on the targets directly
-        for label, v in values.items():
-            try:
-                pc.get_target(label, {}).axvline(v, **_THEORY_STYLE)
-            except Exception:
-                pass
 
 
 def _plot_observables(dt, theory: Mapping | None, out: Path) -> Path | None:
@@ -411,24 +369,51 @@ def _plot_observables(dt, theory: Mapping | None, out: Path) -> Path | None:
     labels = list(ds.data_vars)
     if not labels:
         return None
-    values = {label: _theory_value(theory, name, index) for label, name, index in OBSERVABLES if label in labels}
-    rows = math.ceil(len(labels) / 3)
-    fig, pc = _arviz_or_fallback(
-        "plot_dist",
-        lambda: az.plot_dist(
-            _as_tree(ds), backend="matplotlib", col_wrap=3, visuals={"point_estimate_text": False}, **_figure_kwargs(12, 3.0 * rows + 0.8)
-        ),
-        lambda: _fallback_dist({"run": ds}, labels),
+    pc = az.plot_dist(
+        _as_tree(ds), backend="matplotlib", col_wrap=3, ci_prob=CI_PROB, visuals={"point_estimate_text": False, "title": False},
+        **_figure_kwargs(12, _wrap_height(len(labels), 3, 2.9)),
     )
-    if pc is not None:
-        _add_theory_lines_dist(pc, values)
-    else:
-        for ax, label in zip(fig.axes, labels):
-            if math.isfinite(values.get(label, math.nan)):
-                ax.axvline(values[label], **_THEORY_STYLE)
-    shown = "densities (all chains), mean and 89 % interval" if pc is not None else "histograms (all chains)"
-    fig.suptitle(f"Posterior {shown}; red dashed: large-N THEORY value" + _run_title(theory))
+    for label, name, index in OBSERVABLES:
+        if label not in labels:
+            continue
+        ax = pc.get_target(label, {})
+        ax.set_xlabel(label)
+        ax.set_ylabel("posterior density")
+        value = _theory_value(theory, name, index)
+        if math.isfinite(value):
+            ax.axvline(value, **THEORY_STYLE)
+    pc.get_viz("figure").suptitle(
+        f"Posterior densities (all chains), mean and {CI_PROB:.0%} interval; red dashed: large-N THEORY value" + _run_title(theory)
+    )
+    return save_figure(pc.get_viz("figure"), out)
+
+
+def _plot_elbo(elbo, out: Path) -> Path:
+    # ArviZ has no optimisation-trace plot: plain matplotlib of the stored ELBO per step.
+    elbo = np.ravel(np.asarray(elbo, dtype=float))
+    steps = np.arange(1, elbo.size + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), layout="constrained")
+    window = max(1, elbo.size // 50)
+    smooth_x = steps[window - 1 :]
+    smooth = np.convolve(elbo, np.ones(window) / window, mode="valid")
+    for ax, start, title in ((axes[0], 0, "all steps"), (axes[1], elbo.size // 2, "second half")):
+        ax.plot(steps[start:], elbo[start:], color="C0", lw=0.6, alpha=0.6, label="ELBO")
+        keep = smooth_x > start
+        ax.plot(smooth_x[keep], smooth[keep], color="C1", lw=1.4, label=f"running mean ({window} steps)")
+        ax.set_xlabel("optimisation step")
+        ax.set_ylabel("ELBO")
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("SVI: evidence lower bound per optimisation step")
     return save_figure(fig, out)
+
+
+def _find_elbo(out: Path):
+    """``RUN/elbo.npy`` next to the output folder (``RUN/diagnostics``), or None."""
+    for candidate in (out.parent / "elbo.npy", out / "elbo.npy"):
+        if candidate.is_file():
+            return np.load(candidate, allow_pickle=False)
+    return None
 
 
 def diagnostic_plots(
@@ -437,31 +422,44 @@ def diagnostic_plots(
     theory: Mapping | None = None,
     var_names=diagnostics.SPECTRAL,
     table: diagnostics.Table | None = None,
+    elbo=None,
 ) -> list[Path]:
     """Write the diagnostic figures of one run.
 
     Parameters
     ----------
     dt : DataTree
-        Run DataTree (``posterior``; ``sample_stats`` for NUTS).
+        Run DataTree in the :func:`bayes_sbm.runs.to_datatree` layout
+        (``posterior``; ``sample_stats`` for NUTS; attribute ``method``).
     out_dir : str or PathLike
         Folder for the PNGs (created).
     theory : mapping, optional
         :func:`bayes_sbm.diagnostics.theory_from_datatree` output; by default
         computed from the run's ``constant_data`` (no reference lines when
-        that is impossible).
+        that is impossible, or for ``{}``).
     var_names : sequence of str, default ``diagnostics.SPECTRAL``
         Posterior variables of the trace, rank, ESS and R-hat plots (absent
         ones are skipped).
     table : Table, optional
-        :func:`bayes_sbm.diagnostics.summary_table` of the run (computed when
-        not given; used for the R-hat plot).
+        :func:`bayes_sbm.diagnostics.summary_table` of the run over
+        ``var_names`` (computed when not given; used for the R-hat plot).
+    elbo : array_like, optional
+        ELBO per SVI step; by default read from ``elbo.npy`` in the folder
+        above ``out_dir`` (``RUN/elbo.npy`` for ``RUN/diagnostics``), if any.
 
     Returns
     -------
     list of Path
-        ``trace.png``, ``rank.png``, ``energy.png`` (only with NUTS energy),
-        ``ess.png``, ``rhat.png``, ``observables.png``, in that order.
+        ``trace.png``, ``rank.png`` (several chains, not SVI), ``energy.png``
+        (NUTS energy), ``ess.png``, ``rhat.png`` (several chains, not SVI),
+        ``observables.png``, ``elbo.png`` (when an ELBO is given or found),
+        in that order.
+
+    Raises
+    ------
+    ValueError
+        None of ``var_names`` is in the posterior, or a posterior dim has no
+        coordinates (a tree not in the conformant layout).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -469,19 +467,28 @@ def diagnostic_plots(
     names = [v for v in var_names if v in post_vars]
     if not names:
         raise ValueError(f"none of {list(var_names)} is in the posterior (it has {sorted(post_vars)})")
+    _require_coords(dt)
     if theory is None:
         theory = diagnostics.theory_from_datatree(dt)
-    if table is None:
+    multi_chain = _n_chains(dt) > 1 and not _is_svi(dt)
+    if multi_chain and table is None:
         table = diagnostics.summary_table(dt, names, theory=theory or {})
-    dt = _with_index_coords(dt)
-    written = [_plot_trace(dt, names, out / "trace.png"), _plot_rank(dt, names, out / "rank.png")]
+    if elbo is None and _is_svi(dt):
+        elbo = _find_elbo(out)
+    _last_figures.clear()
+    written = [_plot_trace(dt, names, theory, out / "trace.png")]
+    if multi_chain:
+        written.append(_plot_rank(dt, names, out / "rank.png"))
     if "sample_stats" in dt.children and "energy" in dt["sample_stats"].data_vars:
         written.append(_plot_energy(dt, out / "energy.png"))
-    written.append(_plot_ess(dt, names, table, out / "ess.png"))
-    written.append(_plot_rhat(table, out / "rhat.png"))
+    written.append(_plot_ess(dt, names, out / "ess.png"))
+    if multi_chain:
+        written.append(_plot_rhat(dt, names, table, out / "rhat.png"))
     obs = _plot_observables(dt, theory, out / "observables.png")
     if obs is not None:
         written.append(obs)
+    if elbo is not None and np.size(elbo) > 1:
+        written.append(_plot_elbo(elbo, out / "elbo.png"))
     return written
 
 
@@ -489,30 +496,10 @@ def diagnostic_plots(
 # comparison across runs
 # --------------------------------------------------------------------------
 def _run_colors(pc, runs) -> dict[str, Any]:
-    """Colour of each run in an ArviZ collection faceted by ``model`` (C0, C1, … if unknown)."""
-    colors = {run: f"C{i}" for i, run in enumerate(runs)}
-    try:
-        mapping = pc.aes["color"]["mapping"]
-        for run in runs:
-            colors[run] = mapping.sel(model=run).item()
-    except Exception:
-        pass
-    return colors
-
-
-def _forest_theory_markers(pc, runs, values: dict[str, dict[str, float]]) -> None:
-    """Mark each run's theory value on its forest row (uses the plotted interval's y)."""
-    colors = _run_colors(pc, runs)
-    for run in runs:
-        for label, v in values[run].items():
-            if not math.isfinite(v):
-                continue
-            try:
-                line = pc.viz["twig"][label].sel(model=run).item()
-                y = float(np.mean(line.get_ydata()))
-                line.axes.scatter([v], [y], marker="x", s=70, color=colors[run], linewidths=2, zorder=5)
-            except Exception:
-                continue
+    """Colour of each run in an ArviZ collection whose colour is mapped to ``model``."""
+    mapping = pc.get_aes_as_dataset("color")
+    first = next(iter(mapping.data_vars))
+    return {run: mapping[first].sel(model=run).item() for run in runs}
 
 
 def _pooled_common_size(datasets: Mapping[str, Any]) -> dict[str, Any]:
@@ -520,8 +507,8 @@ def _pooled_common_size(datasets: Mapping[str, Any]) -> dict[str, Any]:
 
     ArviZ stacks the runs along a ``model`` dimension with an outer join, so
     runs with different chain or draw counts (NUTS vs SVI, different lengths)
-    would be padded with NaN and lose their summaries; an evenly spaced
-    subsample of the pooled draws keeps every run intact.
+    would be padded with NaN; an evenly spaced subsample of the pooled draws
+    keeps every run intact.
     """
     sizes = {run: int(ds.sizes.get("chain", 1) * ds.sizes.get("draw", 1)) for run, ds in datasets.items()}
     n = min(sizes.values())
@@ -538,8 +525,71 @@ def _theories_for(dts: Mapping[str, Any], theories: Mapping | None) -> dict[str,
     return {run: theories[run] if run in theories else diagnostics.theory_from_datatree(dt) for run, dt in dts.items()}
 
 
+def _theory_groups(values: Mapping[str, float]) -> list[list[str]]:
+    """Runs grouped by equal (finite) theory value."""
+    groups: list[list[str]] = []
+    for run, v in values.items():
+        if not math.isfinite(v):
+            continue
+        for group in groups:
+            if abs(values[group[0]] - v) <= 1e-12 * max(1.0, abs(v)):
+                group.append(run)
+                break
+        else:
+            groups.append([run])
+    return groups
+
+
+def _plot_forest(trees, runs, labels, values, out: Path) -> Path:
+    pc = az.plot_forest(
+        trees, combined=True, ci_probs=(0.5, CI_PROB), backend="matplotlib", rows=["__variable__"], labels=[],
+        visuals={"ticklabels": False, "remove_axis": False},
+        **_figure_kwargs(9, 1.0 + 0.45 * len(runs) * len(labels) + 0.5 * len(labels), sharex=False, sharey=False,
+                         width_ratios=[0.001, 1]),
+    )
+    colors = _run_colors(pc, runs)
+    for label in labels:
+        pc.get_target(label, {"column": "labels"}).set_axis_off()
+        ax = pc.get_target(label, {"column": "forest"})
+        ys = {run: float(np.mean(pc.viz["twig"][label].sel(model=run).item().get_ydata())) for run in runs}
+        step = abs(ys[runs[0]] - ys[runs[1]]) if len(runs) > 1 else 0.4
+        for run in runs:
+            v = values[run][label]
+            if math.isfinite(v):
+                ax.plot([v, v], [ys[run] - 0.45 * step, ys[run] + 0.45 * step], color=colors[run], linestyle="--", lw=1.6, zorder=4)
+        ax.set_yticks(list(ys.values()), runs)
+        ax.set_ylim(min(ys.values()) - 0.6 * step, max(ys.values()) + 0.6 * step)
+        ax.set_xlabel(label)
+        ax.set_ylabel("run")
+    pc.add_legend("model", title="run")
+    pc.get_viz("figure").suptitle(f"Posterior mean, 50 % and {CI_PROB:.0%} intervals; dashed: each run's large-N THEORY value")
+    return save_figure(pc.get_viz("figure"), out)
+
+
+def _plot_compare_density(trees, runs, labels, values, out: Path) -> Path:
+    pc = az.plot_dist(
+        trees, backend="matplotlib", col_wrap=3, ci_prob=CI_PROB, visuals={"point_estimate_text": False, "title": False},
+        **_figure_kwargs(13, _wrap_height(len(labels), 3, 3.2)),
+    )
+    colors = _run_colors(pc, runs)
+    for label in labels:
+        ax = pc.get_target(label, {})
+        ax.set_xlabel(label)
+        ax.set_ylabel("posterior density")
+        finite = {run: values[run][label] for run in runs}
+        # runs with the same theory value share one neutral line (colours would overdraw each other)
+        for group in _theory_groups(finite):
+            color = colors[group[0]] if len(group) == 1 else "0.25"
+            ax.axvline(finite[group[0]], **{**THEORY_STYLE, "color": color})
+    pc.add_legend("model", title="run")
+    pc.get_viz("figure").suptitle(
+        f"Posterior densities, mean and {CI_PROB:.0%} interval per run; dashed: each run's large-N THEORY value (grey when shared)"
+    )
+    return save_figure(pc.get_viz("figure"), out)
+
+
 def compare_plots(dts: Mapping[str, Any], out_dir: str | os.PathLike, theories: Mapping | None = None) -> list[Path]:
-    """Forest and density plots of λ_1, u_1 and M across runs.
+    """Forest and density plots of λ_1, u_1 and M across runs, one panel per observable.
 
     Parameters
     ----------
@@ -567,68 +617,10 @@ def compare_plots(dts: Mapping[str, Any], out_dir: str | os.PathLike, theories: 
         raise ValueError("the runs share none of the observables λ_1, u_1, M")
     datasets = _pooled_common_size({run: ds[labels] for run, ds in datasets.items()})
     th = _theories_for(dts, theories)
-    values = {
-        run: {label: _theory_value(th[run], name, index) for label, name, index in COMPARED if label in labels}
-        for run in runs
-    }
+    values = {run: {label: _theory_value(th[run], name, index) for label, name, index in COMPARED if label in labels} for run in runs}
     trees = {run: _as_tree(ds) for run, ds in datasets.items()}
-
-    fig, pc = _arviz_or_fallback(
-        "plot_forest",
-        lambda: az.plot_forest(trees, combined=True, backend="matplotlib", **_figure_kwargs(10, 0.55 * len(labels) * len(runs) + 1.8)),
-        lambda: _fallback_forest(datasets, labels, values),
-    )
-    if pc is not None:
-        try:
-            pc.add_legend("model", title="run")
-        except Exception:
-            pass
-        _forest_theory_markers(pc, runs, values)
-    intervals = "89 % / 50 % intervals" if pc is not None else "89 % interval"
-    fig.suptitle(f"Posterior mean and {intervals} per run; ×: large-N THEORY value")
-    written = [save_figure(fig, out / "forest.png")]
-
-    rows = math.ceil(len(labels) / 3)
-    fig, pc = _arviz_or_fallback(
-        "plot_dist",
-        lambda: az.plot_dist(
-            trees, backend="matplotlib", col_wrap=3, visuals={"point_estimate_text": False}, **_figure_kwargs(13, 3.3 * rows + 0.8)
-        ),
-        lambda: _fallback_dist(datasets, labels),
-    )
-    if pc is not None:
-        try:
-            pc.add_legend("model", title="run")
-        except Exception:
-            pass
-        colors = _run_colors(pc, runs)
-        targets = {}
-        for label in labels:
-            try:
-                targets[label] = pc.get_target(label, {})
-            except Exception:
-                targets[label] = None
-    else:
-        colors = {run: f"C{i}" for i, run in enumerate(runs)}
-        targets = dict(zip(labels, fig.axes))
-    for label in labels:
-        ax = targets.get(label)
-        finite = {run: values[run][label] for run in runs if math.isfinite(values[run][label])}
-        if ax is None or not finite:
-            continue
-        # runs with the same theory value share one neutral line (colours would overdraw each other)
-        groups: list[list[str]] = []
-        for run, v in finite.items():
-            for group in groups:
-                if abs(finite[group[0]] - v) <= 1e-12 * max(1.0, abs(v)):
-                    group.append(run)
-                    break
-            else:
-                groups.append([run])
-        for group in groups:
-            color = colors[group[0]] if len(group) == 1 else "0.25"
-            ax.axvline(finite[group[0]], color=color, linestyle="--", linewidth=1.4)
-    shown = "densities, mean and 89 % interval" if pc is not None else "histograms"
-    fig.suptitle(f"Posterior {shown} per run; dashed: each run's large-N THEORY value (grey when shared)")
-    written.append(save_figure(fig, out / "density.png"))
-    return written
+    _last_figures.clear()
+    return [
+        _plot_forest(trees, runs, labels, values, out / "forest.png"),
+        _plot_compare_density(trees, runs, labels, values, out / "density.png"),
+    ]
