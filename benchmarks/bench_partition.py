@@ -7,15 +7,22 @@ Measures, single-threaded by default (threads pinned *before* JAX is imported):
   the rest (``sphere.log_partition_and_gradient`` on the eigenvalues, jitted),
   and the full ``jax.value_and_grad(sphere.log_partition_matrix)`` (jitted);
   target: rest/eigh ≤ 0.5 at N = 1000;
-* 10⁴ exact draws of ``SphericalBoltzmann(W).sample`` (jitted) at N ∈ {100, 1000}
-  in a paramagnetic spectrum (GOE, semicircle edge 1) and a condensed one
-  (same bulk, top eigenvalue 3), with ``sphere.sampler_acceptance``;
-  target: ≤ 2 s each at N = 1000;
+* 10⁴ exact draws at N ∈ {100, 1000, 5000} in a paramagnetic spectrum (GOE,
+  semicircle edge 1) and a condensed one (same bulk, top eigenvalue 3):
+  ``sphere.sample_eigen`` with the old ACG-only sampler (``method="acg"``) and the
+  new default (``method="auto"``: condensed-mode split or ACG, whichever has the
+  larger predicted acceptance) side by side, as seconds and draws/s (wall and
+  process CPU time, so contention from other processes shows), with predicted
+  and measured acceptance rates; plus ``SphericalBoltzmann(W).sample`` (jitted,
+  one ``eigh`` included) for N ≤ 1000; targets: eigen-only ≤ 1 s and
+  ``SphericalBoltzmann.sample`` ≤ 2 s at N = 1000, both spectra;
 * accuracy: |log Z − log ₁F₁(½; N/2; Nℓ/2)| for the rank-one spectrum ℓ = 3
   (mpmath, 30 digits), and |saddle − exact| (plain and Gaussian-corrected)
   for that spectrum and the paramagnetic GOE one.
 
-Timings are medians over repeats after a jit warm-up, with ``block_until_ready``.
+Timings are medians over repeats after a jit warm-up (the samplers are compiled
+ahead of time instead, so a slow old-sampler cell is not run an extra time), with
+``block_until_ready``.
 Prints a table and writes JSON atomically (``bayes_sbm.io.write_json_atomic``).
 
 Usage: ``python benchmarks/bench_partition.py [--quick] [--out PATH] [--threads T]``
@@ -32,7 +39,12 @@ from pathlib import Path
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_partition.json"
 FULL_NS = (100, 300, 1000, 3000)
-FULL_SAMPLE_NS = (100, 1000)
+FULL_SAMPLE_NS = (100, 1000, 5000)
+#: Largest N for the matrix-level SphericalBoltzmann.sample timing (above it an O(N³) eigh dominates; spectra
+#: then come from the Dumitriu–Edelman tridiagonal GOE model, which has the same eigenvalue law).
+FULL_MATRIX_MAX_N = 1000
+#: Stop repeating a sampler timing once its runs have taken this long (at least one timed run).
+SAMPLER_TIME_BUDGET_S = 30.0
 QUICK_NS = (20, 60)
 QUICK_SAMPLE_NS = (20,)
 RANK_ONE_ELL = 3.0
@@ -41,6 +53,7 @@ CONDENSED_TOP = 3.0
 TARGET_RATIO_N = 1000
 TARGET_RATIO = 0.5
 TARGET_SAMPLE_SECONDS = 2.0
+TARGET_EIGEN_SAMPLE_SECONDS = 1.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -141,6 +154,33 @@ def bench_partition(ns, repeats, rng):
     return rows
 
 
+def compiled_times(fn, *args, repeats: int, budget_s: float = SAMPLER_TIME_BUDGET_S) -> tuple[float, float]:
+    """Median (wall, process CPU) seconds of a jitted ``fn(*args)`` compiled ahead of time (no warm-up run);
+    repeats stop once ``budget_s`` is spent (at least one timed run)."""
+    import jax
+
+    compiled = fn.lower(*args).compile()
+    walls, cpus = [], []
+    while len(walls) < max(1, repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        jax.block_until_ready(compiled(*args))
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+        if sum(walls) > budget_s:
+            break
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def goe_spectrum(rng, n: int, edge: float = 1.0):
+    """Ascending GOE eigenvalues (edge ``edge``) from the Dumitriu–Edelman tridiagonal model, O(N²)."""
+    import numpy as np
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    diag = rng.normal(0.0, np.sqrt(2.0), size=n)
+    off = np.sqrt(rng.chisquare(np.arange(n - 1, 0, -1)))
+    return eigvalsh_tridiagonal(diag, off) * (edge / (2.0 * np.sqrt(n)))
+
+
 def bench_sampling(ns, draws, repeats, rng):
     import jax
     import jax.numpy as jnp
@@ -150,35 +190,61 @@ def bench_sampling(ns, draws, repeats, rng):
     from bayes_sbm.distribution import SphericalBoltzmann
 
     full = jax.jit(lambda key, W: SphericalBoltzmann(W).sample(key, (draws,)))
-    eigen_only = jax.jit(lambda key, lam: sphere.sample_eigen(key, lam, draws))
+    samplers = {m: jax.jit(lambda key, lam, m=m: sphere.sample_eigen(key, lam, draws, method=m)) for m in ("acg", "auto")}
+    with_info = jax.jit(sphere._sample_eigen_impl, static_argnums=(2, 3, 4))
+    acceptance = jax.jit(sphere.sampler_acceptance, static_argnums=1)
     rows = []
     for n in ns:
-        bulk = goe_matrix(rng, n)
-        lam, V = np.linalg.eigh(bulk)
+        matrix = n <= FULL_MATRIX_MAX_N
+        if matrix:
+            lam, V = np.linalg.eigh(goe_matrix(rng, n))
+        else:
+            lam, V = goe_spectrum(rng, n), None
         condensed = lam.copy()
         condensed[-1] = CONDENSED_TOP
+        batch = sphere._proposal_batch(n)
         for case, spectrum in (("paramagnetic", lam), ("condensed", condensed)):
-            W = jnp.asarray(0.5 * ((V * spectrum) @ V.T + ((V * spectrum) @ V.T).T))
             key = jax.random.PRNGKey(n)
-            t_full = median_time(full, key, W, repeats=repeats)
-            t_eigen = median_time(eigen_only, key, jnp.asarray(spectrum), repeats=repeats)
-            x = np.asarray(full(key, W))
-            rows.append(
+            spec = jnp.asarray(spectrum)
+            row = {"N": n, "case": case, "top_eigenvalue": float(spectrum[-1]), "draws": draws}
+            for method in ("acg", "auto"):
+                wall, cpu = compiled_times(samplers[method], key, spec, repeats=repeats)
+                y, info = with_info(key, spec, draws, batch, method)
+                y = np.asarray(y)
+                row[f"{method}_eigen_s"] = wall
+                row[f"{method}_eigen_cpu_s"] = cpu
+                row[f"{method}_draws_per_s"] = draws / wall
+                row[f"{method}_measured_acceptance"] = int(info.accepted) / int(info.proposals)
+                row[f"{method}_split_used"] = bool(info.split)
+                row[f"{method}_max_norm_error"] = float(np.max(np.abs(np.sum(y * y, axis=1) / n - 1.0)))
+                print(f"  sampling N={n} {case} {method}: {wall:.3f} s", file=sys.stderr, flush=True)
+            row["predicted_acceptance_acg"] = float(acceptance(spec, "acg"))
+            row["predicted_acceptance_split"] = float(acceptance(spec, "split"))
+            row["speedup"] = row["acg_eigen_s"] / row["auto_eigen_s"]
+            if matrix:
+                W = jnp.asarray(0.5 * ((V * spectrum) @ V.T + ((V * spectrum) @ V.T).T))
+                t_full = median_time(full, key, W, repeats=repeats)
+                x = np.asarray(full(key, W))
+                max_norm = float(np.max(np.abs(np.sum(x * x, axis=1) / n - 1.0)))
+            else:
+                t_full, max_norm = None, row["auto_max_norm_error"]
+            row.update(
                 {
-                    "N": n,
-                    "case": case,
-                    "top_eigenvalue": float(spectrum[-1]),
-                    "draws": draws,
+                    # kept field names (the sampler used by default, i.e. the new one)
                     "sample_s": t_full,
-                    "sample_eigen_only_s": t_eigen,
-                    "per_draw_ms": 1e3 * t_full / draws,
-                    "acceptance": float(sphere.sampler_acceptance(spectrum)),
-                    "condensate": float(2 * sphere.partition_gradient(spectrum)[-1] / n),
-                    "max_norm_error": float(np.max(np.abs(np.sum(x * x, axis=1) / n - 1.0))),
+                    "sample_eigen_only_s": row["auto_eigen_s"],
+                    "per_draw_ms": 1e3 * row["auto_eigen_s"] / draws,
+                    "acceptance": max(row["predicted_acceptance_acg"], row["predicted_acceptance_split"]),
+                    "condensate": float(2 * sphere.partition_gradient(spec)[-1] / n),
+                    "max_norm_error": max_norm,
                 }
             )
-            print(f"  sampling N={n} {case}: done", file=sys.stderr, flush=True)
+            rows.append(row)
     return rows
+
+
+def _fmt(value, spec: str, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
 def format_tables(result) -> str:
@@ -191,13 +257,20 @@ def format_tables(result) -> str:
             f" {r['kummer_abs_err']:>9.1e} {r['rank_one_saddle_minus_exact']:>8.4f} {r['rank_one_gauss_saddle_minus_exact']:>8.4f}"
             f" {r['pm_saddle_minus_exact']:>8.4f} {r['pm_gauss_saddle_minus_exact']:>9.2e}"
         )
-    lines += ["", f"exact sampling ({result['sampling'][0]['draws'] if result['sampling'] else 0} draws; median seconds)"]
-    head = f"{'N':>6} {'case':>13} {'SB.sample':>10} {'eigen only':>10} {'ms/draw':>8} {'accept':>7} {'M':>6} {'max||x|^2/N-1|':>15}"
+    draws = result["sampling"][0]["draws"] if result["sampling"] else 0
+    lines += ["", f"exact sampling, sample_eigen ({draws} draws): old ACG-only vs new default (auto); median wall s, CPU s, draws/s"]
+    head = (
+        f"{'N':>6} {'case':>13} {'acg s':>8} {'acg cpu':>8} {'acg d/s':>9} {'new s':>8} {'new cpu':>8} {'new d/s':>9}"
+        f" {'speedup':>7} {'used':>5} {'acc acg':>7} {'acc split':>9} {'acc meas':>8} {'M':>6} {'SB.sample':>9} {'max||y|^2/N-1|':>14}"
+    )
     lines += [head, "-" * len(head)]
     for r in result["sampling"]:
         lines.append(
-            f"{r['N']:>6} {r['case']:>13} {r['sample_s']:>10.3f} {r['sample_eigen_only_s']:>10.3f} {r['per_draw_ms']:>8.3f}"
-            f" {r['acceptance']:>7.4f} {r['condensate']:>6.3f} {r['max_norm_error']:>15.1e}"
+            f"{r['N']:>6} {r['case']:>13} {r['acg_eigen_s']:>8.3f} {r['acg_eigen_cpu_s']:>8.3f} {r['acg_draws_per_s']:>9.0f}"
+            f" {r['auto_eigen_s']:>8.3f} {r['auto_eigen_cpu_s']:>8.3f} {r['auto_draws_per_s']:>9.0f} {r['speedup']:>7.1f}"
+            f" {'split' if r['auto_split_used'] else 'acg':>5} {r['predicted_acceptance_acg']:>7.4f}"
+            f" {r['predicted_acceptance_split']:>9.4f} {r['auto_measured_acceptance']:>8.4f} {r['condensate']:>6.3f}"
+            f" {_fmt(r['sample_s'], '.3f', 9)} {r['max_norm_error']:>14.1e}"
         )
     lines += ["", "targets:"]
     for name, t in result["targets"].items():
@@ -232,6 +305,10 @@ def main(argv=None) -> int:
         if r["N"] == 1000:
             v = r["sample_s"]
             targets[f"sample_{r['case']}_N1000_s"] = {"value": round(v, 4), "target": f"<= {TARGET_SAMPLE_SECONDS}", "met": v <= TARGET_SAMPLE_SECONDS}
+            v = r["auto_eigen_s"]
+            targets[f"sample_eigen_{r['case']}_N1000_s"] = {
+                "value": round(v, 4), "target": f"<= {TARGET_EIGEN_SAMPLE_SECONDS}", "met": v <= TARGET_EIGEN_SAMPLE_SECONDS,
+            }
 
     result = {
         "benchmark": "bench_partition",

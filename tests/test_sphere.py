@@ -510,6 +510,234 @@ def test_input_errors():
 
 
 # ---------------------------------------------------------------------------
+# Condensed-mode split sampler (THEORY §2, last sampler sentence)
+# ---------------------------------------------------------------------------
+
+#: Gauss–Legendre in s = √t (64 panels × 24 nodes) of an analytic integrand plus log Z's ~1e-12: 1e-10 relative is ample.
+MARGINAL_RTOL = 1e-10
+#: The envelope inequalities hold exactly; evaluating both sides in float64 (terms up to ~N·|λ|) costs ~1e-12 relative.
+ENVELOPE_SLACK = 1e-9
+#: Draws for the split sampler's moment and KS checks (relative standard error of E[y_i²] ~ √(2/n) ≈ 1 %).
+SPLIT_DRAWS = 20_000
+#: Points of the s-grid for the exact marginal CDF of t (cumulative Simpson: CDF error ≪ 1e-6 ≪ KS resolution ~1e-2).
+MARGINAL_GRID = 4001
+#: The split must beat the plain ACG where a mode is condensed: ≥ 0.95 predicted (measured 0.984) at N = 1000.
+SPLIT_MIN_CONDENSED_ACCEPTANCE = 0.95
+
+_split_env = jax.jit(sphere._split_envelope)
+_split_bounds = jax.jit(sphere._split_log_target_and_envelope, static_argnums=3)
+# (key, λ, num, batch, force_split): force_split is traced, so "split" and "auto" share one compilation per shape
+_sample_split_info = jax.jit(sphere._sample_split, static_argnums=(2, 3))
+_sample_acg_info = jax.jit(sphere._sample_acg, static_argnums=(2, 3))
+_acceptance_method = jax.jit(sphere.sampler_acceptance, static_argnums=1)
+#: Random interior points per envelope interval (plus both endpoints) in the pointwise envelope check.
+ENVELOPE_POINTS = 14
+
+
+def _split_spectra(goe, rng, n):
+    """PM (GOE edge 1), one condensed spike (top 3) and two near-degenerate spikes (3, 3.05) on the same bulk."""
+    bulk = goe(rng, n)
+    one = bulk.copy()
+    one[-1] = 3.0
+    two = bulk.copy()
+    two[-2:] = (3.0, 3.05)
+    return {"paramagnetic": bulk, "one_spike": one, "two_spikes": two}
+
+
+def _split_log_marginal(lam, s):
+    """Exact log density of s = |y_top|/√N (up to a constant), independent of any sampler:
+    t = s² has density ∝ t^{-1/2}(1 − t)^{(N−3)/2} e^{Nλ_top t/2} Z_{N−1}((1 − t)N/(N−1) · λ_rest)."""
+    lam = np.asarray(lam)
+    n = lam.size
+    top = int(np.argmax(lam))
+    rest = np.delete(lam, top)
+    t = s * s
+    kappa = (1.0 - t) * n / (n - 1)
+    log_z_rest = np.asarray(_logz(kappa[:, None] * rest[None, :]))
+    with np.errstate(divide="ignore"):
+        log_base = 0.5 * (n - 3) * np.log1p(-t) if n > 3 else np.zeros_like(t)
+    return log_base + 0.5 * n * lam[top] * t + log_z_rest
+
+
+@pytest.mark.parametrize("lam", [
+    np.array([0.8, -0.3, 0.1]),
+    np.array([4.0, 0.5, -1.0, 0.2, -0.7, 1.1, 0.0]),
+    pytest.param(np.r_[np.linspace(-1.0, 1.0, 50), 3.0], marks=pytest.mark.slow),
+], ids=["N3", "N7_condensed", "N51_condensed"])
+def test_split_marginal_normalisation(lam):
+    """Derivation check of the split: ∫₀¹ 2(1 − s²)^{(N−3)/2} e^{Nλ_top s²/2} Z_{N−1}(κ(s²)λ_rest) ds
+    = B(½, (N−1)/2) Z_N(λ) (the uniform measure gives y_top²/N ~ Beta(½, (N−1)/2))."""
+    n = lam.size
+    nodes, weights = np.polynomial.legendre.leggauss(24)
+    edges = np.linspace(0.0, 1.0, 65)
+    half = 0.5 * np.diff(edges)
+    s = (edges[:-1, None] + half[:, None] * (nodes[None, :] + 1.0)).ravel()
+    w = (half[:, None] * weights[None, :]).ravel()
+    log_f = _split_log_marginal(lam, s)
+    ref = float(_logz(lam)) + special.betaln(0.5, 0.5 * (n - 1))
+    shift = log_f.max()
+    got = shift + math.log(np.sum(2.0 * w * np.exp(log_f - shift)))
+    assert abs(got - ref) <= MARGINAL_RTOL * _scale(ref), (got, ref)
+
+
+@pytest.mark.parametrize("n", [50, pytest.param(5, marks=pytest.mark.slow), pytest.param(300, marks=pytest.mark.slow)],
+                         ids=lambda n: f"N{n}")
+def test_split_envelope_dominates(goe, rng, n):
+    """Envelope validity (by convexity; checked pointwise): on every interval, at the endpoints and
+    ENVELOPE_POINTS random interior points, log envelope ≥ log r_k(t) ≥ log f(t), where f is the exact t-factor
+    t^{-1/2}(1 − t)^{(N−3)/2} Z_{N−1}(κμ_rest) (μ = λ − λ_top) and r_k uses Kent's ACG bound
+    (or the uniform bound on the last interval).  Also: intervals tile [0, 1]."""
+    for name, lam in _split_spectra(goe, rng, n).items():
+        env = _split_env(lam)
+        lo, width = np.asarray(env.lo), np.asarray(env.width)
+        assert lo[0] == 0.0 and np.all(width >= 0), name
+        np.testing.assert_allclose(lo[1:], lo[:-1] + width[:-1], rtol=1e-14, atol=0, err_msg=name)
+        assert abs(lo[-1] + width[-1] - 1.0) <= 1e-15, name
+        k_int = lo.size
+        frac = np.concatenate([[0.0, 1.0], rng.uniform(size=ENVELOPE_POINTS)])
+        k = np.repeat(np.arange(k_int), frac.size)
+        # t = 0 and t = 1 are limits (both sides ±inf); the nearest representable interior points stand in
+        t = np.clip(lo[k] + np.tile(frac, k_int) * width[k], np.finfo(float).tiny, 1.0 - np.finfo(float).eps)
+        target, envelope = (np.asarray(a) for a in _split_bounds(env, k, t, n))
+        mu = lam - lam.max()
+        rest = np.delete(mu, int(np.argmax(lam)))
+        kappa = (1.0 - t) * n / (n - 1)
+        log_z_rest = np.asarray(_logz(kappa[:, None] * rest[None, :]))
+        exact = -0.5 * np.log(t) + 0.5 * (n - 3) * np.log1p(-t) + log_z_rest
+        scale = np.maximum(1.0, np.abs(envelope))
+        assert np.all(envelope - target >= -ENVELOPE_SLACK * scale), (name, np.min(envelope - target))
+        # target − exact = B_k(t) − log Z_{N−1}(κμ_rest) ≥ 0 (Kent's ACG bound; e^{½κn'μ₂} ≥ Z on the last interval)
+        assert np.all(target - exact >= -ENVELOPE_SLACK * scale), (name, np.min(target - exact))
+
+
+@pytest.mark.parametrize(("n", "case"), [
+    (50, "one_spike"),
+    (50, "two_spikes"),
+    pytest.param(50, "paramagnetic", marks=pytest.mark.slow),
+    pytest.param(300, "paramagnetic", marks=pytest.mark.slow),
+    pytest.param(300, "one_spike", marks=pytest.mark.slow),
+    pytest.param(300, "two_spikes", marks=pytest.mark.slow),
+])
+def test_split_sampler_moments_and_rate(goe, rng, n, case):
+    """Split sampler (forced, so PM is covered too): E[y_i²] vs 2∂logZ/∂λ_i (5σ per coordinate and a χ²
+    aggregate), E[y_i] = 0, |y|² = N; and its acceptance rate vs the exact prediction B(½,(N−1)/2)Z_N/∫env
+    (binomial 5σ) — a wrong acceptance ratio would show up in the rate as well as in the moments."""
+    lam = _split_spectra(goe, rng, n)[case]
+    batch = sphere._proposal_batch(n)
+    y, info = _sample_split_info(jax.random.PRNGKey(17), lam, SPLIT_DRAWS, batch, True)
+    y = np.asarray(y)
+    assert bool(info.split)
+    np.testing.assert_allclose(np.sum(y * y, axis=1) / n, 1.0, rtol=0, atol=SPHERE_NORM_RTOL)
+    sq = y * y
+    expected = 2 * np.asarray(_grad(lam))
+    z = (sq.mean(axis=0) - expected) / (sq.std(axis=0, ddof=1) / math.sqrt(SPLIT_DRAWS))
+    assert np.all(np.abs(z) <= MC_SIGMAS), (np.argmax(np.abs(z)), z.max(), z.min())
+    lo = stats.chi2.ppf(CHI2_TAIL, n - 1)
+    hi = stats.chi2.ppf(1 - CHI2_TAIL, n)
+    assert lo <= np.sum(z * z) <= hi, np.mean(z * z)
+    se_mean = y.std(axis=0, ddof=1) / math.sqrt(SPLIT_DRAWS)
+    assert np.all(np.abs(y.mean(axis=0)) <= MC_SIGMAS * se_mean)
+    log_z_mu = float(_logz(lam)) - 0.5 * n * lam.max()  # Z_N(λ − λ_top): the acceptance is Z_N(μ)·exp(log_norm)
+    p = math.exp(log_z_mu + float(info.log_norm))
+    proposals, accepted = int(info.proposals), int(info.accepted)
+    assert abs(accepted / proposals - p) <= MC_SIGMAS * math.sqrt(p * (1 - p) / proposals), (accepted / proposals, p)
+    np.testing.assert_allclose(p, float(_acceptance_method(lam, "split")), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("n", "case"), [
+    (50, "two_spikes"),
+    pytest.param(50, "paramagnetic", marks=pytest.mark.slow),
+    pytest.param(300, "one_spike", marks=pytest.mark.slow),
+])
+def test_split_top_marginal_ks(goe, rng, n, case):
+    """KS test of t = y_top²/N from sample_eigen (default method) against the exact marginal CDF, obtained
+    by cumulative Simpson quadrature of the density of s = √t on a uniform grid (log Z of the rest from
+    log_partition; no sampler code involved), interpolated by a cubic Hermite spline."""
+    lam = _split_spectra(goe, rng, n)[case]
+    top = int(np.argmax(lam))
+    s = np.linspace(0.0, 1.0, MARGINAL_GRID)
+    log_f = _split_log_marginal(lam, s)
+    dens = np.exp(log_f - log_f.max())
+    cum = integrate.cumulative_simpson(dens, x=s, initial=0.0)
+    cdf_s = CubicHermiteSpline(s, cum / cum[-1], dens / cum[-1])
+    y, info = _sample_split_info(jax.random.PRNGKey(5), lam, SPLIT_DRAWS, sphere._proposal_batch(n), True)
+    assert bool(info.split)
+    t = np.asarray(y)[:, top] ** 2 / n
+    result = stats.kstest(t, lambda x: cdf_s(np.sqrt(np.clip(x, 0.0, 1.0))))
+    assert result.pvalue > KS_MIN_PVALUE, result
+
+
+#: Predicted ACG acceptance with one condensed mode is ≈ 0.86/((1 − g)√N) (THEORY §2): 0.18 at N = 50, 0.04 at N = 1000.
+SPLIT_ACG_CONDENSED_MAX = {50: 0.3, 1000: 0.1}
+
+
+@pytest.mark.parametrize("n", [50, pytest.param(1000, marks=pytest.mark.slow)], ids=lambda n: f"N{n}")
+def test_split_acceptance_and_auto_choice(goe, rng, n):
+    """With one condensed mode the ACG accepts ∝ 1/√N and the split ≥ 95 %; in PM both ≈ 0.87 (within
+    0.05); "auto" runs the split exactly when its predicted acceptance is the larger."""
+    spectra = _split_spectra(goe, rng, n)
+    for name in ("paramagnetic", "one_spike"):
+        lam = spectra[name]
+        env = _split_env(lam)
+        log_z_mu = float(_logz(lam)) - 0.5 * n * lam.max()
+        acg, split = math.exp(log_z_mu + float(env.log_norm_acg)), math.exp(log_z_mu + float(env.log_norm_split))
+        assert abs(acg - float(_acceptance(lam))) <= ROUNDING_ATOL, name  # THEORY §2: Z e^{−S}
+        assert 0 < acg <= 1 and 0 < split <= 1, (name, acg, split)
+        # the round cap's proxy (Gaussian-corrected saddle) is within ROUND_LOG_MARGIN of the truth
+        assert abs(float(env.log_z_approx) - log_z_mu) <= sphere.ROUND_LOG_MARGIN
+        if name == "one_spike":
+            assert acg < SPLIT_ACG_CONDENSED_MAX[n] and split >= SPLIT_MIN_CONDENSED_ACCEPTANCE, (acg, split)
+        else:
+            assert abs(split - acg) <= 0.05, (acg, split)
+        if n == 50:  # shares the compiled sampler of the moment tests
+            _, info = _sample_split_info(jax.random.PRNGKey(1), lam, SPLIT_DRAWS, sphere._proposal_batch(n), False)
+            assert bool(info.split) == (split > acg), name
+            assert log_z_mu + float(info.log_norm) == pytest.approx(math.log(max(acg, split)), abs=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [3, 4, 9], ids=lambda n: f"N{n}")
+def test_split_small_n_on_sphere(n):
+    """Smallest dimensions of the split (N − 1 ≥ 2): every draw on the sphere, strongly condensed too."""
+    for lam in (np.linspace(-1.0, 1.5, n), np.r_[np.zeros(n - 1), 25.0]):
+        y, info = _sample_split_info(jax.random.PRNGKey(2), lam, 500, sphere._proposal_batch(n), True)
+        y = np.asarray(y)
+        assert bool(info.split) and not np.isnan(y).any()
+        np.testing.assert_allclose(np.sum(y * y, axis=1) / n, 1.0, rtol=0, atol=SPHERE_NORM_RTOL)
+
+
+@pytest.mark.timeout(60)
+def test_nonfinite_eigenvalues_raise_or_nan_no_hang():
+    """Concrete NaN/inf eigenvalues raise ValueError naming the argument (sample_eigen, log_partition,
+    saddle_point); under jit both samplers stop at their round cap with NaN rows (no hang) and
+    check_draws raises RuntimeError."""
+    n = 50  # the compiled samplers of the N = 50 moment tests are reused
+    bad = []
+    for index, value in ((0, np.nan), (3, np.inf), (7, -np.inf)):
+        lam = np.linspace(-1.0, 1.0, n)
+        lam[index] = value
+        bad.append(lam)
+    for lam in bad:
+        for fn in (sphere.log_partition, sphere.saddle_point, sphere.log_partition_and_gradient):
+            with pytest.raises(ValueError, match="eigenvalues: must be finite"):
+                fn(lam)
+        for method in sphere.SAMPLER_METHODS:
+            with pytest.raises(ValueError, match="eigenvalues: must be finite"):
+                sphere.sample_eigen(jax.random.PRNGKey(0), lam, 4, method=method)
+        batch = sphere._proposal_batch(n)
+        for y, info in (_sample_split_info(jax.random.PRNGKey(0), lam, SPLIT_DRAWS, batch, False),
+                        _sample_acg_info(jax.random.PRNGKey(0), lam, SPLIT_DRAWS, batch)):
+            assert np.all(np.isnan(np.asarray(y))) and int(info.rounds) == 0
+            with pytest.raises(RuntimeError, match=f"y: {SPLIT_DRAWS} of {SPLIT_DRAWS} draws could not be filled"):
+                sphere.check_draws(y, "y")
+        assert not np.isfinite(float(_logz(lam)))  # traced: no check, no hang
+    good = np.array([0.7, -0.2, 0.1])
+    assert sphere.check_draws(np.ones((3, 2))).shape == (3, 2)
+    with pytest.raises(ValueError, match="method"):
+        sphere.sample_eigen(jax.random.PRNGKey(0), good, 4, method="nope")
+
+
+# ---------------------------------------------------------------------------
 # Property tests
 # ---------------------------------------------------------------------------
 
