@@ -1,17 +1,28 @@
-"""Pieces shared by the studies in ``analysis/*/run.py`` and the benchmarks in ``benchmarks/``.
+"""What the studies in ``analysis/*/run.py`` and the benchmarks in ``benchmarks/`` need on top of ``bayes_sbm``.
 
 The scripts run as ``python analysis/<study>/run.py`` (or
 ``python benchmarks/<bench>.py``); each puts the checkout root on ``sys.path``
 in one line and imports ``analysis._common``, which makes ``bayes_sbm``
 importable from a checkout without installing it as well.
 
-Only the standard library is imported at module level: thread counts must be
-pinned (:func:`pin_threads`, :func:`pin_xla_threads`) *before* NumPy or JAX
-are imported, and a script imports this module before it pins them.  NumPy,
-JAX and ``bayes_sbm`` are imported inside the functions that need them.
+Fitting, key derivation, atomic writing, run metadata and spec files are the
+library's (``runs.fit_spec``, ``inference.run_nuts`` with
+``spec.inference.nuts_settings``, ``settings.derive_keys``, ``io``,
+``Spec.to_toml``); this module only glues them together for the scripts:
 
-What stays in the scripts is their science: what they fit, what they compare
-and how they plot it.
+* :func:`pin_threads` — the one place where threads (and JAX's CPU devices)
+  are pinned, before NumPy or JAX are imported;
+* command-line helpers (:func:`study_parser`, list types, NUTS overrides);
+* CSV/Markdown tables and :func:`finish_study` (``table.md``,
+  ``metadata.json`` and the closing line every study writes);
+* fits as the studies make them: :func:`fit_or_reuse` (a run folder),
+  :func:`run_spec_nuts` / :func:`teacher_student_fit` (in memory, the same
+  draws as ``bayes-sbm fit``) and :func:`evidence_group` (the evidence
+  estimators, timed).
+
+Only the standard library is imported at module level: a script imports this
+module before it pins the threads.  NumPy, JAX and ``bayes_sbm`` are imported
+inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -22,11 +33,10 @@ import io
 import json
 import math
 import os
-import platform
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,42 +48,35 @@ __all__ = [
     "NUTS_SEEDS",
     "QUICK_NUTS",
     "pin_threads",
-    "pin_xla_threads",
     "float_list",
     "int_list",
     "int_list_via_float",
     "name_list",
     "size_list",
     "study_parser",
-    "theory_study_args",
-    "add_nuts_options",
-    "add_models_option",
+    "start_study",
     "pick_values",
     "nuts_overrides",
-    "fmt_cell",
     "write_csv",
     "read_csv",
+    "complete_groups",
     "fmt_num",
     "md_head",
     "md_row",
-    "write_bytes_atomic",
-    "write_rows_csv",
     "save_png",
-    "study_metadata",
-    "write_metadata_json",
+    "finish_study",
     "previous_runs",
     "timed",
     "component",
-    "saddle_phases",
-    "log_evidence_pair",
-    "spec_toml",
-    "same_spec",
+    "summary_row",
+    "theory_pair",
     "fit_or_reuse",
-    "nuts_settings",
     "run_spec_nuts",
     "nuts_facts",
     "TeacherFit",
     "teacher_student_fit",
+    "EvidenceGroup",
+    "evidence_group",
 ]
 
 #: The checkout (the folder holding ``bayes_sbm/``, ``analysis/``, ``models/``).
@@ -88,7 +91,7 @@ C_LIMIT = (2.0 - 1.0 / OMEGA, 1.0 / OMEGA)
 #: Plot colour of each posterior phase (THEORY.md §4).
 PHASE_COLORS = {"PMo": "#1f77b4", "PMe": "#17becf", "FMo": "#d62728", "FMe": "#ff7f0e", "SG": "#2ca02c"}
 #: How the teacher–student studies seed their fits (recorded in metadata.json).
-NUTS_SEEDS = "teacher: spec data.seed (0); NUTS: split(key(spec inference.seed))[0] as runs.fit_spec"
+NUTS_SEEDS = "teacher: spec data.seed (0); NUTS: settings.derive_keys(spec inference.seed).fit, as bayes-sbm fit"
 #: NUTS sizes of a ``--quick`` run (per chain; one chain).
 QUICK_NUTS = {"num_warmup": 100, "num_samples": 100, "num_chains": 1}
 
@@ -98,59 +101,45 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # --------------------------------------------------------------------------
 # environment (before NumPy / JAX are imported)
 # --------------------------------------------------------------------------
-def pin_threads(host_devices: int | None = 2) -> None:
-    """Default BLAS/OpenMP threads to 1 and select matplotlib's Agg backend; optionally expose CPU devices to JAX.
-
-    Thread counts already in the environment are kept.  Must run before NumPy
-    or JAX are imported.
+def pin_threads(threads: int | None = None, *, host_devices: int | None = None,
+                jax_platforms: str | None = None) -> dict[str, str]:
+    """Pin threads and JAX's CPU devices in the environment; must run before NumPy or JAX are imported.
 
     Parameters
     ----------
+    threads : int or None, optional
+        None (the studies): BLAS and OpenMP default to one thread, values
+        already in the environment are kept.  An integer (the benchmarks):
+        BLAS, OpenMP and XLA's CPU backend get exactly that many threads
+        (other ``XLA_FLAGS`` are kept).
     host_devices : int or None, optional
-        Number of host (CPU) devices for JAX, set with
-        ``numpyro.set_host_device_count`` so that chains can run in parallel
-        (default 2).  None leaves JAX's device count alone (and NumPyro
-        unimported).
-    """
-    for var in _THREAD_VARS:
-        os.environ.setdefault(var, "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    if host_devices:
-        import numpyro
-
-        numpyro.set_host_device_count(host_devices)  # before JAX starts
-    import matplotlib
-
-    matplotlib.use("Agg")
-
-
-def pin_xla_threads(threads: int, *, jax_platforms: str | None = None) -> dict[str, str]:
-    """Pin BLAS, OpenMP and XLA to ``threads`` threads in the environment (benchmarks).
-
-    Must run before NumPy or JAX are imported.  XLA flags already set are kept
-    except the two thread flags this function sets.
-
-    Parameters
-    ----------
-    threads : int
-        Threads for BLAS, OpenMP and XLA's CPU backend.
+        Number of CPU devices JAX exposes (``JAX_NUM_CPU_DEVICES``), so that
+        chains can run in parallel; None or 1 leaves it alone.
     jax_platforms : str or None, optional
-        Value for ``JAX_PLATFORMS``; None leaves it unset.
+        Value of ``JAX_PLATFORMS``; None leaves it alone.
 
     Returns
     -------
     dict of str to str
-        The variables set (recorded with the benchmark results).
+        The variables set (the benchmarks record them with their results).
     """
-    t = str(threads)
-    env = {var: t for var in _THREAD_VARS}
-    ours = [f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'}", f"intra_op_parallelism_threads={t}"]
-    drop = ("multi_thread_eigen", "intra_op_parallelism")
-    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not any(d in f for d in drop)]
-    env["XLA_FLAGS"] = " ".join(kept + ours)
+    env: dict[str, str] = {}
+    if threads is None:
+        for var in _THREAD_VARS:
+            env[var] = os.environ.get(var, "1")
+    else:
+        t = str(int(threads))
+        env.update({var: t for var in _THREAD_VARS})
+        ours = [f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'}", f"intra_op_parallelism_threads={t}"]
+        drop = ("multi_thread_eigen", "intra_op_parallelism")
+        kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not any(d in f for d in drop)]
+        env["XLA_FLAGS"] = " ".join(kept + ours)
+    if host_devices is not None and host_devices > 1:
+        env["JAX_NUM_CPU_DEVICES"] = str(int(host_devices))
     if jax_platforms is not None:
         env["JAX_PLATFORMS"] = jax_platforms
     os.environ.update(env)
+    os.environ["MPLBACKEND"] = "Agg"  # the scripts only write PNG files
     return env
 
 
@@ -180,7 +169,7 @@ def name_list(text: str) -> list[str]:
 def size_list(text: str) -> list[int]:
     """Comma-separated sizes N ≥ 2, for ``argparse`` (raises ``ArgumentTypeError`` otherwise)."""
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = int_list(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
     if not values or min(values) < 2:
@@ -188,8 +177,17 @@ def size_list(text: str) -> list[int]:
     return values
 
 
-def study_parser(doc: str, out_default: Path, quick_help: str, resume_help: str | None = None) -> argparse.ArgumentParser:
-    """Parser of a study with ``--out``, ``--quick`` and (with ``resume_help``) ``--resume``.
+_NUTS_HELP = {
+    "num_warmup": "NUTS warm-up per chain (default: the spec's, 500)",
+    "num_samples": "NUTS draws per chain (default: the spec's, 500)",
+    "num_chains": "NUTS chains (default: the spec's, 2)",
+}
+
+
+def study_parser(doc: str, out_default: Path, quick_help: str, resume_help: str | None = None, *,
+                 nuts: Sequence[str] = (), samples_help: str | None = None,
+                 models: str | None = None) -> argparse.ArgumentParser:
+    """Parser of a study: ``--out``, ``--quick`` and the shared options it asks for.
 
     Parameters
     ----------
@@ -200,8 +198,14 @@ def study_parser(doc: str, out_default: Path, quick_help: str, resume_help: str 
     quick_help : str
         Help of ``--quick``.
     resume_help : str or None, optional
-        Help of ``--resume``; None adds no ``--resume`` (the script adds it
-        where it wants it).
+        Help of ``--resume``; None adds no ``--resume``.
+    nuts : sequence of str, optional
+        NUTS spec overrides to offer, among ``num_warmup``, ``num_samples``,
+        ``num_chains`` (options ``--num-warmup`` …; see :func:`nuts_overrides`).
+    samples_help : str or None, optional
+        Help of ``--num-samples`` (default: the spec's).
+    models : str or None, optional
+        What the spec folder holds; adds ``--models`` (default ``<checkout>/models``).
 
     Returns
     -------
@@ -212,73 +216,25 @@ def study_parser(doc: str, out_default: Path, quick_help: str, resume_help: str 
     p.add_argument("--quick", action="store_true", help=quick_help)
     if resume_help is not None:
         p.add_argument("--resume", action="store_true", help=resume_help)
+    for name in nuts:
+        text = samples_help if name == "num_samples" and samples_help else _NUTS_HELP[name]
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, help=text)
+    if models is not None:
+        p.add_argument("--models", type=Path, default=ROOT / "models", help=f"folder of {models} (default: %(default)s)")
     return p
 
 
-def theory_study_args(doc: str, out_default: Path, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the options of a theory-only study: ``--out`` and ``--quick`` (coarse grids).
-
-    Parameters
-    ----------
-    doc : str
-        The script's docstring; its first line is the description.
-    out_default : Path
-        Default output folder.
-    argv : sequence of str or None, optional
-        Arguments (default: ``sys.argv[1:]``).
-
-    Returns
-    -------
-    argparse.Namespace
-    """
-    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=out_default, help="output directory")
-    ap.add_argument("--quick", action="store_true", help="coarse grids (smoke test)")
-    return ap.parse_args(argv)
-
-
-def add_nuts_options(p: argparse.ArgumentParser, samples_help: str = "NUTS draws per chain (default: the spec's, 500)") -> None:
-    """Add ``--num-warmup``, ``--num-samples`` and ``--num-chains`` (spec overrides; see :func:`nuts_overrides`).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-    samples_help : str, optional
-        Help of ``--num-samples``.
-    """
-    p.add_argument("--num-warmup", type=int, help="NUTS warm-up per chain (default: the spec's, 500)")
-    p.add_argument("--num-samples", type=int, help=samples_help)
-    p.add_argument("--num-chains", type=int, help="NUTS chains (default: the spec's, 2)")
-
-
-def add_models_option(p: argparse.ArgumentParser, what: str = "the specs") -> None:
-    """Add ``--models`` (folder of the spec files, default ``<checkout>/models``).
-
-    Parameters
-    ----------
-    p : argparse.ArgumentParser
-    what : str, optional
-        What the folder holds, for the help text.
-    """
-    p.add_argument("--models", type=Path, default=ROOT / "models", help=f"folder of {what} (default: %(default)s)")
+def start_study(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Path, float]:
+    """Parse a study's options and create its ``--out`` folder; returns ``(args, out, t_start)`` (``time.perf_counter``)."""
+    t_start = time.perf_counter()
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return args, out, t_start
 
 
 def pick_values(given: Sequence | None, quick: bool, quick_values: tuple, full_values: tuple) -> tuple:
-    """The values given on the command line, else the quick or the full defaults.
-
-    Parameters
-    ----------
-    given : sequence or None
-        Parsed option (None or empty: not given).
-    quick : bool
-        Whether ``--quick`` is set.
-    quick_values, full_values : tuple
-        Defaults of a quick and of a full run.
-
-    Returns
-    -------
-    tuple
-    """
+    """The values given on the command line, else the quick or the full defaults."""
     return tuple(given) if given else (quick_values if quick else full_values)
 
 
@@ -287,18 +243,6 @@ def nuts_overrides(args: argparse.Namespace, names: Iterable[str] = ("num_warmup
 
     An option given on the command line overrides the spec; with ``--quick``
     the missing ones take :data:`QUICK_NUTS`; otherwise the spec's value stays.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        Parsed options with ``quick`` and the attributes in ``names``.
-    names : iterable of str, optional
-        Which of ``num_warmup``, ``num_samples``, ``num_chains`` to consider
-        (in this order in the result).
-
-    Returns
-    -------
-    dict
     """
     out = {}
     for name in names:
@@ -309,36 +253,38 @@ def nuts_overrides(args: argparse.Namespace, names: Iterable[str] = ("num_warmup
 
 
 # --------------------------------------------------------------------------
-# CSV / Markdown (studies that resume from their CSV)
+# CSV / Markdown
 # --------------------------------------------------------------------------
-def fmt_cell(v: Any, none: str = "None") -> str:
-    """A CSV cell: floats as ``repr`` (round-trips exactly), ``None`` as ``none``, the rest as ``str``."""
-    import numpy as np
-
-    if v is None:
-        return none
-    return repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)
-
-
-def write_csv(path: Path, columns: Sequence[str], rows: list[dict], *, none: str = "None") -> None:
-    """Write ``rows`` (dicts) as CSV with the given columns, atomically.
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence, *, none: str = "None",
+              float_format: Callable[[float], str] = repr) -> None:
+    """Write ``rows`` as CSV atomically (``bayes_sbm.io.write_text_atomic``).
 
     Parameters
     ----------
     path : Path
     columns : sequence of str
-        Header and order of the cells; a missing key gives an empty cell.
-    rows : list of dict
+        Header; for dict rows also the order of the cells (a missing key
+        gives an empty cell).
+    rows : sequence of dict or of sequences
     none : str, optional
-        Cell text of a ``None`` value (default ``"None"``).
+        Cell text of a ``None`` value.
+    float_format : callable, optional
+        Text of a float cell (default ``repr``: round-trips exactly).
     """
+    import numpy as np
+
     from bayes_sbm.io import write_text_atomic
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return none
+        return float_format(float(v)) if isinstance(v, (float, np.floating)) else str(v)
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow([fmt_cell(r.get(c, ""), none) for c in columns])
+        w.writerow([cell(v) for v in ([r.get(c, "") for c in columns] if isinstance(r, dict) else r)])
     write_text_atomic(path, buf.getvalue())
 
 
@@ -358,10 +304,6 @@ def read_csv(path: Path, *, strings: Iterable[str] = (), ints: Iterable[str] = (
     keep_bad_floats : bool, optional
         Keep a cell of another column that is not a number as its text
         instead of NaN.
-
-    Returns
-    -------
-    list of dict
     """
     if not path.exists():
         return []
@@ -385,22 +327,15 @@ def read_csv(path: Path, *, strings: Iterable[str] = (), ints: Iterable[str] = (
     return out
 
 
+def complete_groups(rows: list[dict], key: Callable[[dict], Hashable], size: int) -> tuple[list[dict], set]:
+    """The rows of the groups (``key(row)``) that hold exactly ``size`` rows, and those keys (``--resume``)."""
+    counts = Counter(key(r) for r in rows)
+    done = {k for k, n in counts.items() if n == size}
+    return [r for r in rows if key(r) in done], done
+
+
 def fmt_num(v: Any, digits: int = 4, small: float = 1e-3, large: float = 1e4) -> str:
-    """A number for a Markdown table: fixed point, scientific outside [small, large), ``–`` if not finite.
-
-    Parameters
-    ----------
-    v : Any
-        Anything ``float`` accepts; other values are shown with ``str``.
-    digits : int, optional
-        Decimals in fixed point.
-    small, large : float, optional
-        Non-zero magnitudes below ``small`` or from ``large`` up use ``.2e``.
-
-    Returns
-    -------
-    str
-    """
+    """A number for a Markdown table: fixed point, scientific outside [small, large), ``–`` if not finite."""
     try:
         v = float(v)
     except (TypeError, ValueError):
@@ -422,107 +357,64 @@ def md_row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-# --------------------------------------------------------------------------
-# plain output (the theory-only studies)
-# --------------------------------------------------------------------------
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, with the usual (umask) permissions.
-
-    Parameters
-    ----------
-    path : Path
-        Destination; its folder is created if needed.
-    data : bytes
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_rows_csv(path: Path, header: Sequence[str], rows: list[list]) -> None:
-    """Write list rows as CSV atomically, Python floats with 17 significant digits.
-
-    Parameters
-    ----------
-    path : Path
-    header : sequence of str
-    rows : list of list
-    """
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for row in rows:
-        w.writerow([f"{v:.17g}" if isinstance(v, float) else v for v in row])
-    write_bytes_atomic(path, buf.getvalue().encode())
-
-
-def save_png(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG (130 dpi, tight box) atomically and close it.
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-    path : Path
-    """
+def save_png(fig, path: Path) -> Path:
+    """Save a matplotlib figure as PNG (130 dpi, tight box) atomically and close it (the theory studies)."""
     import matplotlib.pyplot as plt
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
+    from bayes_sbm.io import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
-def study_metadata(study: str, quick: bool, parameters: dict, **extra: Any) -> dict:
-    """Metadata of a theory-only study: name, command, UTC time, versions, parameters and ``extra``.
+# --------------------------------------------------------------------------
+# the end of every study
+# --------------------------------------------------------------------------
+def finish_study(out: Path, study: str, t_start: float, *, files: Sequence[str] = (), table: str | None = None,
+                 figures: Sequence[Path] = (), seed: int | None = None, **fields: Any) -> dict:
+    """Write ``table.md`` and ``metadata.json`` and print the closing line of a study.
 
     Parameters
     ----------
+    out : Path
+        The study's output folder.
     study : str
-    quick : bool
-    parameters : dict
-    **extra
-        Further fields, after ``parameters`` in this order.
+        Its name (``metadata.json`` ``"study"``).
+    t_start : float
+        ``time.perf_counter()`` at its start (``"wall_s"``).
+    files : sequence of str, optional
+        Files the study wrote into ``out`` (CSV …), listed first in ``"outputs"``.
+    table : str or None, optional
+        Markdown text written to ``out/table.md``.
+    figures : sequence of Path, optional
+        Figures written below ``out`` (listed relative to it).
+    seed : int or None, optional
+    **fields
+        Further metadata, in this order after ``"study"`` (``checks``,
+        ``quick``, ``settings`` …).
 
     Returns
     -------
     dict
+        The metadata written (``bayes_sbm.io.run_metadata`` with the fields,
+        ``"outputs"`` and ``"wall_s"``).
     """
-    import matplotlib as mpl
-    import numpy as np
-    import scipy
+    from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic
 
-    import bayes_sbm
-
-    return {
-        "study": study,
-        "command": [sys.executable, *sys.argv],
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "quick": bool(quick),
-        "versions": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "matplotlib": mpl.__version__,
-            "bayes_sbm": bayes_sbm.__version__,
-        },
-        "parameters": parameters,
-        **extra,
-    }
-
-
-def write_metadata_json(path: Path, meta: dict) -> None:
-    """Write :func:`study_metadata` output as indented JSON (anything else as ``str``), atomically."""
-    write_bytes_atomic(path, (json.dumps(meta, indent=2, default=str) + "\n").encode())
+    out = Path(out)
+    outputs = list(files)
+    if table is not None:
+        write_text_atomic(out / "table.md", table)
+        outputs.append("table.md")
+    outputs += [Path(os.path.relpath(p, out)).as_posix() for p in figures]
+    meta = run_metadata(seed=seed, study=study, **fields, outputs=outputs, wall_s=time.perf_counter() - t_start)
+    write_json_atomic(out / "metadata.json", meta)
+    print(f"wrote {', '.join(outputs)} and metadata.json in {out} ({meta['wall_s']:.1f} s)", flush=True)
+    return meta
 
 
 def previous_runs(out: Path, resume: bool) -> dict:
@@ -556,140 +448,68 @@ def component(value: Any, index: int | None) -> float:
     return float(arr[i]) if i < arr.size else math.nan
 
 
-def saddle_phases(c, gamma: float, eta: float) -> tuple[str, str]:
-    """THEORY.md §4 phase at the data spectrum ``c`` and at :data:`C_LIMIT`.
+def summary_row(table, var: str, index: int | None) -> dict:
+    """Row of component ``index`` (0-based position; None: a scalar) of ``var`` in a ``diagnostics.summary_table``.
 
-    Parameters
-    ----------
-    c : array_like
-        Data eigenvalues.
-    gamma, eta : float
+    By position, whatever the labels (``lam_top[1]`` is λ_1 where the run's
+    DataTree numbers modes from 1).
+    """
+    labels = [lab for lab in table.labels if lab == var or lab.startswith(f"{var}[")]
+    return table.row(labels[0 if index is None else int(index)])
+
+
+def theory_pair(c, gamma: float, eta: float):
+    """``bayes_sbm.theory.observable_reference`` at the data spectrum ``c`` and at :data:`C_LIMIT`.
 
     Returns
     -------
-    tuple of str
-        ``(phase at c, phase at C_LIMIT)``.
+    tuple of ObservableReference
+        ``(at c, at C_LIMIT)``: phase, λ, u, M, (1/N) log Y … (THEORY.md §4–5).
     """
-    from bayes_sbm import theory
+    from bayes_sbm.theory import observable_reference
 
-    return theory.posterior_saddle(c, gamma, eta).phase, theory.posterior_saddle(C_LIMIT, gamma, eta).phase
-
-
-def log_evidence_pair(c, gamma: float, eta: float) -> tuple[float, float]:
-    """THEORY.md §5 (1/N) log Y at the data spectrum ``c`` and at :data:`C_LIMIT`.
-
-    Parameters
-    ----------
-    c : array_like
-        Data eigenvalues.
-    gamma, eta : float
-
-    Returns
-    -------
-    tuple of float
-        ``(value at c, value at C_LIMIT)``.
-    """
-    from bayes_sbm import theory
-
-    return float(theory.log_evidence(c, gamma, eta)), float(theory.log_evidence(C_LIMIT, gamma, eta))
+    return observable_reference(c, gamma, eta), observable_reference(C_LIMIT, gamma, eta)
 
 
 # --------------------------------------------------------------------------
-# spec files and run folders (studies that fit with runs.fit_spec)
+# fits
 # --------------------------------------------------------------------------
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v)
-    return json.dumps(str(v), ensure_ascii=False)
-
-
-def spec_toml(spec, origin: str) -> str:
-    """TOML text of a (possibly overridden) spec; ``load_spec`` reads it back to the same spec.
-
-    Parameters
-    ----------
-    spec : bayes_sbm.specs.Spec
-    origin : str
-        Written as a comment on the first line.
-
-    Returns
-    -------
-    str
-    """
-    d = spec.to_dict()
-    lines = [f"# {origin}", ""]
-    for key in ("name", "description"):
-        if d.get(key) is not None:
-            lines.append(f"{key} = {_toml_value(d[key])}")
-    for table in ("model", "data", "inference", "predictive"):
-        items = {k: v for k, v in (d.get(table) or {}).items() if v is not None}
-        if items:
-            lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in items.items()]
-    return "\n".join(lines) + "\n"
-
-
-def same_spec(meta: dict, spec) -> bool:
-    """Whether the run metadata ``meta`` records ``spec`` (compared as JSON)."""
+def _same_spec(meta: dict, spec) -> bool:
     return json.loads(json.dumps(meta.get("spec", {}))) == json.loads(json.dumps(spec.to_dict()))
 
 
-def fit_or_reuse(spec, run_dir: Path, resume: bool, script: Path):
-    """Fit ``spec`` into ``run_dir`` (or reuse a complete run fitted with the same spec when resuming).
+def fit_or_reuse(spec, run_dir: Path, resume: bool):
+    """Fit ``spec`` into ``run_dir`` with ``runs.fit_spec`` (or reuse the run there fitted with the same spec when resuming).
 
-    Parameters
-    ----------
-    spec : bayes_sbm.specs.Spec
-        The spec to fit (overrides applied).
-    run_dir : Path
-    resume : bool
-        Whether a complete run folder with the same spec may be reused.
-    script : Path
-        The study script (``__file__``), named in the ``spec.toml`` comment.
+    A finished run of another spec (or any run when not resuming) is replaced
+    as a whole; a folder that holds something else is refused (``ValueError``).
 
     Returns
     -------
     tuple
         ``(DataTree, meta dict, reused)``.
     """
-    from bayes_sbm.io import write_text_atomic
     from bayes_sbm.runs import fit_spec, load_run
 
-    if resume and (run_dir / "inference.nc").exists() and (run_dir / "meta.json").exists():
-        dt, meta = load_run(run_dir)
-        if same_spec(meta, spec) and "theory" in meta and "timing" in meta:
-            return dt, meta, True
-    dt, meta = fit_spec(spec, run_dir, progress_bar=False)
-    # fit_spec copies the *base* spec file; record the spec actually fitted (with the overrides) instead
-    script = Path(script).resolve()
-    origin = f"{spec.path} with overrides, fitted by {script.name} ({script.parent.name})"
-    write_text_atomic(run_dir / "spec.toml", spec_toml(spec, origin))
+    if resume:
+        try:
+            dt, meta = load_run(run_dir)
+        except (FileNotFoundError, ValueError):
+            pass
+        else:
+            if _same_spec(meta, spec):
+                return dt, meta, True
+    dt, meta = fit_spec(spec, run_dir, progress_bar=False, overwrite=True)
     return dt, meta, False
 
 
-# --------------------------------------------------------------------------
-# NUTS fits done in memory (as runs.fit_spec, without a run folder)
-# --------------------------------------------------------------------------
-def nuts_settings(spec):
-    """``inference.NutsSettings`` of a spec's ``[inference]`` table, without a progress bar."""
-    from bayes_sbm import inference
-
-    i = spec.inference
-    return inference.NutsSettings(num_warmup=i.num_warmup, num_samples=i.num_samples, num_chains=i.num_chains,
-                                  target_accept=i.target_accept, dense_mass=i.dense_mass,
-                                  max_tree_depth=i.max_tree_depth, chain_method=i.chain_method, progress_bar=False)
-
-
 def run_spec_nuts(spec, problem):
-    """Run NUTS on ``problem`` with the spec's settings and key (as ``runs.fit_spec``).
+    """NUTS on ``problem`` in memory with the spec's settings and key: the draws of ``bayes-sbm fit``.
 
     Parameters
     ----------
     spec : bayes_sbm.specs.Spec
-    problem : bayes_sbm.model.Problem
+    problem : bayes_sbm.inference.PosteriorProblem
         Built from ``spec`` (``runs.problem_from_spec``).
 
     Returns
@@ -697,20 +517,17 @@ def run_spec_nuts(spec, problem):
     tuple
         ``(result, latent draws (chain, draw, ...), sampling wall seconds)``.
     """
-    import jax
-
     from bayes_sbm import inference
+    from bayes_sbm.settings import derive_keys
 
-    settings = nuts_settings(spec)
-    key_fit = jax.random.split(jax.random.key(spec.inference.seed))[0]  # as runs.fit_spec
+    key = derive_keys(spec.inference.seed).fit
     t0 = time.perf_counter()
-    res = inference.run_nuts(key_fit, problem, settings)
-    wall = time.perf_counter() - t0
-    return res, res.samples[problem.latent_site], wall
+    res = inference.run_nuts(key, problem, spec.inference.nuts_settings(progress_bar=False))
+    return res, res.samples[problem.latent_site], time.perf_counter() - t0
 
 
 def nuts_facts(res, latent) -> dict:
-    """Divergences, smallest bulk ESS of the latent coordinates and number of draws of a NUTS fit."""
+    """Divergences, smallest bulk ESS of the latent coordinates (``runs.latent_summary``) and number of draws."""
     import numpy as np
 
     from bayes_sbm.runs import latent_summary
@@ -735,15 +552,7 @@ class TeacherFit(NamedTuple):
 
 
 def teacher_student_fit(base_spec, N: int, gamma: float, eta: float, nuts_overrides: dict) -> TeacherFit:
-    """NUTS fit of ``base_spec`` at (N, γ, η) on its teacher–student data, as ``bayes-sbm fit`` would make it.
-
-    Parameters
-    ----------
-    base_spec : bayes_sbm.specs.Spec
-    N : int
-    gamma, eta : float
-    nuts_overrides : dict
-        Further spec overrides (``inference.*``).
+    """NUTS fit of ``base_spec`` at (N, γ, η) on its teacher–student data, the draws ``bayes-sbm fit`` makes.
 
     Returns
     -------
@@ -759,8 +568,75 @@ def teacher_student_fit(base_spec, N: int, gamma: float, eta: float, nuts_overri
 
     spec = base_spec.with_overrides({"model.N": int(N), "model.gamma": float(gamma), "model.eta": float(eta)} | nuts_overrides)
     d = spec.data
-    td = teacher.teacher_student_data(jax.random.key(d.seed), spec.model.N, d.K, d.omega)  # as runs.load_spec_data
+    # runs.load_spec_data draws these data; the teacher couplings come with them
+    td = teacher.teacher_student_data(jax.random.key(d.seed), spec.model.N, d.K, d.omega)
     problem = problem_from_spec(spec, td.data)
     res, latent, wall = run_spec_nuts(spec, problem)
     W = inference.coupling_draws(problem, latent)
     return TeacherFit(spec, problem, np.asarray(td.teacher.W), res, latent, W, wall)
+
+
+class EvidenceGroup(NamedTuple):
+    """Estimates of one evidence group with its cost (see :func:`evidence_group`)."""
+
+    estimates: dict
+    wall_s: float
+    cpu_s: float
+    facts: dict
+
+
+def evidence_group(group: str, spec, problem, *, seed: int | None = None, ladder=None, svi_steps: int | None = None,
+                   svi_draws: int = 4000, svi_learning_rate: float | None = None) -> EvidenceGroup:
+    """The evidence estimators of ``bayes-sbm evidence`` for one group, timed (wall and CPU seconds).
+
+    Parameters
+    ----------
+    group : {"ti", "svi"}
+        ``"ti"``: one NUTS ladder → ``ti`` and ``stepping_stone``;
+        ``"svi"``: one SVI fit (the spec's guide, ``"normal"`` unless
+        aligned) and guide draws → ``elbo``, ``importance``, ``iwae``.
+    spec : bayes_sbm.specs.Spec
+    problem : bayes_sbm.inference.PosteriorProblem
+    seed : int or None, optional
+        Seed of the keys (``settings.derive_keys``; default the spec's).
+    ladder : bayes_sbm.settings.LadderSettings, optional
+    svi_steps : int or None, optional
+        SVI steps (default the spec's).
+    svi_draws : int, optional
+        Guide draws for the evidence.
+    svi_learning_rate : float or None, optional
+        Adam step size (default the spec's).
+
+    Returns
+    -------
+    EvidenceGroup
+        ``facts`` — ti: ``num_rungs``, ``min_rung_ess``, ``ladder`` (the
+        rungs' t), ``quadrature_correction_per_n``; svi: fit and draw seconds,
+        ``guide``, ``elbo_trace_final`` (per N), ``importance_ess``.
+    """
+    import dataclasses
+
+    from bayes_sbm import evidence, inference
+    from bayes_sbm.settings import LadderSettings, derive_keys
+
+    keys = derive_keys(spec.inference.seed if seed is None else seed)
+    if group == "ti":
+        ladder = dataclasses.replace(ladder or LadderSettings(), progress_bar=False)
+        res, wall, cpu = timed(lambda: evidence.thermodynamic_integration(keys.ti, problem, ladder))
+        rung_ess = [float(r.ess) for r in res.rungs[1:]]
+        facts = {"num_rungs": len(res.rungs), "min_rung_ess": min(rung_ess) if rung_ess else math.nan,
+                 "ladder": [float(r.t) for r in res.rungs],
+                 "quadrature_correction_per_n": float(res.ti.info.get("quadrature_correction", math.nan)) / problem.N}
+        return EvidenceGroup({"ti": res.ti, "stepping_stone": res.stepping_stone}, wall, cpu, facts)
+    if group != "svi":
+        raise ValueError(f"group: must be 'ti' or 'svi', got {group!r}")
+    base = spec.inference.svi_settings(progress_bar=False)
+    guide = base.guide if problem.parametrization == "aligned" else "normal"
+    settings = dataclasses.replace(base, guide=guide, num_steps=svi_steps or base.num_steps, num_draws=10,
+                                   learning_rate=base.learning_rate if svi_learning_rate is None else svi_learning_rate)
+    fit, wall_fit, cpu_fit = timed(lambda: inference.run_svi(keys.svi, problem, settings))
+    est, wall_is, cpu_is = timed(lambda: evidence.svi_evidence(keys.importance, fit, num_draws=svi_draws))
+    facts = {"svi_fit_wall_s": wall_fit, "svi_fit_cpu_s": cpu_fit, "svi_draws_wall_s": wall_is, "svi_draws_cpu_s": cpu_is,
+             "guide": guide, "elbo_trace_final": float(fit.elbo[-max(1, len(fit.elbo) // 10):].mean()) / problem.N,
+             "importance_ess": float(est["importance"].info.get("ess", math.nan))}
+    return EvidenceGroup({k: est[k] for k in ("elbo", "importance", "iwae")}, wall_fit + wall_is, cpu_fit + cpu_is, facts)

@@ -43,7 +43,6 @@ Usage: ``python benchmarks/bench_evidence.py [--quick] [--sizes 50,100] [--specs
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -52,7 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402  (standard library only: threads are pinned in main)
-    ROOT, log_evidence_pair, name_list, pin_xla_threads, saddle_phases, size_list, timed,
+    ROOT, evidence_group, name_list, pin_threads, size_list, theory_pair,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -111,11 +110,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def pin_environment(threads: int) -> dict[str, str]:
-    """Thread counts in the environment; must run before numpy/jax are imported."""
-    return pin_xla_threads(threads, jax_platforms=os.environ.get("JAX_PLATFORMS", "cpu"))
-
-
 # ---------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------
@@ -138,37 +132,22 @@ def _row(base: dict, name: str, group: str, est, wall: float, cpu: float, **extr
     return row
 
 
-def run_group(group: str, spec, args, base: dict) -> list[dict]:
-    import jax
+def run_group(group: str, spec, problem, args, base: dict) -> list[dict]:
+    """The rows of one group (:func:`analysis._common.evidence_group`, keys from ``--seed``), each with the group's cost."""
+    from bayes_sbm.settings import LadderSettings
 
-    from bayes_sbm import evidence, inference
-    from bayes_sbm.runs import problem_from_spec
-
-    problem = problem_from_spec(spec)
-    key_ti, key_svi, key_is = jax.random.split(jax.random.key(args.seed), 3)  # as bayes_sbm.cli.evidence_report
+    ladder = LadderSettings(num_rungs=args.rungs, max_rungs=args.max_rungs, num_samples=args.samples,
+                            num_warmup=args.warmup, first_warmup=args.first_warmup, prior_draws=args.prior_draws)
+    g = evidence_group(group, spec, problem, seed=args.seed, ladder=ladder, svi_steps=args.svi_steps,
+                       svi_draws=args.svi_draws, svi_learning_rate=args.svi_learning_rate)
+    f = dict(g.facts)
     if group == "ti":
-        ladder = evidence.LadderSettings(num_rungs=args.rungs, max_rungs=args.max_rungs, num_samples=args.samples,
-                                         num_warmup=args.warmup, first_warmup=args.first_warmup,
-                                         prior_draws=args.prior_draws, progress_bar=False)
-        res, wall, cpu = timed(lambda: evidence.thermodynamic_integration(key_ti, problem, ladder))
-        rung_ess = [float(r.ess) for r in res.rungs[1:]]
-        extra = {"num_rungs": len(res.rungs), "min_rung_ess": min(rung_ess) if rung_ess else math.nan,
-                 "ladder": [float(r.t) for r in res.rungs]}
-        quad = float(res.ti.info.get("quadrature_correction", math.nan)) / problem.N
-        return [_row(base, "ti", group, res.ti, wall, cpu, quadrature_correction_per_n=quad, **extra),
-                _row(base, "stepping_stone", group, res.stepping_stone, wall, cpu, **extra)]
-    guide = spec.inference.svi_guide if problem.parametrization == "aligned" else "normal"
-    settings = inference.SviSettings(guide=guide, num_steps=args.svi_steps, learning_rate=args.svi_learning_rate,
-                                     num_draws=10, progress_bar=False)
-    fit, wall_fit, cpu_fit = timed(lambda: inference.run_svi(key_svi, problem, settings))
-    est, wall_is, cpu_is = timed(lambda: evidence.svi_evidence(key_is, fit, num_draws=args.svi_draws))
-    wall, cpu = wall_fit + wall_is, cpu_fit + cpu_is
-    extra = {"svi_fit_wall_s": wall_fit, "svi_fit_cpu_s": cpu_fit, "svi_draws_wall_s": wall_is, "svi_draws_cpu_s": cpu_is,
-             "guide": guide, "elbo_trace_final": float(fit.elbo[-max(1, len(fit.elbo) // 10):].mean()) / problem.N}
-    return [_row(base, "elbo", group, est["elbo"], wall, cpu, **extra),
-            _row(base, "importance", group, est["importance"], wall, cpu,
-                 importance_ess=float(est["importance"].info.get("ess", math.nan)), **extra),
-            _row(base, "iwae", group, est["iwae"], wall, cpu, **extra)]
+        quad = {"quadrature_correction_per_n": f.pop("quadrature_correction_per_n")}
+        extra = {"ti": quad | f, "stepping_stone": f}
+    else:
+        importance = {"importance_ess": f.pop("importance_ess")}
+        extra = {"elbo": f, "importance": importance | f, "iwae": f}
+    return [_row(base, name, group, est, g.wall_s, g.cpu_s, **extra[name]) for name, est in g.estimates.items()]
 
 
 # ---------------------------------------------------------------------------
@@ -211,7 +190,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    thread_env = pin_environment(args.threads)
+    thread_env = pin_threads(args.threads, jax_platforms=os.environ.get("JAX_PLATFORMS", "cpu"))
     import numpy as np  # noqa: F401  (after pinning threads)
 
     from bayes_sbm.io import run_metadata, write_json_atomic
@@ -257,15 +236,15 @@ def main(argv=None) -> int:
             spec = base_spec.with_overrides({"model.N": int(N)})
             problem = problem_from_spec(spec)
             c, g, e = problem.frame.c, problem.gamma, problem.eta
-            phase, phase_limit = saddle_phases(c, g, e)
-            theory_per_n, theory_limit_per_n = log_evidence_pair(c, g, e)
-            base = {"spec": name, "N": int(N), "gamma": g, "eta": e, "c": c.tolist(), "phase": phase,
-                    "phase_limit": phase_limit, "theory_per_n": theory_per_n, "theory_limit_per_n": theory_limit_per_n}
+            at_c, at_limit = theory_pair(c, g, e)
+            base = {"spec": name, "N": int(N), "gamma": g, "eta": e, "c": c.tolist(), "phase": at_c.phase,
+                    "phase_limit": at_limit.phase, "theory_per_n": at_c.log_evidence_per_n,
+                    "theory_limit_per_n": at_limit.log_evidence_per_n}
             for group in args.estimators:
                 if all(any(r["spec"] == name and r["N"] == N and r["estimator"] == est for r in rows) for est in GROUPS[group]):
                     print(f"[skip] {name} N={N} {group}: rows already in {out}", flush=True)
                     continue
-                new = run_group(group, spec, args, base)
+                new = run_group(group, spec, problem, args, base)
                 rows = [r for r in rows if not (r["spec"] == name and r["N"] == N and r["estimator"] in GROUPS[group])] + new
                 rows.sort(key=sort_key)
                 write_json_atomic(out, payload(False))

@@ -81,7 +81,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bayes_sbm and analysis._common
 
-from analysis._common import size_list  # noqa: E402  (standard library only: threads are pinned in main)
+from analysis._common import pin_threads, size_list  # noqa: E402  (standard library only: threads are pinned in main)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_nuts.json"
 DEFAULT_SIZES = (25, 50, 100, 200)
@@ -103,8 +103,8 @@ DEFAULT_VARIANT = "aligned-spectral-diag"
 #: Targets of the issue (2 CPU cores, N = 100, default variant).
 TARGETS = {"N": 100, "ess_per_s_lam1": 20.0, "ess_per_s_slowest": 5.0, "divergences": 0,
            "generic_nuts_reference_ess_per_s_lam1_at_N50": 200.0}
-#: Latent coordinates per ArviZ call (bounds memory at large N).
-ESS_CHUNK = 4096
+#: Latent coordinates per ArviZ R-hat call (bounds memory at large N).
+RHAT_CHUNK = 4096
 #: Settings that must agree for ``--resume`` to reuse rows.
 SIGNATURE_KEYS = ("K", "omega", "data_seed", "seed", "gamma", "eta", "num_chains", "num_warmup", "num_samples",
                   "chain_method", "target_accept", "max_tree_depth", "threads", "device", "quick")
@@ -165,22 +165,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def pin_environment(threads: int, device: str, host_devices: int) -> dict[str, str]:
-    """Thread counts and platform in the environment; must run before numpy/jax are imported."""
-    t = str(threads)
-    env = {"OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t}
-    ours = [f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'}", f"intra_op_parallelism_threads={t}"]
-    drop = ("multi_thread_eigen", "intra_op_parallelism")
-    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not any(d in f for d in drop)]
-    env["XLA_FLAGS"] = " ".join(kept + ours)
-    if host_devices > 1:
-        env["JAX_NUM_CPU_DEVICES"] = str(host_devices)  # one CPU device per chain for pmap
-    if device == "cpu":
-        env["JAX_PLATFORMS"] = "cpu"
-    os.environ.update(env)
-    return env
-
-
 # ---------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------
@@ -224,14 +208,13 @@ def _as_3d(draws):
 
 
 def ess_bulk(draws):
-    """ArviZ bulk ESS per component of (chain, draw, ...) draws → (k,)."""
-    import arviz as az
+    """Bulk ESS (``bayes_sbm._stats.ess``: NaN for constant draws) per component of (chain, draw, ...) draws → (k,)."""
     import numpy as np
 
+    from bayes_sbm import _stats
+
     x = _as_3d(draws)
-    out = [np.atleast_1d(np.asarray(az.ess(x[..., s : s + ESS_CHUNK], method="bulk"), dtype=np.float64))
-           for s in range(0, x.shape[-1], ESS_CHUNK)]
-    return np.concatenate(out)
+    return np.array([_stats.ess(x[..., k], method="bulk") for k in range(x.shape[-1])])
 
 
 def rhat(draws):
@@ -242,8 +225,8 @@ def rhat(draws):
     x = _as_3d(draws)
     if x.shape[0] < 2:
         return np.full(x.shape[-1], np.nan)
-    out = [np.atleast_1d(np.asarray(az.rhat(x[..., s : s + ESS_CHUNK]), dtype=np.float64))
-           for s in range(0, x.shape[-1], ESS_CHUNK)]
+    out = [np.atleast_1d(np.asarray(az.rhat(x[..., s : s + RHAT_CHUNK]), dtype=np.float64))
+           for s in range(0, x.shape[-1], RHAT_CHUNK)]
     return np.concatenate(out)
 
 
@@ -320,6 +303,7 @@ def run_row(args, N: int, variant: str, chain_method: str) -> dict:
                   init_strategy=init_to_median(num_samples=15))
     mcmc = MCMC(kernel, num_warmup=args.num_warmup, num_samples=args.num_samples, num_chains=args.num_chains,
                 chain_method=chain_method, progress_bar=False)
+    # the benchmark's own keys (not settings.derive_keys): warm-up and sampling run apart so that they can be timed apart
     key_warm, key_sample = jax.random.split(jax.random.PRNGKey(args.seed))
     load_start = os.getloadavg()
     t0 = time.perf_counter()
@@ -533,12 +517,13 @@ def device_info(args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     host_devices = args.num_chains if (args.chain_method == "parallel" and args.device == "cpu") else 1
-    thread_env = pin_environment(args.threads, args.device, host_devices)
+    thread_env = pin_threads(args.threads, host_devices=host_devices, jax_platforms="cpu" if args.device == "cpu" else None)
 
     import jax
 
     import bayes_sbm  # noqa: F401  (float64)
     from bayes_sbm import io, theory
+    from bayes_sbm.data import data_frame
 
     if args.device == "gpu" and jax.default_backend() != "gpu":
         print(f"error: --device gpu but JAX's backend is {jax.default_backend()!r}", file=sys.stderr)
@@ -571,10 +556,8 @@ def main(argv=None) -> int:
 
     saddles = {}
     for N in args.sizes:
-        from bayes_sbm import model
-
         data = make_data(args, N)
-        c = model.data_frame(data).c
+        c = data_frame(data).c
         s = theory.posterior_saddle(c, args.gamma, args.eta)
         saddles[str(N)] = {"c": [float(v) for v in c], "phase": s.phase, "lam1": float(s.lam[0]), "u1": float(s.u[0]),
                            "M": float(s.M), "data_sha256": hashlib.sha256(data.tobytes()).hexdigest()[:16]}

@@ -1,41 +1,48 @@
 """Smoke tests of the inference studies of THEORY.md §5–6 and the evidence benchmark.
 
-Each script runs with ``--quick --out <tmp>`` (a subprocess, one thread);
-the test checks that every promised file is there, that no temporary file of
-an atomic write is left behind, and that the plotted numbers are finite.
+Each script's ``main`` runs in this process with ``--quick --out <tmp>``
+(no subprocess: no interpreter and JAX start-up per script, and no wall-clock
+timeout that a loaded machine could hit); the test checks that every promised
+file is there, that no temporary file of an atomic write is left behind, and
+that the plotted numbers are finite.
 
 ``analysis/evidence_vs_theory`` and ``benchmarks/bench_evidence.py`` run a
 NUTS ladder and an SVI fit per problem (~1.5 CPU-minutes, mostly jit
 compilation: every rung is a new NumPyro model), and ``analysis/double_descent``
-three NUTS fits (65 s wall measured on the loaded 2-core machine, ~30 s CPU):
-they are marked slow.  The other two take 40–60 s wall (~25–30 s CPU).
+three NUTS fits: they are marked slow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
-import subprocess
-import sys
+import runpy
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Guard against hangs only (quick runs take 0.5–3 minutes on a loaded 2-core machine).
-TIMEOUT_S = 600
 
 
-def _run(script: str, out: Path, *extra: str) -> str:
-    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / script), "--quick", "--out", str(out), *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+def _run(script: str, *args: str) -> str:
+    """``main(args)`` of a script in this process; its stdout (``os.environ`` restored: the scripts pin threads)."""
+    saved, buf = dict(os.environ), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            main = runpy.run_path(str(ROOT / script), run_name="_smoke")["main"]
+            try:
+                rc = main(list(args))
+            except SystemExit as exc:  # --help
+                rc = exc.code
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert rc == 0, buf.getvalue()[-3000:]
+    return buf.getvalue()
 
 
 def _rows(path: Path) -> list[dict]:
@@ -67,7 +74,7 @@ def _check_folder(out: Path, names) -> None:
 @pytest.mark.slow
 def test_evidence_vs_theory_quick(tmp_path):
     out = tmp_path / "evidence_vs_theory"
-    _run("analysis/evidence_vs_theory/run.py", out)
+    _run("analysis/evidence_vs_theory/run.py", "--quick", "--out", str(out))
     _check_folder(out, ("evidence_vs_theory.csv", "table.md", "estimates_vs_phase.png", "diff_vs_n.png", "metadata.json"))
     rows = _rows(out / "evidence_vs_theory.csv")
     _finite(rows, ("per_n", "se_per_n", "theory_data_c", "diff", "theory_limit", "diff_limit", "cpu_s"))
@@ -76,7 +83,7 @@ def test_evidence_vs_theory_quick(tmp_path):
     assert all(float(r["se_per_n"]) > 0 for r in rows)
     assert "| spec | phase | N |" in (out / "table.md").read_text()
     # --resume: every (spec, N, group) is already there, so nothing is recomputed
-    stdout = _run("analysis/evidence_vs_theory/run.py", out, "--resume")
+    stdout = _run("analysis/evidence_vs_theory/run.py", "--quick", "--out", str(out), "--resume")
     assert stdout.count("[skip]") == 2
     assert _rows(out / "evidence_vs_theory.csv") == rows
 
@@ -86,7 +93,7 @@ def test_evidence_vs_theory_quick(tmp_path):
 # ---------------------------------------------------------------------------
 def test_temperature_tuning_quick(tmp_path):
     out = tmp_path / "temperature_tuning"
-    _run("analysis/temperature_tuning/run.py", out)
+    _run("analysis/temperature_tuning/run.py", "--quick", "--out", str(out))
     _check_folder(out, ("kl_vs_beta.csv", "theory_curves.csv", "argmin.csv", "table.md", "temperature_tuning.png",
                         "metadata.json"))
     rows = _rows(out / "kl_vs_beta.csv")
@@ -107,7 +114,7 @@ def test_temperature_tuning_quick(tmp_path):
 @pytest.mark.slow
 def test_double_descent_quick(tmp_path):
     out = tmp_path / "double_descent"
-    _run("analysis/double_descent/run.py", out)
+    _run("analysis/double_descent/run.py", "--quick", "--out", str(out))
     _check_folder(out, ("rev_kl_vs_gamma.csv", "theory_curves.csv", "table.md", "double_descent.png", "metadata.json"))
     rows = _rows(out / "rev_kl_vs_gamma.csv")
     assert [float(r["gamma"]) for r in rows] == [0.3, 1.0, 3.0] and {r["eta"] for r in rows} == {"1.0"}
@@ -121,7 +128,7 @@ def test_double_descent_quick(tmp_path):
 # ---------------------------------------------------------------------------
 def test_evidence_identity_quick(tmp_path):
     out = tmp_path / "evidence_identity"
-    _run("analysis/evidence_identity/run.py", out)
+    _run("analysis/evidence_identity/run.py", "--quick", "--out", str(out))
     _check_folder(out, ("identity.csv", "theory_curves.csv", "table.md", "identity.png", "metadata.json"))
     rows = _rows(out / "identity.csv")
     assert [r["point"] for r in rows] == ["pmo", "fmo"] and {r["N"] for r in rows} == {"10"}
@@ -140,7 +147,7 @@ def test_evidence_identity_quick(tmp_path):
 @pytest.mark.slow
 def test_bench_evidence_quick(tmp_path):
     out = tmp_path / "bench_evidence.json"
-    stdout = _run("benchmarks/bench_evidence.py", out)
+    stdout = _run("benchmarks/bench_evidence.py", "--quick", "--out", str(out))
     assert "SE²·CPU" in stdout
     result = json.loads(out.read_text())
     assert result["quick"] is True and result["complete"] is True and result["threads"] == 1

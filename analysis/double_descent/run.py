@@ -38,20 +38,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    NUTS_SEEDS, add_models_option, add_nuts_options, float_list, fmt_num, int_list_via_float, md_head, md_row,
-    nuts_facts, nuts_overrides, pick_values, pin_threads, read_csv, study_parser, teacher_student_fit, write_csv,
+    NUTS_SEEDS, finish_study, float_list, fmt_num, int_list_via_float, md_head, md_row, nuts_facts, nuts_overrides,
+    pick_values, pin_threads, read_csv, start_study, study_parser, teacher_student_fit, write_csv,
 )
 
-pin_threads()  # before NumPy/JAX are imported (2 host devices: 2 chains in parallel); Agg backend
+pin_threads(host_devices=2)  # before NumPy/JAX are imported: 2 chains in parallel
 
 import math  # noqa: E402
-import time  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bayes_sbm import theory  # noqa: E402
-from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
 from bayes_sbm.predictive import typical_kls  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
@@ -177,27 +175,23 @@ def plot(rows, th_rows, path: Path) -> Path:
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def parse_args(argv=None):
+def parser():
     p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, eta = 1, gamma in {0.3, 1, 3}, 100+100 draws",
-                     "keep rows already in the CSV and skip their (N, eta, gamma)")
+                     "keep rows already in the CSV and skip their (N, eta, gamma)",
+                     nuts=("num_warmup", "num_samples", "num_chains"), models="the specs")
     p.add_argument("--sizes", type=int_list_via_float, help="values of N (default 100)")
     p.add_argument("--etas", type=float_list, help="values of eta (default 1,5)")
     p.add_argument("--gammas", type=float_list, help="gamma grid (default 10 log-spaced values 0.1..10)")
-    add_nuts_options(p)
-    add_models_option(p)
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    t_start = time.perf_counter()
+    args, out, t_start = start_study(parser(), argv)
     q = args.quick
     sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
     etas = pick_values(args.etas, q, QUICK_ETAS, ETAS)
     gammas = pick_values(args.gammas, q, QUICK_GAMMAS, GAMMAS)
     nuts = nuts_overrides(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     csv_path, th_path = out / "rev_kl_vs_gamma.csv", out / "theory_curves.csv"
     base_spec = load_spec(args.models / f"{BASE_SPEC}.toml")
     omega = float(np.ravel(base_spec.data.omega)[0])
@@ -220,11 +214,9 @@ def main(argv=None) -> int:
                       f"{r['fwd_se_per_n']:.4f} (theory {r['theory_fwd']:.4f}); {r['divergences']} div., "
                       f"{r['fit_wall_s']:.1f} s", flush=True)
 
-    write_text_atomic(out / "table.md", markdown_table(rows))
-    figs = [plot(rows, th_rows, out / "double_descent.png")]
-    meta = run_metadata(
-        seed=0,
-        study="double_descent",
+    finish_study(
+        out, "double_descent", t_start, files=[csv_path.name, th_path.name], table=markdown_table(rows),
+        figures=[plot(rows, th_rows, out / "double_descent.png")], seed=0,
         checks="THEORY.md §6 typical reverse KL vs gamma (teacher_student_kls(...).rev_typ), eta in {1, 5}",
         quick=bool(q),
         settings={"sizes": list(sizes), "etas": list(etas), "gammas": list(gammas), "omega": omega,
@@ -232,12 +224,7 @@ def main(argv=None) -> int:
                   "seeds": NUTS_SEEDS,
                   "theory_gamma_grid": [float(THEORY_GAMMAS[0]), float(THEORY_GAMMAS[-1]), len(THEORY_GAMMAS)],
                   "resume": bool(args.resume)},
-        outputs=[csv_path.name, th_path.name, "table.md"] + [p.name for p in figs],
-        wall_s=time.perf_counter() - t_start,
     )
-    write_json_atomic(out / "metadata.json", meta)
-    print(f"wrote {csv_path.name}, {th_path.name}, table.md, {', '.join(p.name for p in figs)} and metadata.json in {out} "
-          f"({time.perf_counter() - t_start:.1f} s)", flush=True)
     return 0
 
 

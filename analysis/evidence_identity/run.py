@@ -15,7 +15,8 @@ central finite difference in γ) against the right-hand side from NUTS:
 at N = 100 in a PM phase (``models/pmo.toml``, γ = 4, η = 5) and an FM phase
 (``models/fmo.toml``, γ = 0.5, η = 3).  Both moments are O(N) while their
 difference is O(1) (it includes the bulk's response to the −Kη log Z term),
-so the draws must be numerous; the MCSE uses ArviZ's ESS of the tr W² series.
+so the draws must be numerous; the MCSE uses the ESS of the mean of the tr W²
+series (``bayes_sbm._stats.mean_mcse``).
 tr W² is computed from the latent vector without forming W:
 ``tr W² = Σ_i W_ii² + 2 Σ_{i<j} W_ij²`` (rotation invariant, so the aligned
 frame's W' gives the same value).
@@ -48,20 +49,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    C_LIMIT, add_models_option, add_nuts_options, fmt_num, int_list, md_head, md_row, name_list, nuts_facts,
-    nuts_overrides, pick_values, pin_threads, read_csv, run_spec_nuts, saddle_phases, study_parser, write_csv,
+    C_LIMIT, NUTS_SEEDS, finish_study, fmt_num, int_list, md_head, md_row, name_list, nuts_facts, nuts_overrides,
+    pick_values, pin_threads, read_csv, run_spec_nuts, start_study, study_parser, theory_pair, write_csv,
 )
 
-pin_threads()  # before NumPy/JAX are imported (2 host devices: 2 chains in parallel); Agg backend
+pin_threads(host_devices=2)  # before NumPy/JAX are imported: 2 chains in parallel
 
 import math  # noqa: E402
-import time  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bayes_sbm import inference, model, theory  # noqa: E402
-from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
+from bayes_sbm import _stats, inference, model, theory  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
 from bayes_sbm.runs import problem_from_spec  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
@@ -108,19 +107,6 @@ def theory_derivative(c, gamma: float, eta: float, rel_step: float = REL_STEP) -
     return float(d), len(phases) == 1
 
 
-def _mcse(x: np.ndarray) -> tuple[float, float]:
-    """(MCSE of the mean, ESS) of a (chain, draw) series."""
-    import arviz as az
-
-    x2 = np.asarray(x, dtype=float)
-    x2 = x2 if x2.ndim == 2 else x2.reshape(1, -1)
-    if x2.size < 8 or np.var(x2) == 0:
-        ess = float(x2.size)
-    else:
-        ess = float(az.ess(x2, method="mean"))
-    return float(np.std(x2, ddof=1) / math.sqrt(max(ess, 1.0))), ess
-
-
 def measure(point: str, base_spec, N: int, nuts_overrides: dict, rel_step: float) -> dict:
     spec = base_spec.with_overrides({"model.N": int(N)} | nuts_overrides)
     problem = problem_from_spec(spec)
@@ -133,8 +119,8 @@ def measure(point: str, base_spec, N: int, nuts_overrides: dict, rel_step: float
     W = inference.coupling_draws(problem, flat[idx])
     explicit = np.einsum("sij,sji->s", W, W)
     check = float(np.max(np.abs(explicit - tr.reshape(-1)[idx]) / np.abs(explicit)))
-    post = float(tr.mean())
-    post_se, ess = _mcse(tr)
+    m = _stats.mean_mcse(tr)  # MCSE from the ESS of the mean (NaN for constant draws)
+    post, post_se, ess = m.mean, m.mcse, m.ess
     prior = (N + 1) / (gamma * eta)
     estimate = -(eta / 4.0) * (post - prior)
     mcse = (eta / 4.0) * post_se
@@ -142,14 +128,14 @@ def measure(point: str, base_spec, N: int, nuts_overrides: dict, rel_step: float
     th_c, same_c = theory_derivative(c, gamma, eta, rel_step)
     th_lim, same_lim = theory_derivative(C_LIMIT, gamma, eta, rel_step)
     diff = estimate - th_c
-    phase, phase_limit = saddle_phases(c, gamma, eta)
+    at_c, at_limit = theory_pair(c, gamma, eta)
     facts = nuts_facts(res, latent)
     return {
-        "point": point, "phase": phase, "phase_limit": phase_limit, "N": int(N), "gamma": gamma, "eta": eta,
+        "point": point, "phase": at_c.phase, "phase_limit": at_limit.phase, "N": int(N), "gamma": gamma, "eta": eta,
         "theory_data_c": th_c, "theory_limit": th_lim, "estimate": estimate, "mcse": mcse, "diff": diff,
         "z": diff / mcse if mcse > 0 else math.nan, "diff_limit": estimate - th_lim,
         "post_tr_w2": post, "post_tr_w2_mcse": post_se, "prior_tr_w2": prior, "tr_w2_ess": ess,
-        "tr_w2_sd": float(np.std(tr, ddof=1)), "divergences": facts["divergences"],
+        "tr_w2_sd": m.sd, "divergences": facts["divergences"],
         "latent_min_ess_bulk": facts["latent_min_ess_bulk"], "num_draws": facts["num_draws"],
         "fd_step": rel_step * gamma, "fd_same_phase": str(bool(same_c and same_lim)),
         "c_1": float(c[0]), "c_2": float(c[1]) if c.size > 1 else math.nan,
@@ -222,27 +208,24 @@ def plot(rows, curves, path: Path) -> Path:
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def parse_args(argv=None):
+def parser():
     p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, 1 chain, 100 warm-up + 100 draws",
-                     "keep rows already in the CSV and skip their (point, N)")
+                     "keep rows already in the CSV and skip their (point, N)",
+                     nuts=("num_warmup", "num_samples", "num_chains"),
+                     samples_help=f"NUTS draws per chain (default {NUM_SAMPLES})", models="the specs")
     p.add_argument("--sizes", type=int_list, help="values of N (default 100)")
     p.add_argument("--points", type=name_list, help="phase specs (default pmo,fmo)")
-    add_nuts_options(p, samples_help=f"NUTS draws per chain (default {NUM_SAMPLES})")
     p.add_argument("--rel-step", type=float, default=REL_STEP, help="relative finite-difference step in gamma (default %(default)s)")
-    add_models_option(p)
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    t_start = time.perf_counter()
+    args, out, t_start = start_study(parser(), argv)
     q = args.quick
     sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
     points = tuple(args.points) if args.points else POINTS
     nuts = {"inference.num_samples": int(args.num_samples or (100 if q else NUM_SAMPLES))}
     nuts |= nuts_overrides(args, ("num_warmup", "num_chains"))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     csv_path, th_path = out / "identity.csv", out / "theory_curves.csv"
     rows = read_csv(csv_path, strings=STRINGS, ints=("N", "divergences", "num_draws")) if args.resume else []
     done = {(r["point"], r["N"]) for r in rows}
@@ -262,22 +245,14 @@ def main(argv=None) -> int:
                   f"{r['divergences']} div., {r['fit_wall_s']:.1f} s", flush=True)
     curves = [c for r in rows for c in theory_curve(r["point"], r)]
     write_csv(th_path, THEORY_COLUMNS, curves)
-    write_text_atomic(out / "table.md", markdown_table(rows))
-    figs = [plot(rows, curves, out / "identity.png")]
-    meta = run_metadata(
-        seed=0,
-        study="evidence_identity",
+    finish_study(
+        out, "evidence_identity", t_start, files=[csv_path.name, th_path.name], table=markdown_table(rows),
+        figures=[plot(rows, curves, out / "identity.png")], seed=0,
         checks="d(log Y)/dgamma = -(eta N/4)(E_post - E_prior)[tr W^2] vs the gamma-derivative of THEORY.md §5",
         quick=bool(q),
         settings={"sizes": list(sizes), "points": list(points), "nuts_overrides": nuts, "rel_step": args.rel_step,
-                  "c_limit": list(C_LIMIT), "seeds": "teacher: spec data.seed (0); NUTS: split(key(spec inference.seed))[0]",
-                  "resume": bool(args.resume)},
-        outputs=[csv_path.name, th_path.name, "table.md"] + [p.name for p in figs],
-        wall_s=time.perf_counter() - t_start,
+                  "c_limit": list(C_LIMIT), "seeds": NUTS_SEEDS, "resume": bool(args.resume)},
     )
-    write_json_atomic(out / "metadata.json", meta)
-    print(f"wrote {csv_path.name}, {th_path.name}, table.md, {', '.join(p.name for p in figs)} and metadata.json in {out} "
-          f"({time.perf_counter() - t_start:.1f} s)", flush=True)
     return 0
 
 

@@ -22,9 +22,9 @@ two theory values:
 * ``theory_limit`` — at the N → ∞ spectrum c = (1.6, 0.4)
   (``diff_limit`` also carries the O(1/√N) fluctuation of the data spectrum).
 
-Keys: ``key(spec.inference.seed)`` split in three (TI, SVI fit, SVI
-evidence draws), as in ``bayes-sbm evidence`` (``bayes_sbm.cli.evidence_report``);
-the ladder/SVI sizes are options here.
+Keys: ``bayes_sbm.settings.derive_keys(spec.inference.seed)`` (``.ti``,
+``.svi``, ``.importance``), as in ``bayes-sbm evidence``
+(``bayes_sbm.reports.evidence_report``); the ladder/SVI sizes are options here.
 
 Outputs (in ``--out``, default ``analysis/evidence_vs_theory/results``):
 
@@ -52,24 +52,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    C_LIMIT, OMEGA, add_models_option, fmt_num, int_list, log_evidence_pair, md_head, md_row, name_list, pick_values,
-    pin_threads, read_csv, saddle_phases, study_parser, timed, write_csv,
+    C_LIMIT, OMEGA, evidence_group, finish_study, fmt_num, int_list, md_head, md_row, name_list, pick_values,
+    pin_threads, read_csv, start_study, study_parser, theory_pair, write_csv,
 )
 
-pin_threads(host_devices=None)  # before NumPy/JAX are imported; Agg backend
+pin_threads()  # before NumPy/JAX are imported
 
 import math  # noqa: E402
-import time  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import jax  # noqa: E402
-
-from bayes_sbm import evidence, inference  # noqa: E402
-from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
 from bayes_sbm.runs import problem_from_spec  # noqa: E402
+from bayes_sbm.settings import LadderSettings  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -104,7 +100,7 @@ def _sort_key(r: dict):
 # --------------------------------------------------------------------------
 # estimators
 # --------------------------------------------------------------------------
-def _row(base: dict, name: str, group: str, est: evidence.EvidenceEstimate, wall: float, cpu: float, **extra) -> dict:
+def _row(base: dict, name: str, group: str, est, wall: float, cpu: float, **extra) -> dict:
     per_n, se_n = est.per_n, est.se_per_n
     diff = per_n - base["theory_data_c"]
     return base | {
@@ -116,29 +112,16 @@ def _row(base: dict, name: str, group: str, est: evidence.EvidenceEstimate, wall
     } | extra
 
 
-def run_ti(key, problem, ladder: evidence.LadderSettings, base: dict) -> list[dict]:
-    res, wall, cpu = timed(lambda: evidence.thermodynamic_integration(key, problem, ladder))
-    N = problem.N
-    min_ess = float(min(r.ess for r in res.rungs[1:])) if len(res.rungs) > 1 else math.nan
-    nr = float(len(res.rungs))  # float: the SVI rows hold NaN in this column
-    quad = float(res.ti.info.get("quadrature_correction", math.nan)) / N
-    return [
-        _row(base, "ti", "ti", res.ti, wall, cpu, ess=min_ess, num_rungs=nr, quadrature_correction_per_n=quad),
-        _row(base, "stepping_stone", "ti", res.stepping_stone, wall, cpu, ess=min_ess, num_rungs=nr),
-    ]
-
-
-def run_svi(key_fit, key_is, problem, settings: inference.SviSettings, num_draws: int, base: dict) -> list[dict]:
-    def go():
-        fit = inference.run_svi(key_fit, problem, settings)
-        return evidence.svi_evidence(key_is, fit, num_draws=num_draws)
-
-    est, wall, cpu = timed(go)
-    return [
-        _row(base, "elbo", "svi", est["elbo"], wall, cpu),
-        _row(base, "importance", "svi", est["importance"], wall, cpu, ess=float(est["importance"].info.get("ess", math.nan))),
-        _row(base, "iwae", "svi", est["iwae"], wall, cpu),
-    ]
+def group_rows(group: str, spec, problem, base: dict, **options) -> list[dict]:
+    """The rows of one estimator group (:func:`analysis._common.evidence_group`)."""
+    g = evidence_group(group, spec, problem, **options)
+    f = g.facts
+    if group == "ti":
+        ti = {"ess": f["min_rung_ess"], "num_rungs": float(f["num_rungs"])}  # float: the SVI rows hold NaN here
+        extra = {"ti": ti | {"quadrature_correction_per_n": f["quadrature_correction_per_n"]}, "stepping_stone": ti}
+    else:
+        extra = {"importance": {"ess": f["importance_ess"]}}
+    return [_row(base, name, group, est, g.wall_s, g.cpu_s, **extra.get(name, {})) for name, est in g.estimates.items()]
 
 
 # --------------------------------------------------------------------------
@@ -262,12 +245,11 @@ def plot_diff_vs_n(rows: list[dict], path: Path) -> Path:
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def parse_args(argv=None):
+def parser():
     p = study_parser(__doc__, HERE / "results", "smoke test: N = 8, specs pmo, fmo, 4 rungs x 100 draws, 300 SVI steps",
-                     "keep rows already in the CSV and skip their (spec, N, group)")
+                     "keep rows already in the CSV and skip their (spec, N, group)", models="the phase specs")
     p.add_argument("--sizes", type=int_list, help=f"values of N, comma separated (default {','.join(map(str, SIZES))}; 200 optional)")
     p.add_argument("--specs", type=name_list, help=f"phase specs (default {','.join(SPECS)})")
-    add_models_option(p, "the phase specs")
     p.add_argument("--rungs", type=int, help="initial TI rungs (default 12)")
     p.add_argument("--max-rungs", type=int, help="TI rungs after adaptive bisection (default 20)")
     p.add_argument("--samples", type=int, help="NUTS draws per rung (default 500)")
@@ -278,18 +260,17 @@ def parse_args(argv=None):
     p.add_argument("--svi-draws", type=int, help="guide draws for the SVI evidence (default 4000)")
     p.add_argument("--no-ti", action="store_true", help="skip TI / stepping stone")
     p.add_argument("--no-svi", action="store_true", help="skip the SVI estimators")
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    t_start = time.perf_counter()
+    args, out, t_start = start_study(parser(), argv)
     q = args.quick
     sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
     specs = pick_values(args.specs, q, QUICK_SPECS, SPECS)
     pick = lambda given, quick, full: given if given is not None else (quick if q else full)  # noqa: E731
     rungs = pick(args.rungs, 4, 12)
-    ladder = evidence.LadderSettings(
+    ladder = LadderSettings(
         num_rungs=rungs, max_rungs=max(rungs, pick(args.max_rungs, 4, 20)), num_samples=pick(args.samples, 100, 500),
         num_warmup=pick(args.warmup, 50, 200), first_warmup=pick(args.first_warmup, 100, 500),
         prior_draws=pick(args.prior_draws, 1000, 4000), progress_bar=False,
@@ -300,8 +281,6 @@ def main(argv=None) -> int:
     settings_text = (f"rungs={ladder.num_rungs}/{ladder.max_rungs} samples={ladder.num_samples} warmup={ladder.first_warmup}/"
                      f"{ladder.num_warmup} prior={ladder.prior_draws} svi_steps={svi_steps or 'spec'} svi_draws={svi_draws}")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     csv_path = out / CSV_NAME
     rows = read_csv(csv_path, strings=STRING_COLUMNS, ints=("N", "seed")) if args.resume else []
 
@@ -321,24 +300,15 @@ def main(argv=None) -> int:
             problem = problem_from_spec(spec)
             c = problem.frame.c
             g, e = problem.gamma, problem.eta
-            seed = spec.inference.seed
-            key_ti, key_svi, key_is = jax.random.split(jax.random.key(seed), 3)
-            phase, phase_limit = saddle_phases(c, g, e)
-            theory_data_c, theory_limit = log_evidence_pair(c, g, e)
+            at_c, at_limit = theory_pair(c, g, e)
             base = {
-                "spec": name, "N": int(N), "gamma": g, "eta": e, "seed": seed, "settings": settings_text,
-                "phase": phase, "phase_limit": phase_limit, "theory_data_c": theory_data_c, "theory_limit": theory_limit,
+                "spec": name, "N": int(N), "gamma": g, "eta": e, "seed": spec.inference.seed, "settings": settings_text,
+                "phase": at_c.phase, "phase_limit": at_limit.phase,
+                "theory_data_c": at_c.log_evidence_per_n, "theory_limit": at_limit.log_evidence_per_n,
                 "c_1": float(c[0]), "c_2": float(c[1]) if c.size > 1 else math.nan,
             }
             for group in todo:
-                if group == "ti":
-                    new = run_ti(key_ti, problem, ladder, base)
-                else:
-                    guide = spec.inference.svi_guide if problem.parametrization == "aligned" else "normal"
-                    settings = inference.SviSettings(guide=guide, num_steps=svi_steps or spec.inference.svi_steps,
-                                                     learning_rate=spec.inference.svi_learning_rate, num_draws=10,
-                                                     progress_bar=False)
-                    new = run_svi(key_svi, key_is, problem, settings, svi_draws, base)
+                new = group_rows(group, spec, problem, base, ladder=ladder, svi_steps=svi_steps, svi_draws=svi_draws)
                 names = {r["estimator"] for r in new}
                 rows = [r for r in rows if not (r["spec"] == name and int(r["N"]) == N and r["estimator"] in names)] + new
                 rows.sort(key=_sort_key)
@@ -353,13 +323,11 @@ def main(argv=None) -> int:
 
     rows.sort(key=_sort_key)
     write_csv(csv_path, COLUMNS, rows)
-    write_text_atomic(out / "table.md", markdown_table(rows))
     figs = []
     if rows:
         figs = [plot_estimates(rows, out / "estimates_vs_phase.png"), plot_diff_vs_n(rows, out / "diff_vs_n.png")]
-    meta = run_metadata(
-        seed=None,
-        study="evidence_vs_theory",
+    finish_study(
+        out, "evidence_vs_theory", t_start, files=[CSV_NAME], table=markdown_table(rows), figures=figs, seed=None,
         checks="THEORY.md §5 (1/N) log Y vs TI, stepping stone, ELBO, importance, IWAE (§7)",
         quick=bool(q),
         settings={
@@ -367,16 +335,11 @@ def main(argv=None) -> int:
                 "num_rungs", "max_rungs", "power", "quadrature_tol", "num_warmup", "first_warmup", "num_samples",
                 "num_chains", "prior_draws", "target_accept")},
             "svi": {"guide": "structured (spec)", "steps": svi_steps or "spec", "evidence_draws": svi_draws, "iw_group": 64},
-            "seeds": "spec inference.seed (0): key split in 3 (TI, SVI fit, SVI draws); teacher seed: spec data.seed (0)",
+            "seeds": "spec inference.seed (0): settings.derive_keys (.ti, .svi, .importance); teacher seed: spec data.seed (0)",
             "c_limit": list(C_LIMIT), "omega": OMEGA, "resume": bool(args.resume),
         },
         timings=timings,
-        outputs=[CSV_NAME, "table.md"] + [p.name for p in figs],
-        wall_s=time.perf_counter() - t_start,
     )
-    write_json_atomic(out / "metadata.json", meta)
-    print(f"wrote {csv_path.name}, table.md, {', '.join(p.name for p in figs)} and metadata.json in {out} "
-          f"({time.perf_counter() - t_start:.1f} s)", flush=True)
     return 0
 
 

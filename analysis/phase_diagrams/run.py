@@ -21,22 +21,19 @@ Outputs (in ``--out``, default ``analysis/phase_diagrams/results``):
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
-import matplotlib  # noqa: E402
+from analysis._common import finish_study, pin_threads, save_png, start_study, study_parser, write_csv  # noqa: E402
 
-matplotlib.use("Agg")
+pin_threads()  # before NumPy is imported; Agg backend
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from analysis._common import (  # noqa: E402
-    save_png, study_metadata, theory_study_args, write_metadata_json, write_rows_csv,
-)
 from bayes_sbm import theory as T  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -74,6 +71,8 @@ PATHS = [
 FD_OFFSET = 1e-4
 #: Finite-difference step (relative), small against FD_OFFSET so stencils stay on one side.
 FD_STEP = 5e-6
+#: CSV cells: floats with 17 significant digits.
+CSV_FORMAT = {"none": "", "float_format": lambda v: f"{v:.17g}"}
 
 
 # --------------------------------------------------------------------------
@@ -264,10 +263,7 @@ def draw_evidence(gammas, etas, maps, bounds, path: Path):
 
 # --------------------------------------------------------------------------
 def main(argv=None) -> int:
-    args = theory_study_args(__doc__, HERE / "results", argv)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    args, out, t0 = start_study(study_parser(__doc__, HERE / "results", "coarse grids (smoke test)"), argv)
     n_grid = 36 if args.quick else 260
     n_path = 60 if args.quick else 400
     gammas = np.geomspace(*GAMMA_RANGE, n_grid)
@@ -282,7 +278,8 @@ def main(argv=None) -> int:
              float(pm["mu"][i, j]), float(pm["M"][i, j]), float(pm["logy"][i, j])]
             for i, e in enumerate(etas) for j, g in enumerate(gammas)
         ]
-        write_rows_csv(out / f"phase_map_{case}.csv", ["gamma", "eta", "phase", "d", "o", "mu", "M", "log_evidence"], rows)
+        write_csv(out / f"phase_map_{case}.csv", ["gamma", "eta", "phase", "d", "o", "mu", "M", "log_evidence"], rows,
+                  **CSV_FORMAT)
         draw_diagram(case, gammas, etas, pm, out / f"phase_diagram_{case}.png")
 
     deriv_rows = []
@@ -290,30 +287,30 @@ def main(argv=None) -> int:
         lo, hi = GAMMA_RANGE if var == "gamma" else ETA_RANGE
         for xb, la, lb in locate_boundaries(CASES[case], var, fixed, lo, hi, n_path):
             deriv_rows.append(boundary_derivatives(case, var, fixed, xb, la, lb))
-    write_rows_csv(out / "boundary_derivatives.csv", DERIV_HEADER, deriv_rows)
+    write_csv(out / "boundary_derivatives.csv", DERIV_HEADER, deriv_rows, **CSV_FORMAT)
     draw_evidence(gammas, etas, maps, deriv_rows, out / "evidence_contours.png")
 
     max_jump = max((max(abs(r[12]), abs(r[15])) for r in deriv_rows), default=float("nan"))
-    meta = study_metadata("phase_diagrams", args.quick, {
-        "cases": {k: list(v) for k, v in CASES.items()},
-        "gamma_range": GAMMA_RANGE,
-        "eta_range": ETA_RANGE,
-        "paths": PATHS,
-        "fd_offset": FD_OFFSET,
-        "fd_step": FD_STEP,
-        "boundary_rtol": T.BOUNDARY_RTOL,
-    }, **{
-        "n_grid": n_grid,
-        "n_path": n_path,
-        "n_boundaries": len(deriv_rows),
-        "max_abs_first_derivative_jump": max_jump,
-        "max_abs_logY_jump_pm1e-7": max((abs(r[9]) for r in deriv_rows), default=float("nan")),
-        "elapsed_s": round(time.perf_counter() - t0, 2),
-        "files": sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) + ["metadata.json"],
-    })
-    write_metadata_json(out / "metadata.json", meta)
-    print(f"phase_diagrams: {len(deriv_rows)} boundaries, max |jump of first derivative| = {max_jump:.3g}; "
-          f"wrote {out}")
+    print(f"phase_diagrams: {len(deriv_rows)} boundaries, max |jump of first derivative| = {max_jump:.3g}")
+    finish_study(
+        out, "phase_diagrams", t0, files=[f"phase_map_{case}.csv" for case in CASES] + ["boundary_derivatives.csv"],
+        figures=[out / f"phase_diagram_{case}.png" for case in CASES] + [out / "evidence_contours.png"],
+        quick=bool(args.quick),
+        parameters={
+            "cases": {k: list(v) for k, v in CASES.items()},
+            "gamma_range": GAMMA_RANGE,
+            "eta_range": ETA_RANGE,
+            "paths": PATHS,
+            "fd_offset": FD_OFFSET,
+            "fd_step": FD_STEP,
+            "boundary_rtol": T.BOUNDARY_RTOL,
+        },
+        n_grid=n_grid,
+        n_path=n_path,
+        n_boundaries=len(deriv_rows),
+        max_abs_first_derivative_jump=max_jump,
+        **{"max_abs_logY_jump_pm1e-7": max((abs(r[9]) for r in deriv_rows), default=float("nan"))},
+    )
     return 0
 
 

@@ -52,11 +52,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    C_LIMIT, OMEGA, PHASE_COLORS, add_models_option, component, fit_or_reuse, fmt_num, md_head, md_row, pick_values,
-    pin_threads, previous_runs, read_csv, study_parser, write_csv,
+    C_LIMIT, OMEGA, PHASE_COLORS, QUICK_NUTS, complete_groups, component, finish_study, fit_or_reuse, fmt_num,
+    md_head, md_row, nuts_overrides, pick_values, pin_threads, previous_runs, read_csv, start_study, study_parser,
+    summary_row, write_csv,
 )
 
-pin_threads()  # before NumPy/JAX are imported (2 host devices: 2 chains in parallel); Agg backend
+pin_threads(host_devices=2)  # before NumPy/JAX are imported: 2 chains in parallel
 
 import math  # noqa: E402
 import time  # noqa: E402
@@ -64,8 +65,7 @@ import time  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bayes_sbm import diagnostics  # noqa: E402
-from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
+from bayes_sbm import diagnostics, theory  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
 
@@ -75,15 +75,14 @@ SPECS = ("pmo", "pme", "fmo", "fme", "sg")
 SIZES = (50, 100, 200)
 QUICK_SPECS = ("fmo", "pmo")
 QUICK_SIZES = (10, 16)
-QUICK_DRAWS = 100
 
-#: (observable, posterior variable, component, key in meta["theory"], key in theory_reference, label)
+#: (observable, posterior variable, component, key of the theory reference (ObservableReference.as_dict()), label)
 OBSERVABLES = (
-    ("lam_1", "lam_top", 0, "lam", "lam_top", r"$\lambda_1$"),
-    ("u_1", "u", 0, "u", "u", r"$u_1$"),
-    ("M", "M", None, "M", "M", r"$M$"),
-    ("signal_1", "signal", 0, "signal", "signal", r"$e_1^\top W e_1$"),
-    ("log_z_per_n", "log_z_per_n", None, "log_z_per_n", "log_z_per_n", r"$N^{-1}\log Z$"),
+    ("lam_1", "lam_top", 0, "lam", r"$\lambda_1$"),
+    ("u_1", "u", 0, "u", r"$u_1$"),
+    ("M", "M", None, "M", r"$M$"),
+    ("signal_1", "signal", 0, "signal", r"$e_1^\top W e_1$"),
+    ("log_z_per_n", "log_z_per_n", None, "log_z_per_n", r"$N^{-1}\log Z$"),
 )
 COLUMNS = (
     "spec", "phase", "N", "observable", "mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit",
@@ -99,26 +98,22 @@ CSV_NAME = "posterior_vs_theory.csv"
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def _label(name: str, index) -> str:
-    return name if index is None else f"{name}[{index}]"
-
-
 def rows_for_run(spec_name: str, spec, dt, meta: dict) -> list[dict]:
     """One CSV row per observable for a fitted run."""
     model = spec.model
     th_data = meta.get("theory") or {}
     if "error" in th_data:
         th_data = {}
-    th_lim = diagnostics.theory_reference(C_LIMIT, model.gamma, model.eta)
+    th_lim = theory.observable_reference(C_LIMIT, model.gamma, model.eta).as_dict()
     table = diagnostics.summary_table(dt, var_names=("lam_top", "u", "M", "signal", "log_z_per_n"), theory={})
     c = list(meta.get("c", [math.nan, math.nan])) + [math.nan, math.nan]
     ls = meta.get("latent_summary", {})
     out = []
-    for obs, var, index, key_data, key_lim, _ in OBSERVABLES:
-        r = table.row(_label(var, index))
+    for obs, var, index, key, _ in OBSERVABLES:
+        r = summary_row(table, var, index)
         mean = float(r["mean"])
-        t_data = component(th_data.get(key_data), index)
-        t_lim = component(th_lim.get(key_lim), index)
+        t_data = component(th_data.get(key), index)
+        t_lim = component(th_lim.get(key), index)
         out.append({
             "spec": spec_name,
             "phase": th_data.get("phase", "n/a"),
@@ -211,7 +206,7 @@ def _phase_of(group: list[dict]) -> str:
 def plot_diffs(rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(14, 8), layout="constrained")
     axes = axes.ravel()
-    for ax, (obs, _, _, _, _, label) in zip(axes, OBSERVABLES):
+    for ax, (obs, _, _, _, label) in zip(axes, OBSERVABLES):
         all_N, all_y = [], []
         for i, (spec, group) in enumerate(_by_spec(rows, obs).items()):
             phase = _phase_of(group)
@@ -255,7 +250,7 @@ def plot_diffs(rows: list[dict], path: Path) -> Path:
 def plot_means(rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(14, 8), layout="constrained")
     axes = axes.ravel()
-    for ax, (obs, _, _, _, _, label) in zip(axes, OBSERVABLES):
+    for ax, (obs, _, _, _, label) in zip(axes, OBSERVABLES):
         for i, (spec, group) in enumerate(_by_spec(rows, obs).items()):
             phase = _phase_of(group)
             color = PHASE_COLORS.get(phase, f"C{i}")
@@ -285,33 +280,26 @@ def plot_means(rows: list[dict], path: Path) -> Path:
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def parse_args(argv=None):
+def parser():
     p = study_parser(__doc__, HERE / "results",
-                     f"smoke test: N in {QUICK_SIZES}, specs {QUICK_SPECS}, {QUICK_DRAWS}/{QUICK_DRAWS} draws")
+                     f"smoke test: N in {QUICK_SIZES}, specs {QUICK_SPECS}, "
+                     f"{QUICK_NUTS['num_warmup']}/{QUICK_NUTS['num_samples']} draws",
+                     "keep rows already in the CSV and skip their (spec, N)",
+                     nuts=("num_warmup", "num_samples"), models="the phase specs")
     p.add_argument("--sizes", type=int, nargs="+", help=f"values of N (default {SIZES})")
     p.add_argument("--specs", nargs="+", choices=SPECS, help=f"phase specs (default {SPECS})")
-    p.add_argument("--num-warmup", type=int, help="NUTS warm-up draws per chain (default: the spec's)")
-    p.add_argument("--num-samples", type=int, help="NUTS draws per chain (default: the spec's)")
-    p.add_argument("--resume", action="store_true", help="keep rows already in the CSV and skip their (spec, N)")
-    add_models_option(p, "the phase specs")
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    t_start = time.perf_counter()
+    args, out, t_start = start_study(parser(), argv)
     sizes = pick_values(args.sizes, args.quick, QUICK_SIZES, SIZES)
     specs = pick_values(args.specs, args.quick, QUICK_SPECS, SPECS)
-    warmup = args.num_warmup if args.num_warmup is not None else (QUICK_DRAWS if args.quick else None)
-    samples = args.num_samples if args.num_samples is not None else (QUICK_DRAWS if args.quick else None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    nuts = nuts_overrides(args, ("num_warmup", "num_samples"))
     csv_path = out / CSV_NAME
 
     rows = read_csv(csv_path, strings=STRINGS, ints=INTS, blank_ints=True, keep_bad_floats=True) if args.resume else []
-    done = {(r["spec"], int(r["N"])) for r in rows}
-    done = {k for k in done if sum(1 for r in rows if (r["spec"], int(r["N"])) == k) == len(OBSERVABLES)}
-    rows = [r for r in rows if (r["spec"], int(r["N"])) in done]
+    rows, done = complete_groups(rows, lambda r: (r["spec"], int(r["N"])), len(OBSERVABLES))
     runs_info = previous_runs(out, args.resume)
     for name in specs:
         base = load_spec(args.models / f"{name}.toml")
@@ -321,14 +309,9 @@ def main(argv=None) -> int:
                 print(f"[skip] {name} N={N}: rows already in {csv_path.name}", flush=True)
                 runs_info.setdefault(f"{name}_N{N}", {"run": str(run_dir)})
                 continue
-            overrides = {"model.N": int(N)}
-            if warmup is not None:
-                overrides["inference.num_warmup"] = int(warmup)
-            if samples is not None:
-                overrides["inference.num_samples"] = int(samples)
-            spec = base.with_overrides(overrides)
+            spec = base.with_overrides({"model.N": int(N)} | nuts)
             t0 = time.perf_counter()
-            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume, Path(__file__))
+            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume)
             new = rows_for_run(name, spec, dt, meta)
             rows = [r for r in rows if not (r["spec"] == name and int(r["N"]) == N)] + new
             rows.sort(key=_sort_key)
@@ -346,25 +329,18 @@ def main(argv=None) -> int:
 
     rows.sort(key=_sort_key)
     write_csv(csv_path, COLUMNS, rows)
-    write_text_atomic(out / "table.md", markdown_table(rows))
-    figs = [plot_diffs(rows, out / "diff_vs_n.png"), plot_means(rows, out / "means_vs_n.png")]
-    meta = run_metadata(
-        seed=0,
-        study="posterior_vs_theory",
+    finish_study(
+        out, "posterior_vs_theory", t_start, files=[CSV_NAME], table=markdown_table(rows),
+        figures=[plot_diffs(rows, out / "diff_vs_n.png"), plot_means(rows, out / "means_vs_n.png")], seed=0,
         checks="THEORY.md §4 saddle-point values of λ_1, u_1, M, e_1ᵀWe_1, (1/N) log Z vs posterior means (§7)",
         settings={
             "quick": bool(args.quick), "sizes": list(sizes), "specs": list(specs),
-            "num_warmup": warmup if warmup is not None else "spec", "num_samples": samples if samples is not None else "spec",
+            "num_warmup": nuts.get("inference.num_warmup", "spec"), "num_samples": nuts.get("inference.num_samples", "spec"),
             "num_chains": "spec", "resume": bool(args.resume), "c_limit": list(C_LIMIT), "omega": OMEGA,
             "teacher_seed": "spec (0)", "inference_seed": "spec (0)",
         },
         runs=runs_info,
-        outputs=[CSV_NAME, "table.md"] + [p.name for p in figs],
-        wall_s=time.perf_counter() - t_start,
     )
-    write_json_atomic(out / "metadata.json", meta)
-    print(f"wrote {csv_path}, table.md, {', '.join(p.name for p in figs)} and metadata.json in {out} "
-          f"({time.perf_counter() - t_start:.1f} s)", flush=True)
     return 0
 
 

@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
-import matplotlib  # noqa: E402
+from analysis._common import finish_study, pin_threads, save_png, start_study, study_parser, write_csv  # noqa: E402
 
-matplotlib.use("Agg")
+pin_threads()  # before NumPy is imported; Agg backend
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis._common import (  # noqa: E402
-    save_png, study_metadata, theory_study_args, write_metadata_json, write_rows_csv,
-)
 from bayes_sbm import theory as T  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -48,6 +45,8 @@ BETA_ETA = 5.0
 BETA_GAMMAS = (1.7, 2.0, 3.0)
 BETA_RANGE = (0.05, 5.0)
 KL_FIELDS = ("fwd_typ", "rev_typ", "fwd_pp", "rev_pp")
+#: CSV cells: floats with 17 significant digits.
+CSV_FORMAT = {"none": "", "float_format": lambda v: f"{v:.17g}"}
 KL_TITLES = {
     "fwd_typ": r"typical forward $\langle D(P^*\|P_W)\rangle/N$",
     "rev_typ": r"typical reverse $\langle D(P_W\|P^*)\rangle/N$",
@@ -180,10 +179,7 @@ def draw_temperature(betas, beta_rows, windows, path: Path):
 
 # --------------------------------------------------------------------------
 def main(argv=None) -> int:
-    args = theory_study_args(__doc__, HERE / "results", argv)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    args, out, t0 = start_study(study_parser(__doc__, HERE / "results", "coarse grids (smoke test)"), argv)
     n_gamma = 50 if args.quick else 600
     n_beta = 50 if args.quick else 600
 
@@ -191,7 +187,7 @@ def main(argv=None) -> int:
     rows = kl_curves(ETAS, gammas)
     star_rows = kl_curves((ETA_STAR,), gammas)
     header = ["eta", "gamma", "phase", "d", "o", *KL_FIELDS, "phase_fwd_pp", "phase_rev_pp"]
-    write_rows_csv(out / "kl_vs_gamma.csv", header, rows + star_rows)
+    write_csv(out / "kl_vs_gamma.csv", header, rows + star_rows, **CSV_FORMAT)
     draw_double_descent(gammas, rows, star_rows, out / "double_descent.png")
 
     betas = np.linspace(*BETA_RANGE, n_beta)
@@ -210,13 +206,14 @@ def main(argv=None) -> int:
             kl_beta1=T.forward_kl_typical_beta(g, BETA_ETA, OMEGA, 1.0),
             posterior_phase=T.posterior_saddle(T.teacher_data_eigenvalues(OMEGA), g, BETA_ETA).phase,
         )
-    write_rows_csv(out / "kl_vs_beta.csv",
-               ["gamma", "eta", "beta", "forward_kl", "sampling_phase", "c_eff", "mu_tilde", "g_tilde"], beta_rows)
-    write_rows_csv(out / "temperature_windows.csv",
-               ["gamma", "eta", "beta_c", "beta_edge", "beta_min", "kl_min", "kl_beta1", "posterior_phase",
-                *SLOPE_KEYS],
-               [[float(g), float(BETA_ETA), w["beta_c"], w["beta_edge"], w["beta_min"], w["kl_min"], w["kl_beta1"],
-                 w["posterior_phase"], *(w[k] for k in SLOPE_KEYS)] for g, w in windows.items()])
+    write_csv(out / "kl_vs_beta.csv",
+              ["gamma", "eta", "beta", "forward_kl", "sampling_phase", "c_eff", "mu_tilde", "g_tilde"], beta_rows,
+              **CSV_FORMAT)
+    write_csv(out / "temperature_windows.csv",
+              ["gamma", "eta", "beta_c", "beta_edge", "beta_min", "kl_min", "kl_beta1", "posterior_phase", *SLOPE_KEYS],
+              [[float(g), float(BETA_ETA), w["beta_c"], w["beta_edge"], w["beta_min"], w["kl_min"], w["kl_beta1"],
+                w["posterior_phase"], *(w[k] for k in SLOPE_KEYS)] for g, w in windows.items()],
+              **CSV_FORMAT)
     draw_temperature(betas, beta_rows, windows, out / "temperature_tuning.png")
 
     extrema = {
@@ -226,19 +223,20 @@ def main(argv=None) -> int:
         }
         for eta in (*ETAS, ETA_STAR)
     }
-    meta = study_metadata("teacher_student_curves", args.quick, {
-        "omega": OMEGA, "etas": ETAS, "eta_star_reference": ETA_STAR, "gamma_range": GAMMA_RANGE,
-        "n_gamma": n_gamma, "beta_eta": BETA_ETA, "beta_gammas": BETA_GAMMAS, "beta_range": BETA_RANGE,
-        "n_beta": n_beta,
-    },
+    finish_study(
+        out, "teacher_student_curves", t0,
+        files=["kl_vs_gamma.csv", "kl_vs_beta.csv", "temperature_windows.csv"],
+        figures=[out / "double_descent.png", out / "temperature_tuning.png"],
+        quick=bool(args.quick),
+        parameters={
+            "omega": OMEGA, "etas": ETAS, "eta_star_reference": ETA_STAR, "gamma_range": GAMMA_RANGE,
+            "n_gamma": n_gamma, "beta_eta": BETA_ETA, "beta_gammas": BETA_GAMMAS, "beta_range": BETA_RANGE,
+            "n_beta": n_beta,
+        },
         temperature_windows={f"gamma={g:g}": w for g, w in windows.items()},
         local_extrema_vs_gamma=extrema,
         nan_count=int(sum(1 for r in rows for v in r[5:9] if not math.isfinite(v))),
-        elapsed_s=round(time.perf_counter() - t0, 2),
-        files=sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) + ["metadata.json"],
     )
-    write_metadata_json(out / "metadata.json", meta)
-    print(f"teacher_student_curves: wrote {out}")
     return 0
 
 

@@ -43,11 +43,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    NUTS_SEEDS, add_models_option, add_nuts_options, float_list, fmt_num, int_list_via_float, md_head, md_row,
-    nuts_facts, nuts_overrides, pick_values, pin_threads, read_csv, study_parser, teacher_student_fit, write_csv,
+    NUTS_SEEDS, finish_study, float_list, fmt_num, int_list_via_float, md_head, md_row, nuts_facts, nuts_overrides,
+    pick_values, pin_threads, read_csv, start_study, study_parser, teacher_student_fit, write_csv,
 )
 
-pin_threads()  # before NumPy/JAX are imported (2 host devices: 2 chains in parallel); Agg backend
+pin_threads(host_devices=2)  # before NumPy/JAX are imported: 2 chains in parallel
 
 import math  # noqa: E402
 import time  # noqa: E402
@@ -56,8 +56,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.optimize import minimize_scalar  # noqa: E402
 
-from bayes_sbm import theory  # noqa: E402
-from bayes_sbm.io import run_metadata, write_json_atomic, write_text_atomic  # noqa: E402
+from bayes_sbm import _stats, theory  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
 from bayes_sbm.predictive import typical_kls  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
@@ -97,17 +96,6 @@ def fit(base_spec, N: int, gamma: float, eta: float, nuts_overrides: dict):
         "omega": float(d.omega if np.ndim(d.omega) == 0 else np.ravel(d.omega)[0]),
     }
     return f.problem, f.teacher_W, f.W, facts
-
-
-def _paired_se(a: np.ndarray, b: np.ndarray) -> float:
-    """MCSE of mean(a − b) for per-draw series shaped (chain, draw)."""
-    import arviz as az
-
-    d = np.asarray(a - b, dtype=float)
-    d2 = d if d.ndim == 2 else d.reshape(1, -1)
-    if d2.size < 8 or np.var(d2) == 0:
-        return float(np.std(d2, ddof=1) / math.sqrt(d2.size)) if d2.size > 1 else math.nan
-    return float(np.std(d2, ddof=1) / math.sqrt(float(az.ess(d2, method="mean"))))
 
 
 def theory_curve(gamma: float, eta: float, omega: float):
@@ -169,7 +157,7 @@ def study_one(problem, teacher_W, W, facts, betas, gamma, eta):
         "refined_min": t_star.forward_per_n, "refined_min_se": t_star.forward_se_per_n,
         "kl_beta1": t_one.forward_per_n, "kl_beta1_se": t_one.forward_se_per_n,
         "gain": t_one.forward_per_n - t_star.forward_per_n,
-        "gain_se": _paired_se(t_one.forward, t_star.forward) / N,
+        "gain_se": _stats.mean_mcse(t_one.forward - t_star.forward).mcse / N,  # paired: per-draw differences
         "theory_gain": th_beta1 - th_min, "argmin_diff": refined - th_argmin,
         "fit_wall_s": facts["fit_wall_s"], "kl_wall_s": time.perf_counter() - t0,
     }
@@ -259,29 +247,25 @@ def plot(rows, theory_rows, argmins, path: Path) -> Path:
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def parse_args(argv=None):
+def parser():
     p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, gamma = 2, 5 beta values, 100+100 draws",
-                     "keep rows already in the CSVs and skip complete (N, gamma)")
+                     "keep rows already in the CSVs and skip complete (N, gamma)",
+                     nuts=("num_warmup", "num_samples", "num_chains"), models="the specs")
     p.add_argument("--sizes", type=int_list_via_float, help="values of N (default 100)")
     p.add_argument("--gammas", type=float_list, help="values of gamma (default 1.7,2,3)")
     p.add_argument("--eta", type=float, default=ETA, help="eta (default %(default)s)")
     p.add_argument("--betas", type=float_list, help="beta grid (default 15 points 0.6..3)")
-    add_nuts_options(p)
-    add_models_option(p)
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    t_start = time.perf_counter()
+    args, out, t_start = start_study(parser(), argv)
     q = args.quick
     sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
     gammas = pick_values(args.gammas, q, QUICK_GAMMAS, GAMMAS)
     betas = tuple(sorted(set(args.betas))) if args.betas else (QUICK_BETAS if q else BETAS)
     eta = float(args.eta)
     nuts = nuts_overrides(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     kl_path, th_path, am_path = out / "kl_vs_beta.csv", out / "theory_curves.csv", out / "argmin.csv"
     rows = read_csv(kl_path, strings=STRINGS, ints=INTS) if args.resume else []
     argmins = read_csv(am_path, strings=STRINGS, ints=INTS) if args.resume else []
@@ -322,11 +306,10 @@ def main(argv=None) -> int:
                   f"{summary['theory_argmin']:.3f}, window ({summary['beta_c']:.3f}, {summary['beta_edge']:.3f}); "
                   f"gain {summary['gain']:.4f} ± {summary['gain_se']:.4f} (theory {summary['theory_gain']:.4f})", flush=True)
 
-    write_text_atomic(out / "table.md", markdown_table(rows, argmins))
-    figs = [plot(rows, theory_rows, argmins, out / "temperature_tuning.png")]
-    meta = run_metadata(
+    finish_study(
+        out, "temperature_tuning", t_start, files=[kl_path.name, th_path.name, am_path.name],
+        table=markdown_table(rows, argmins), figures=[plot(rows, theory_rows, argmins, out / "temperature_tuning.png")],
         seed=0,
-        study="temperature_tuning",
         checks="THEORY.md §6 typical forward KL vs beta (forward_kl_typical_beta) and the window (beta_c, sqrt(gamma eta))",
         quick=bool(q),
         settings={"sizes": list(sizes), "gammas": list(gammas), "eta": eta, "omega": omega, "betas": list(betas),
@@ -336,12 +319,7 @@ def main(argv=None) -> int:
                   "resume": bool(args.resume)},
         fits=fits,
         argmins=argmins,
-        outputs=[kl_path.name, th_path.name, am_path.name, "table.md"] + [p.name for p in figs],
-        wall_s=time.perf_counter() - t_start,
     )
-    write_json_atomic(out / "metadata.json", meta)
-    print(f"wrote {kl_path.name}, {th_path.name}, {am_path.name}, table.md, {', '.join(p.name for p in figs)} and "
-          f"metadata.json in {out} ({time.perf_counter() - t_start:.1f} s)", flush=True)
     return 0
 
 

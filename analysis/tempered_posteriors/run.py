@@ -18,7 +18,7 @@ teacher seed 0, N = 100 by default), the η dependence of
 For each η in the study (default {0.5, 1, 2, 3, 5}) the posterior is fitted
 with NUTS (``models/fmo.toml`` with ``model.eta``, ``model.gamma``,
 ``model.N`` overridden); the points are the posterior means of λ_1, u_1, M
-(± MCSE) and the KLs of :func:`bayes_sbm.predictive.predict_run` (exact
+(± MCSE) and the KLs of :func:`bayes_sbm.reports.predict_run` (exact
 typical KLs averaged over the draws, Monte Carlo predictive KLs with their
 standard errors and Jensen-bias estimates).
 
@@ -54,11 +54,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    C_LIMIT, OMEGA, PHASE_COLORS, add_models_option, component, fit_or_reuse, pin_threads, previous_runs, read_csv,
-    study_parser, write_csv,
+    C_LIMIT, OMEGA, PHASE_COLORS, QUICK_NUTS, complete_groups, component, finish_study, fit_or_reuse, nuts_overrides,
+    pin_threads, previous_runs, read_csv, start_study, study_parser, summary_row, write_csv,
 )
 
-pin_threads()  # before NumPy/JAX are imported (2 host devices: 2 chains in parallel); Agg backend
+pin_threads(host_devices=2)  # before NumPy/JAX are imported: 2 chains in parallel
 
 import math  # noqa: E402
 import time  # noqa: E402
@@ -67,9 +67,10 @@ import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bayes_sbm import diagnostics, predictive, theory  # noqa: E402
-from bayes_sbm.io import run_metadata, write_json_atomic  # noqa: E402
+from bayes_sbm import diagnostics, theory  # noqa: E402
+from bayes_sbm.io import write_json_atomic  # noqa: E402
 from bayes_sbm.plots import compare_plots, save_figure  # noqa: E402
+from bayes_sbm.reports import predict_run  # noqa: E402
 from bayes_sbm.runs import load_run  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
 
@@ -81,17 +82,16 @@ N_DEFAULT = 100
 ETAS = (0.5, 1.0, 2.0, 3.0, 5.0)
 QUICK_N = 10
 QUICK_ETAS = (1.0, 3.0)
-QUICK_DRAWS = 100
 QUICK_KL_POINTS = 200
 KL_POINTS = 2000
 ETA_GRID = (0.1, 6.0)
 BASE_SPEC = "fmo"
 
-#: (quantity, posterior variable, component, key in meta["theory"], key in theory_reference, label)
+#: (quantity, posterior variable, component, key of the theory reference (ObservableReference.as_dict()), label)
 OBSERVABLES = (
-    ("lam_1", "lam_top", 0, "lam", "lam_top", r"$\lambda_1$"),
-    ("u_1", "u", 0, "u", "u", r"$u_1$"),
-    ("M", "M", None, "M", "M", r"$M$"),
+    ("lam_1", "lam_top", 0, "lam", r"$\lambda_1$"),
+    ("u_1", "u", 0, "u", r"$u_1$"),
+    ("M", "M", None, "M", r"$M$"),
 )
 #: (quantity, predict_run section, direction, theory field, label)
 KLS = (
@@ -139,7 +139,7 @@ def rows_for_run(spec, dt, meta: dict, kl: dict, kl_points: int) -> list[dict]:
     th_data = meta.get("theory") or {}
     if "error" in th_data:
         th_data = {}
-    th_lim = diagnostics.theory_reference(C_LIMIT, m.gamma, m.eta)
+    th_lim = theory.observable_reference(C_LIMIT, m.gamma, m.eta).as_dict()
     table = diagnostics.summary_table(dt, var_names=("lam_top", "u", "M"), theory={})
     c = list(meta.get("c", [])) + [math.nan, math.nan]
     common = {
@@ -152,9 +152,9 @@ def rows_for_run(spec, dt, meta: dict, kl: dict, kl_points: int) -> list[dict]:
         "num_chains": spec.inference.num_chains,
     }
     rows = []
-    for q, var, index, key_data, key_lim, _ in OBSERVABLES:
-        r = table.row(var if index is None else f"{var}[{index}]")
-        t_data, t_lim = component(th_data.get(key_data), index), component(th_lim.get(key_lim), index)
+    for q, var, index, key, _ in OBSERVABLES:
+        r = summary_row(table, var, index)
+        t_data, t_lim = component(th_data.get(key), index), component(th_lim.get(key), index)
         rows.append(common | {
             "quantity": q, "value": float(r["mean"]), "se": float(r["mcse_mean"]),
             "theory_data_c": t_data, "diff": float(r["mean"]) - t_data,
@@ -243,7 +243,7 @@ def plot_observables(rows, curves, path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), layout="constrained")
     grid = np.array([c["eta"] for c in curves])
     Ns = sorted({int(r["N"]) for r in rows})
-    for ax, (q, _, _, _, _, label) in zip(axes, OBSERVABLES):
+    for ax, (q, _, _, _, label) in zip(axes, OBSERVABLES):
         _shade_phases(ax, curves, label=True)
         ax.plot(grid, [c[q] for c in curves], color="k", linewidth=1.4, label="theory, N → ∞ (c = 1.6, 0.4)")
         if q == "u_1":
@@ -288,42 +288,32 @@ def plot_kls(rows, curves, path: Path) -> Path:
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def parse_args(argv=None):
+def parser():
     p = study_parser(__doc__, HERE / "results",
-                     f"smoke test: N = {QUICK_N}, eta in {QUICK_ETAS}, {QUICK_DRAWS}/{QUICK_DRAWS} draws, {QUICK_KL_POINTS} KL points")
+                     f"smoke test: N = {QUICK_N}, eta in {QUICK_ETAS}, {QUICK_NUTS['num_warmup']}/{QUICK_NUTS['num_samples']} "
+                     f"draws, {QUICK_KL_POINTS} KL points",
+                     "keep rows already in the CSV and skip their (eta, N)",
+                     nuts=("num_warmup", "num_samples"), models="the base spec")
     p.add_argument("--sizes", type=int, nargs="+", help=f"values of N (default {N_DEFAULT})")
     p.add_argument("--etas", type=float, nargs="+", help=f"values of eta (default {ETAS})")
-    p.add_argument("--num-warmup", type=int, help="NUTS warm-up draws per chain (default: the base spec's)")
-    p.add_argument("--num-samples", type=int, help="NUTS draws per chain (default: the base spec's)")
     p.add_argument("--kl-points", type=int, help=f"Monte Carlo points per direction for the predictive KLs (default {KL_POINTS})")
     p.add_argument("--max-draws", type=int, help="thin the posterior draws to at most this many for the KLs (default: all)")
-    p.add_argument("--resume", action="store_true", help="keep rows already in the CSV and skip their (eta, N)")
-    add_models_option(p, "the base spec")
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    t_start = time.perf_counter()
+    args, out, t_start = start_study(parser(), argv)
     sizes = tuple(args.sizes) if args.sizes else ((QUICK_N,) if args.quick else (N_DEFAULT,))
     etas = tuple(float(e) for e in args.etas) if args.etas else (QUICK_ETAS if args.quick else ETAS)
-    warmup = args.num_warmup if args.num_warmup is not None else (QUICK_DRAWS if args.quick else None)
-    samples = args.num_samples if args.num_samples is not None else (QUICK_DRAWS if args.quick else None)
+    nuts = nuts_overrides(args, ("num_warmup", "num_samples"))
     kl_points = args.kl_points if args.kl_points is not None else (QUICK_KL_POINTS if args.quick else KL_POINTS)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     csv_path = out / CSV_NAME
-
-    rows = read_csv(csv_path, strings=_STR_COLS, ints=_INT_COLS, blank_ints=True) if args.resume else []
 
     def key_of(r):
         return (round(float(r["eta"]), 12), int(r["N"]))
 
-    counts: dict = {}
-    for r in rows:
-        counts[key_of(r)] = counts.get(key_of(r), 0) + 1
-    done = {k for k, n in counts.items() if n == len(QUANTITIES)}
-    rows = [r for r in rows if key_of(r) in done]
+    rows = read_csv(csv_path, strings=_STR_COLS, ints=_INT_COLS, blank_ints=True) if args.resume else []
+    rows, done = complete_groups(rows, key_of, len(QUANTITIES))
     runs_info = previous_runs(out, args.resume)
 
     base = load_spec(args.models / f"{BASE_SPEC}.toml")
@@ -337,22 +327,17 @@ def main(argv=None) -> int:
                 print(f"[skip] eta={eta:g} N={N}: rows already in {csv_path.name}", flush=True)
                 runs_info.setdefault(name, {"run": str(run_dir)})
                 continue
-            overrides = {
+            spec = base.with_overrides({
                 "name": f"tempered_eta{_eta_tag(eta)}",
                 "description": f"tempered posterior: {BASE_SPEC}.toml at gamma = {GAMMA:g}, eta = {eta:g}, N = {N}",
                 "model.N": int(N), "model.gamma": GAMMA, "model.eta": float(eta),
                 "data.omega": OMEGA, "data.K": K,
-            }
-            if warmup is not None:
-                overrides["inference.num_warmup"] = int(warmup)
-            if samples is not None:
-                overrides["inference.num_samples"] = int(samples)
-            spec = base.with_overrides(overrides)
+            } | nuts)
             t0 = time.perf_counter()
-            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume, Path(__file__))
+            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume)
             t_fit = time.perf_counter() - t0
-            kl = predictive.predict_run(run_dir, beta=1.0, key=jax.random.key(spec.inference.seed + 1),
-                                        num_points=kl_points, max_draws=args.max_draws)
+            kl = predict_run(run_dir, beta=1.0, key=jax.random.key(spec.inference.seed + 1), num_points=kl_points,
+                             max_draws=args.max_draws)
             t_kl = time.perf_counter() - t0 - t_fit
             write_json_atomic(run_dir / "predict.json", kl)
             new = rows_for_run(spec, dt, meta, kl, kl_points)
@@ -385,16 +370,15 @@ def main(argv=None) -> int:
             label = f"eta={eta:g}" + (f", N={dt.attrs.get('N')}" if len(sizes) > 1 else "")
             dts[label] = dt
             labels.append(label)
-    compare_pngs = compare_plots(dts, out / "compare") if dts else []
+    figs += compare_plots(dts, out / "compare") if dts else []
 
-    meta = run_metadata(
-        seed=0,
-        study="tempered_posteriors",
+    finish_study(
+        out, "tempered_posteriors", t_start, files=[CSV_NAME, "theory_curves.csv"], figures=figs, seed=0,
         checks="THEORY.md §4 (λ_1, u_1, M) and §6 (typical/predictive KLs) as functions of η at γ = 0.5, ω = 2.5",
         settings={
             "quick": bool(args.quick), "sizes": list(sizes), "etas": list(etas), "gamma": GAMMA, "omega": OMEGA, "K": K,
-            "base_spec": f"models/{BASE_SPEC}.toml", "num_warmup": warmup if warmup is not None else "spec",
-            "num_samples": samples if samples is not None else "spec", "num_chains": "spec",
+            "base_spec": f"models/{BASE_SPEC}.toml", "num_warmup": nuts.get("inference.num_warmup", "spec"),
+            "num_samples": nuts.get("inference.num_samples", "spec"), "num_chains": "spec",
             "kl_points": kl_points, "max_draws": args.max_draws, "kl_key": "jax.random.key(inference seed + 1)",
             "teacher_seed": "spec (0)", "inference_seed": "spec (0)", "eta_grid": [lo, hi, len(grid)],
             "c_limit": list(C_LIMIT), "resume": bool(args.resume),
@@ -402,13 +386,7 @@ def main(argv=None) -> int:
         phase_boundaries=phase_boundaries(curves),
         runs=runs_info,
         compared_runs=labels,
-        outputs=[CSV_NAME, "theory_curves.csv"] + [p.name for p in figs] + [f"compare/{p.name}" for p in compare_pngs],
-        wall_s=time.perf_counter() - t_start,
     )
-    write_json_atomic(out / "metadata.json", meta)
-    print(f"wrote {CSV_NAME}, theory_curves.csv, {', '.join(p.name for p in figs)}, "
-          f"{', '.join('compare/' + p.name for p in compare_pngs)} and metadata.json in {out} "
-          f"({time.perf_counter() - t_start:.1f} s)", flush=True)
     return 0
 
 

@@ -1,0 +1,153 @@
+"""Tests of ``analysis/_common.py``: the glue between the study scripts and the library.
+
+The central one pins the single key derivation (``bayes_sbm.settings.derive_keys``):
+a study's in-memory NUTS fit and ``bayes-sbm fit`` of the same spec give the
+same draws, bit for bit.  Tiny settings (N = 6, one chain of 50 + 50 draws):
+a few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from analysis import _common  # noqa: E402
+
+SPEC = """\
+name = "tiny"
+description = "key-derivation check: study path vs bayes-sbm fit"
+
+[model]
+N = 6
+gamma = 0.5
+eta = 3.0
+
+[data]
+source = "teacher"
+omega = 2.5
+K = 2
+seed = 4
+
+[inference]
+method = "nuts"
+num_warmup = 50
+num_samples = 50
+num_chains = 1
+seed = 7
+"""
+
+
+@pytest.fixture(scope="module")
+def spec_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("spec") / "tiny.toml"
+    path.write_text(SPEC)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_run(spec_path, tmp_path_factory) -> Path:
+    """The run folder of ``bayes-sbm fit SPEC --out RUN --quiet``."""
+    from bayes_sbm import cli
+
+    run = tmp_path_factory.mktemp("cli") / "run"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["fit", str(spec_path), "--out", str(run), "--quiet"]) == 0
+    return run
+
+
+def test_study_fit_and_cli_fit_give_identical_draws(spec_path, cli_run):
+    from bayes_sbm.runs import load_run
+    from bayes_sbm.specs import load_spec
+
+    spec = load_spec(spec_path)
+    fit = _common.teacher_student_fit(spec, spec.model.N, spec.model.gamma, spec.model.eta, {})
+    assert fit.spec.to_dict() == spec.to_dict()
+    dt, meta = load_run(cli_run)
+    group = next(g for g in ("unconstrained_posterior", "posterior") if g in dt.children and "z" in dt[g].data_vars)
+    z = np.asarray(dt[group]["z"].values)  # the latent draws (runs.to_datatree keeps them apart from the observables)
+    assert z.shape == fit.latent.shape == (1, 50, spec.model.N * (spec.model.N + 1) // 2)
+    assert np.array_equal(z, np.asarray(fit.latent))  # bitwise: same data, same key, same settings
+    assert np.array_equal(np.asarray(dt["observed_data"]["x"].values), fit.problem.data)
+    assert meta["divergences"] == _common.nuts_facts(fit.result, fit.latent)["divergences"]
+
+
+def test_fit_or_reuse(spec_path, cli_run, tmp_path):
+    from bayes_sbm.specs import load_spec
+
+    spec = load_spec(spec_path)
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(cli_run, run)
+    dt, meta, reused = _common.fit_or_reuse(spec, run, resume=True)  # the same spec: the run is reused
+    assert reused and meta["spec"] == json.loads(json.dumps(spec.to_dict()))
+    other = spec.with_overrides({"inference.seed": 8, "inference.num_warmup": 20, "inference.num_samples": 20})
+    dt, meta, reused = _common.fit_or_reuse(other, run, resume=True)  # another spec: refitted in place
+    assert not reused and meta["spec"]["inference"]["seed"] == 8 and dt["posterior"].sizes["draw"] == 20
+    assert load_spec(run / "spec.toml").to_dict() == other.to_dict()  # the spec actually fitted
+    assert sorted(p.name for p in run.parent.iterdir()) == ["tiny"]  # no staging folder or lock left
+
+
+def test_pin_threads(monkeypatch):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES",
+                "JAX_PLATFORMS", "MPLBACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    env = _common.pin_threads(host_devices=2)  # a study: defaults, values already set kept
+    assert env == {"OMP_NUM_THREADS": "3", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "JAX_NUM_CPU_DEVICES": "2"}
+    assert os.environ["MPLBACKEND"] == "Agg" and "XLA_FLAGS" not in os.environ
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_foo=1 --xla_cpu_multi_thread_eigen=true")
+    env = _common.pin_threads(1, jax_platforms="cpu")  # a benchmark: exactly one thread everywhere
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1" and env["JAX_PLATFORMS"] == "cpu"
+    assert env["XLA_FLAGS"] == "--xla_foo=1 --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    assert os.environ["XLA_FLAGS"] == env["XLA_FLAGS"]
+
+
+def test_csv_round_trip(tmp_path):
+    path = tmp_path / "rows.csv"
+    rows = [{"name": "a", "N": 10, "x": 0.1, "y": np.float64(1 / 3), "z": None}, {"name": "b", "N": 12, "x": float("nan")}]
+    _common.write_csv(path, ("name", "N", "x", "y", "z"), rows, none="nan")
+    back = _common.read_csv(path, strings=("name",), ints=("N",))
+    assert back[0] == {"name": "a", "N": 10, "x": 0.1, "y": 1 / 3, "z": pytest.approx(float("nan"), nan_ok=True)}
+    assert back[1]["name"] == "b" and np.isnan(back[1]["x"]) and np.isnan(back[1]["y"])
+    _common.write_csv(path, ("a", "b"), [[0.1, "s"]], float_format=lambda v: f"{v:.17g}")  # list rows
+    assert path.read_text() == "a,b\n0.10000000000000001,s\n"
+    kept, done = _common.complete_groups([{"k": 1}, {"k": 1}, {"k": 2}], lambda r: r["k"], 2)
+    assert kept == [{"k": 1}, {"k": 1}] and done == {1}
+
+
+def test_finish_study_writes_table_and_metadata(tmp_path, capsys):
+    out = tmp_path / "study"
+    (out / "sub").mkdir(parents=True)
+    meta = _common.finish_study(out, "demo", 0.0, files=["rows.csv"], table="| a |\n", figures=[out / "sub" / "f.png"],
+                                seed=3, checks="nothing", quick=True, settings={"x": 1}, extra=[1, 2])
+    assert (out / "table.md").read_text() == "| a |\n"
+    written = json.loads((out / "metadata.json").read_text())
+    assert written == json.loads(json.dumps(meta))
+    assert list(written)[:8] == ["seed", "versions", "argv", "study", "checks", "quick", "settings", "extra"]
+    assert written["outputs"] == ["rows.csv", "table.md", "sub/f.png"] and written["seed"] == 3
+    assert "numpy" in written["versions"] and written["wall_s"] > 0
+    assert "wrote rows.csv, table.md, sub/f.png and metadata.json" in capsys.readouterr().out
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_theory_pair_matches_the_library():
+    from bayes_sbm import theory
+
+    c = (1.7, 0.35)
+    at_c, at_limit = _common.theory_pair(c, 0.5, 3.0)
+    assert at_c.phase == theory.posterior_saddle(c, 0.5, 3.0).phase
+    assert at_c.log_evidence_per_n == theory.log_evidence(c, 0.5, 3.0)
+    assert at_limit.log_evidence_per_n == theory.log_evidence(_common.C_LIMIT, 0.5, 3.0)
+    assert _common.component(at_c.lam_top, 0) == at_c.lam_top[0] and np.isnan(_common.component(None, 0))
