@@ -263,3 +263,20 @@ def test_planted_pickles_in_a_checkpoint_never_run(tiny_problem, tmp_path):
     with pytest.raises(ValueError, match="does not match its index"):
         inference.run_nuts(key, problem, settings, checkpoint_dir=ckpt)
     assert not marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("gamma", "eta"), [(0.5, 3.0), (2.0, 0.7)], ids=["FMo", "PMe"])
+def test_band_and_aligned_posteriors_agree(gamma, eta):
+    """THEORY.md §8 is exact: band and dense aligned NUTS on the same data agree (two-sample, N = 24)."""
+    data = teacher.teacher_student_data(jax.random.key(21), 24, 2, 2.5).data
+    settings = NutsSettings(num_warmup=500, num_samples=2000, num_chains=2, progress_bar=False)
+    out = {}
+    for i, param in enumerate(("band", "aligned")):
+        res = inference.run_nuts(jax.random.key(40 + i), inference.make_problem(data, gamma, eta, parametrization=param), settings)
+        out[param] = res.samples
+    for site, index in (("lam_top", 0), ("u", 0), ("M", None), ("signal", 0), ("log_z_per_n", None)):
+        a, b = out["band"][site], out["aligned"][site]
+        if index is not None:
+            a, b = a[..., index], b[..., index]
+        assert abs(a.mean() - b.mean()) < Z_SIGMAS * np.hypot(_mcse_mean(a), _mcse_mean(b)), site
