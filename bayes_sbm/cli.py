@@ -7,14 +7,24 @@ files, numbers that cannot be computed) are raised as :class:`UserError`,
 file and the value, with exit status 2; no traceback, and nothing written.
 Output paths are checked before any computing; results that come out NaN or
 infinite are errors naming the input, never printed as numbers.
+
+Orientation: long commands print stage headers (``== stage ==``) and their
+timings (``(12.3 s)``) on stdout, and every command that writes files ends
+with a ``wrote …`` list of them. ``--quiet`` drops the progress (timings,
+progress bars, headers of stages with no result under them) but never a
+result or a warning. Output cites the theory note shipped with the
+repository, ``docs/theory.md``, by section anchor (:data:`THEORY_DOC`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.resources
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -27,7 +37,26 @@ from .runs import fit_spec, load_run
 from .settings import LadderSettings
 from .specs import load_spec
 
-__all__ = ["main", "build_parser", "UserError"]
+__all__ = ["main", "build_parser", "UserError", "THEORY_DOC", "theory_ref"]
+
+#: The theory note the CLI output cites (relative to the repository root).
+THEORY_DOC = "docs/theory.md"
+#: Anchors of docs/theory.md by THEORY section number (the ``§n`` of the docstrings).
+THEORY_ANCHORS = {
+    1: "1-model",
+    2: "2-partition-function",
+    3: "3-data-and-posterior",
+    4: "4-phases",
+    5: "5-evidence",
+    6: "6-divergences",
+    7: "7-checks",
+    8: "8-band-representation",
+}
+
+
+def theory_ref(section: int) -> str:
+    """``docs/theory.md#4-phases``: where the output of a command is explained (THEORY section ``§section``)."""
+    return f"{THEORY_DOC}#{THEORY_ANCHORS[section]}"
 
 
 class UserError(Exception):
@@ -191,7 +220,7 @@ def _load_spec(path: str, what: str = "spec"):
 
 @_register
 def _add_teacher(sub) -> None:
-    p = sub.add_parser("teacher", help="draw teacher-student data from a planted SBM (THEORY.md §3)")
+    p = sub.add_parser("teacher", help=f"draw teacher-student data from a planted SBM ({theory_ref(3)})")
     p.add_argument("--N", type=_positive_int, required=True, help="dimension")
     p.add_argument("--K", type=_positive_int, required=True, help="number of samples")
     p.add_argument("--omega", type=_positive_list, default=[2.5], help="spike strength(s), comma separated (default 2.5)")
@@ -225,7 +254,8 @@ def _cmd_teacher(args) -> int:
     print("data-correlation eigenvalues c_k: " + ", ".join(f"{c:.6f}" for c in spec.c))
     if len(args.omega) == 1 and args.K == 2 and args.omega[0] > 1:
         w = args.omega[0]
-        print(f"large-N prediction (THEORY.md §3): c = ({2 - 1 / w:.6f}, {1 / w:.6f})")
+        print(f"large-N prediction ({theory_ref(3)}): c = ({2 - 1 / w:.6f}, {1 / w:.6f})")
+    _print_wrote([out, str(out) + ".json", *([args.teacher_out] if args.teacher_out else [])])
     return 0
 
 
@@ -286,7 +316,7 @@ def _add_fit(sub) -> None:
     p.add_argument("--out", required=True, help="run folder (must be new or empty; an interrupted checkpointed NUTS run resumes)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out as a whole")
     p.add_argument("--keep-checkpoint", action="store_true", help="keep the NUTS checkpoint in RUN/checkpoint after success")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (results and warnings are still printed)")
     p.add_argument("--store-W", action="store_true", help="also store the N x N coupling draws in inference.nc")
     p.set_defaults(func=_cmd_fit)
 
@@ -310,9 +340,12 @@ def _cmd_fit(args) -> int:
     _use_host_devices(spec.inference.num_chains)
     dt, meta = fit_spec(spec, args.out, progress_bar=not args.quiet, store_W=args.store_W, overwrite=args.overwrite,
                         keep_checkpoint=args.keep_checkpoint)
-    print(f"wrote {args.out}/inference.nc ({spec.inference.method}, N = {spec.model.N}, seed {spec.inference.seed}, "
-          f"{meta['timing']['wall_s']:.1f} s)")
+    print(f"fitted {args.spec} into {args.out} ({spec.inference.method}, N = {spec.model.N}, seed {spec.inference.seed}, "
+          f"{meta['timing']['wall_s']:.1f} s); posterior vs theory ({theory_ref(4)}):")
     print(reports.posterior_table(dt, meta))
+    _print_wrote([(Path(args.out), None)])
+    if not args.quiet:
+        print(f"next: bayes-sbm diagnose {args.out}   (plots and sampler checks)")
     return 0
 
 
@@ -327,6 +360,7 @@ def _add_evidence(sub) -> None:
     p.add_argument("--svi-steps", type=_positive_int, help="SVI steps (default: the spec's)")
     p.add_argument("--no-ti", action="store_true", help="skip thermodynamic integration / stepping stone")
     p.add_argument("--no-svi", action="store_true", help="skip the SVI estimators")
+    p.add_argument("--quiet", action="store_true", help="no stage headers or timings (the table and warnings are still printed)")
     p.set_defaults(func=_cmd_evidence)
 
 
@@ -341,30 +375,77 @@ def _cmd_evidence(args) -> int:
         raise UserError("--no-ti, --no-svi: must leave at least one estimator, got both")
     spec = _load_spec(args.spec)
     ladder = _ladder(args.rungs, args.max_rungs, args.samples)
-    report = reports.evidence_report(spec, ladder=ladder, svi_steps=args.svi_steps, ti=not args.no_ti, svi=not args.no_svi)
+    progress = _Progress(args.quiet)
+    progress.note(f"log evidence of {args.spec} (N = {spec.model.N}, gamma = {spec.model.gamma:g}, eta = {spec.model.eta:g})")
+    report = _evidence_report(spec, ladder, args.svi_steps, not args.no_ti, not args.no_svi, progress)
     if "warnings" not in report:
         report["warnings"] = reports.evidence_warnings(report)
+    progress.note(f"\n== log evidence vs theory ({theory_ref(5)}) ==")
     print(reports.format_evidence(report))
     if args.json_out:
         write_json_atomic(args.json_out, report | {"meta": run_metadata(seed=spec.inference.seed, spec=spec.to_dict())})
-        print(f"wrote {args.json_out}")
+    progress.total()
+    if args.json_out:
+        _print_wrote([args.json_out])
     return 0
+
+
+def _evidence_report(spec, ladder: LadderSettings, svi_steps, ti: bool, svi: bool, progress: _Progress | None) -> dict:
+    """:func:`bayes_sbm.reports.evidence_report` with one timed stage per estimator family.
+
+    The same keys, seeds and numbers as one call with both families; with
+    ``progress`` None it is that one call.
+    """
+    if progress is None:
+        return reports.evidence_report(spec, ladder=ladder, svi_steps=svi_steps, ti=ti, svi=svi)
+    parts = []
+    if ti:
+        with progress.stage(f"thermodynamic integration and stepping stone ({ladder.num_rungs} rungs, up to {ladder.max_rungs}, "
+                            f"{ladder.num_samples} draws each)", titled=False):
+            parts.append(reports.evidence_report(spec, ladder=ladder, svi_steps=svi_steps, ti=True, svi=False))
+    if svi:
+        with progress.stage(f"SVI: ELBO, importance sampling, IWAE ({svi_steps or spec.inference.svi_steps} steps)", titled=False):
+            parts.append(reports.evidence_report(spec, ladder=ladder, svi_steps=svi_steps, ti=False, svi=True))
+    report = parts[0]
+    for extra in parts[1:]:
+        report["estimators"] = report["estimators"] | extra["estimators"]
+        report["seconds"] = report["seconds"] | extra["seconds"]
+    report["warnings"] = reports.evidence_warnings(report)
+    return report
+
+
+#: ``demo --quick``: every stage once at tiny settings (a smoke test; the numbers are far from the large-N theory).
+#: Its time is almost all JAX compilation, not sampling: halving N, draws, rungs or SVI steps does not shorten it.
+QUICK_DEMO = {"N": 8, "num_warmup": 100, "num_samples": 100, "svi_steps": 300, "svi_draws": 100,
+              "rungs": 4, "rung_samples": 100, "predict_points": 200}
+#: Evidence ladder and predictive points of the full demo.
+DEMO = {"rungs": 10, "max_rungs": 14, "rung_samples": 400, "predict_points": 1000}
 
 
 @_register
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job on a small default problem (fit, evidence, divergences vs theory)")
-    p.add_argument("--spec", default=None, help="NUTS spec (default: models/demo.toml)")
-    p.add_argument("--svi-spec", default=None, help="SVI spec (default: models/demo_svi.toml)")
+    p.add_argument("--spec", default=None, help="NUTS spec (default: models/demo.toml, shipped with the package)")
+    p.add_argument("--svi-spec", default=None, help="SVI spec (default: models/demo_svi.toml, shipped with the package)")
     p.add_argument("--out", default="runs/demo", help="folder for the demo runs (default runs/demo)")
-    p.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"tiny settings, a smoke test of every stage (N = {QUICK_DEMO['N']}, "
+                        f"{QUICK_DEMO['num_warmup']} + {QUICK_DEMO['num_samples']} NUTS draws, {QUICK_DEMO['svi_steps']} SVI steps)")
+    p.add_argument("--quiet", action="store_true", help="no timings (the stage titles, tables and warnings are still printed)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _default_spec_path(name: str) -> str:
-    here = Path(__file__).resolve().parent.parent / "models" / name
-    if here.exists():
-        return str(here)
+    """A spec shipped with the package: the installed package data ``bayes_sbm/models/NAME`` first, else the checkout's ``models/``."""
+    candidates = []
+    try:
+        candidates.append(Path(str(importlib.resources.files("bayes_sbm") / "models" / name)))
+    except (ModuleNotFoundError, TypeError, ValueError):  # not importable as a package with files: use the checkout
+        pass
+    candidates.append(Path(__file__).resolve().parent.parent / "models" / name)
+    for here in candidates:
+        if here.is_file():
+            return str(here)
     raise UserError(f"cannot find models/{name}; pass --spec")
 
 
@@ -385,31 +466,42 @@ def _cmd_demo(args) -> int:
         _check_replaceable_run(out / name, "--out")
     spec = _load_spec(args.spec or _default_spec_path("demo.toml"), "--spec")
     svi_spec = _load_spec(args.svi_spec or _default_spec_path("demo_svi.toml"), "--svi-spec")
+    q = QUICK_DEMO if args.quick else DEMO
     if args.quick:
-        spec = spec.with_overrides({"model.N": 8, "inference.num_warmup": 100, "inference.num_samples": 100})
-        svi_spec = svi_spec.with_overrides({"model.N": 8, "inference.svi_steps": 300, "inference.svi_draws": 100})
+        spec = spec.with_overrides({"model.N": q["N"], "inference.num_warmup": q["num_warmup"], "inference.num_samples": q["num_samples"]})
+        svi_spec = svi_spec.with_overrides({"model.N": q["N"], "inference.svi_steps": q["svi_steps"], "inference.svi_draws": q["svi_draws"]})
     _use_host_devices(spec.inference.num_chains)
-    m = spec.model
-    print(f"bayes_sbm demo: K = {spec.data.K} samples of a rank-one teacher (omega = {spec.data.omega}), "
+    progress = _Progress(args.quiet)
+    m, inf = spec.model, spec.inference
+    print(f"bayes_sbm demo{' --quick' if args.quick else ''}: K = {spec.data.K} samples of a rank-one teacher (omega = {spec.data.omega}), "
           f"N = {m.N}, gamma = {m.gamma}, eta = {m.eta}")
-    print("\n== posterior (NUTS) vs THEORY.md §4 ==")
-    dt, meta = fit_spec(spec, out / "nuts", progress_bar=False, overwrite=True)
-    print(reports.posterior_table(dt, meta))
-    print("\n== posterior (SVI, " + svi_spec.inference.svi_guide + " guide) vs THEORY.md §4 ==")
-    dt_svi, meta_svi = fit_spec(svi_spec, out / "svi", progress_bar=False, overwrite=True)
-    print(reports.posterior_table(dt_svi, meta_svi))
+    progress.note(f"4 stages: NUTS fit, SVI fit, log evidence, teacher-student divergences; runs go to {out}/nuts and {out}/svi; "
+                  f"every table compares with the large-N theory ({THEORY_DOC})")
+    with progress.stage(f"posterior by NUTS ({inf.num_chains} chains x {inf.num_warmup} + {inf.num_samples} draws) "
+                        f"vs theory ({theory_ref(4)})"):
+        dt, meta = fit_spec(spec, out / "nuts", progress_bar=False, overwrite=True)
+        print(reports.posterior_table(dt, meta))
+    with progress.stage(f"posterior by SVI ({svi_spec.inference.svi_guide} guide, {svi_spec.inference.svi_steps} steps) "
+                        f"vs theory ({theory_ref(4)})"):
+        dt_svi, meta_svi = fit_spec(svi_spec, out / "svi", progress_bar=False, overwrite=True)
+        print(reports.posterior_table(dt_svi, meta_svi))
 
-    print("\n== log evidence vs THEORY.md §5 ==")
-    ladder = _ladder(4, 4, 100) if args.quick else _ladder(10, 14, 400)
-    report = reports.evidence_report(spec, ladder=ladder, svi_steps=svi_spec.inference.svi_steps)
-    print(reports.format_evidence(report))
+    ladder = _ladder(q["rungs"], q.get("max_rungs", q["rungs"]), q["rung_samples"])
+    with progress.stage(f"log evidence: TI, stepping stone ({ladder.num_rungs} rungs x {ladder.num_samples} draws), "
+                        f"ELBO, importance, IWAE vs theory ({theory_ref(5)})"):
+        report = reports.evidence_report(spec, ladder=ladder, svi_steps=svi_spec.inference.svi_steps)
+        print(reports.format_evidence(report))
 
-    print("\n== teacher-student divergences vs THEORY.md §6 (per N) ==")
-    if spec.data.source == "teacher" and spec.data.K == 2:
-        res = reports.predict_run(out / "nuts", m.beta, jax.random.key(spec.inference.seed + 1), None, 200 if args.quick else 1000)
-        print(reports.format_predict(res))
-    else:
-        print("(theory needs K = 2 samples of a rank-one teacher)")
+    with progress.stage(f"teacher-student divergences per N vs theory ({theory_ref(6)})"):
+        if spec.data.source == "teacher" and spec.data.K == 2:
+            res = reports.predict_run(out / "nuts", m.beta, jax.random.key(spec.inference.seed + 1), None, q["predict_points"])
+            print(reports.format_predict(res))
+        else:
+            print("(theory needs K = 2 samples of a rank-one teacher)")
+    progress.total()
+    _print_wrote([(out / "nuts", None), (out / "svi", None)])
+    if not args.quiet:
+        print(f"next: bayes-sbm diagnose {out / 'nuts'}   (trace, rank, energy, ESS and R-hat plots)")
     return 0
 
 
@@ -417,10 +509,10 @@ def _cmd_demo(args) -> int:
 def _add_theory(sub) -> None:
     p = sub.add_parser(
         "theory",
-        help="large-N theory: posterior saddle and evidence (--c) or teacher-student KLs (--omega), THEORY.md §4-6",
+        help=f"large-N theory: posterior saddle and evidence (--c) or teacher-student KLs (--omega), {THEORY_DOC} sections 4-6",
     )
-    p.add_argument("--c", help="data eigenvalues, comma separated: print the §4 saddle and the §5 evidence")
-    p.add_argument("--omega", type=_positive_float, help="rank-one teacher eigenvalue > 1: print the §6 divergences (K = 2)")
+    p.add_argument("--c", help=f"data eigenvalues, comma separated: print the saddle ({theory_ref(4)}) and the evidence ({theory_ref(5)})")
+    p.add_argument("--omega", type=_positive_float, help=f"rank-one teacher eigenvalue > 1: print the divergences of {theory_ref(6)} (K = 2)")
     p.add_argument("--gamma", type=_positive_float, required=True, help="prior precision gamma > 0")
     p.add_argument("--eta", type=_positive_float, required=True, help="posterior power eta > 0")
     p.add_argument("--beta", type=_positive_float, help="sampling inverse temperature for --omega (default 1)")
@@ -477,7 +569,7 @@ def _cmd_theory(args) -> int:
 
         ev = _theory_values(args, ("c", "gamma", "eta"), saddle_and_evidence)
         s = ev.saddle
-        print(f"posterior saddle (THEORY.md §4): c = ({', '.join(f'{v:g}' for v in s.c)}), "
+        print(f"posterior saddle ({theory_ref(4)}): c = ({', '.join(f'{v:g}' for v in s.c)}), "
               f"gamma = {args.gamma:g}, eta = {args.eta:g}, gamma*eta = {s.kappa:.12g}")
         print(f"phase = {s.phase}")
         for name in ("mu", "M", "edge"):
@@ -487,7 +579,7 @@ def _cmd_theory(args) -> int:
         print(f"{'k':>3s} {'c_k':>14s} {'g':>20s} {'u':>20s} {'xi':>20s} {'lam':>20s}")
         for k in range(s.c.size):
             print(f"{k + 1:3d} {s.c[k]:14.8g} {s.g[k]:20.12g} {s.u[k]:20.12g} {s.xi[k]:20.12g} {s.lam[k]:20.12g}")
-        print(f"log_evidence = {ev.log_evidence:.12g}   ((1/N) log Y, THEORY.md §5, K = sum(c))")
+        print(f"log_evidence = {ev.log_evidence:.12g}   ((1/N) log Y, {theory_ref(5)}, K = sum(c))")
     if args.omega is not None:
         beta = 1.0 if args.beta is None else args.beta
 
@@ -501,7 +593,7 @@ def _cmd_theory(args) -> int:
         r, st, (c1, c2) = _theory_values(args, ("omega", "gamma", "eta", "beta"), divergences)
         if args.c is not None:
             print()
-        print(f"teacher-student divergences per N (THEORY.md §6): omega = {args.omega:g}, K = 2, "
+        print(f"teacher-student divergences per N ({theory_ref(6)}): omega = {args.omega:g}, K = 2, "
               f"c = ({c1:.12g}, {c2:.12g}), gamma = {args.gamma:g}, eta = {args.eta:g}")
         print(f"phase = {r.phase}")
         for name in ("fwd_typ", "rev_typ", "fwd_pp", "rev_pp"):
@@ -545,9 +637,10 @@ def _load_run_folder(path: str, what: str = "RUN"):
 
 @_register
 def _add_diagnose(sub) -> None:
-    p = sub.add_parser("diagnose", help="posterior summary vs THEORY.md §4, sampler diagnostics and plots of a run")
+    p = sub.add_parser("diagnose", help=f"posterior summary vs theory ({theory_ref(4)}), sampler diagnostics and plots of a run")
     p.add_argument("run", metavar="RUN", help="run folder (inference.nc and meta.json)")
     p.add_argument("--out", help="output folder for summary.csv and the PNGs (default RUN/diagnostics)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or timings (the tables and warnings are still printed)")
     p.set_defaults(func=_cmd_diagnose)
 
 
@@ -555,33 +648,40 @@ def _cmd_diagnose(args) -> int:
     run = _check_run_path(args.run)
     out = _check_output_folder(args.out, "--out") if args.out else _check_output_folder(run / "diagnostics", "RUN")
     dt, meta = _load_run_folder(args.run)
-    theory_ref = diagnostics.theory_from_datatree(dt, meta)
-    table = diagnostics.summary_table(dt, theory=theory_ref or {})
-    report = diagnostics.sampling_report(dt, meta=meta, table=table)
-    csv_path = diagnostics.write_summary_csv(table, out / "summary.csv")
-    pngs = plots.diagnostic_plots(dt, out, theory=theory_ref or {}, table=table)
+    progress = _Progress(args.quiet)
+    with progress.stage(f"summary and sampler diagnostics of {args.run}", titled=False):
+        reference = diagnostics.theory_from_datatree(dt, meta)
+        table = diagnostics.summary_table(dt, theory=reference or {})
+        report = diagnostics.sampling_report(dt, meta=meta, table=table)
+    with progress.stage(f"plots into {out}", titled=False):
+        csv_path = diagnostics.write_summary_csv(table, out / "summary.csv")
+        pngs = plots.diagnostic_plots(dt, out, theory=reference or {}, table=table)
+    if not args.quiet:
+        print()
     try:
         c, gamma, eta = diagnostics.run_parameters(dt, meta)
         params = f"gamma = {gamma:g}, eta = {eta:g}, c = ({', '.join(f'{v:.6g}' for v in c)})"
     except ValueError:
         params = "gamma, eta, c unknown"
-    phase = f"THEORY.md §4 phase {theory_ref['phase']}" if theory_ref else "no theory values"
+    phase = f"theory phase {reference['phase']} ({theory_ref(4)})" if reference else "no theory values"
     print(f"run {args.run}: {report['method']}, {params}; {phase}")
     print()
     print(diagnostics.format_table(table))
-    print("(lam_top[0] is lambda_1; theory = large-N value, diff = mean - theory)")
+    print(f"(lam_top[k] is the k-th largest eigenvalue lambda_k, u[k] and signal[k] belong to data mode k; "
+          f"theory = large-N value, diff = mean - theory; every label: {THEORY_DOC}#glossary)")
     print()
     print(diagnostics.format_report(report))
     print()
-    print(f"wrote {csv_path} and {len(pngs)} plots in {out}: " + ", ".join(p.name for p in pngs))
+    _print_wrote([(Path(csv_path).parent, [Path(csv_path).name, *(Path(p).name for p in pngs)])])
     return 0
 
 
 @_register
 def _add_compare(sub) -> None:
-    p = sub.add_parser("compare", help="compare lambda_1, u_1 and M across runs, with THEORY.md §4 values")
+    p = sub.add_parser("compare", help=f"compare lambda_1, u_1 and M across runs, with theory values ({theory_ref(4)})")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (inference.nc and meta.json)")
     p.add_argument("--out", help="output folder for comparison.csv, forest.png, density.png (default: 'compare' next to the first run)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or timings (the table is still printed)")
     p.set_defaults(func=_cmd_compare)
 
 
@@ -594,6 +694,7 @@ def _cmd_compare(args) -> int:
         seen[resolved] = run
     out = Path(args.out) if args.out else Path(args.runs[0]).resolve().parent / "compare"
     _check_output_folder(out, "--out")
+    progress = _Progress(args.quiet)
     loaded = [(run, *_load_run_folder(run)) for run in args.runs]
     names = [Path(run).resolve().name or str(run) for run in args.runs]
     if len(set(names)) < len(names):  # same folder names: label by the paths as given
@@ -602,8 +703,11 @@ def _cmd_compare(args) -> int:
     metas = {name: meta for name, (_, _, meta) in zip(names, loaded)}
     theories = {name: diagnostics.theory_from_datatree(dts[name], metas[name]) for name in names}
     table = diagnostics.comparison_table(dts, metas, theories)
-    csv_path = diagnostics.write_summary_csv(table, out / "comparison.csv")
-    pngs = plots.compare_plots(dts, out, theories={k: v for k, v in theories.items() if v is not None})
+    with progress.stage(f"comparison of {len(names)} runs into {out}", titled=False):
+        csv_path = diagnostics.write_summary_csv(table, out / "comparison.csv")
+        pngs = plots.compare_plots(dts, out, theories={k: v for k, v in theories.items() if v is not None})
+    if not args.quiet:
+        print()
 
     def cell(row, key):
         mean, sd, th = row[f"{key}_mean"], row[f"{key}_sd"], row[f"{key}_theory"]
@@ -618,19 +722,20 @@ def _cmd_compare(args) -> int:
         print(f"{row['run']:<{w}s} {n:>6s} {row['gamma']:8.4g} {row['eta']:8.4g} {row['method']:>6s} {row['phase']:>5s}  "
               f"{cell(row, 'lam_1'):>30s}  {cell(row, 'u_1'):>30s}  {cell(row, 'M'):>30s}")
     print()
-    print(f"wrote {csv_path}, " + ", ".join(str(p) for p in pngs))
+    _print_wrote([(Path(csv_path).parent, [Path(csv_path).name, *(Path(p).name for p in pngs)])])
     return 0
 
 
 @_register
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="typical and predictive KLs of a run to its teacher, vs THEORY.md §6")
+    p = sub.add_parser("predict", help=f"typical and predictive KLs of a run to its teacher, vs theory ({theory_ref(6)})")
     p.add_argument("run", metavar="RUN", help="run folder (inference.nc, data.npy, meta.json)")
     p.add_argument("--beta", type=_positive_float, default=1.0, help="sampling inverse temperature (default 1)")
     p.add_argument("--num-points", type=_num_points, default=2000, help="Monte Carlo points per predictive KL, >= 2 (default 2000)")
     p.add_argument("--seed", type=_seed, default=0, help="PRNG seed of the Monte Carlo (default 0)")
     p.add_argument("--teacher", help="teacher couplings W* (.npy); default: RUN/teacher.npy, else regenerated from the spec's data seed")
     p.add_argument("--json", metavar="OUT", help="also write the full result as JSON (atomically)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or timings (the table and warnings are still printed)")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -639,11 +744,16 @@ def _cmd_predict(args) -> int:
         _check_output_file(args.json, "--json")
     _check_run_path(args.run)
     teacher_W = _load_matrix(args.teacher, "--teacher") if args.teacher else None
-    r = reports.predict_run(args.run, args.beta, jax.random.key(args.seed), teacher_W, args.num_points,
-                            teacher_name=f"--teacher {args.teacher}")
+    progress = _Progress(args.quiet)
+    with progress.stage(f"typical KLs over the draws of {args.run}, predictive KLs with {args.num_points} Monte Carlo points", titled=False):
+        r = reports.predict_run(args.run, args.beta, jax.random.key(args.seed), teacher_W, args.num_points,
+                                teacher_name=f"--teacher {args.teacher}")
+    if not args.quiet:
+        print()
     print(f"run {args.run}: N = {r['N']}, K = {r['K']}, gamma = {r['gamma']:g}, eta = {r['eta']:g}, beta = {r['beta']:g}, "
           f"{r['num_draws']} draws ({r['num_chains']} chains), teacher {r['teacher']}")
     print()
+    print(f"per N, vs theory ({theory_ref(6)}):")
     print(reports.format_predict(r))
     pf, pr = r["predictive"]["forward"], r["predictive"]["reverse"]
     print()
@@ -656,8 +766,66 @@ def _cmd_predict(args) -> int:
         print(f"note: {r['theory_note']}")
     if args.json:
         write_json_atomic(args.json, r)
-        print(f"wrote {args.json}")
+        _print_wrote([args.json])
     return 0
+
+
+# ---------------------------------------------------------------------------
+# progress and orientation
+# ---------------------------------------------------------------------------
+class _Progress:
+    """Stage headers with timings on stdout; ``quiet`` keeps results and warnings only.
+
+    :meth:`stage` prints ``== title ==`` before the work and ``(12.3 s)``
+    after it. A stage that heads a result (``titled=True``) keeps its header
+    under ``--quiet`` (the title labels the table below it); its timing and
+    every untitled stage are progress and disappear.
+    """
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = bool(quiet)
+        self.start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def stage(self, title: str, *, titled: bool = True):
+        if titled or not self.quiet:
+            print(f"\n== {title} ==", flush=True)
+        t0 = time.perf_counter()
+        yield
+        if not self.quiet:
+            print(f"({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    def note(self, text: str) -> None:
+        """A progress line (dropped under ``--quiet``)."""
+        if not self.quiet:
+            print(text, flush=True)
+
+    def total(self) -> None:
+        if not self.quiet:
+            print(f"\ntotal {time.perf_counter() - self.start:.1f} s", flush=True)
+
+
+def _folder_entry(path: Path, names=None) -> str:
+    """``runs/fmo/ (data.npy, inference.nc, …)``: a folder and the files in it (``names``, else all of them)."""
+    if names is None:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir()) if path.is_dir() else []
+    return f"{path}/ ({', '.join(names)})" if names else f"{path}/"
+
+
+def _print_wrote(entries) -> None:
+    """The closing list of every file or folder a command wrote.
+
+    ``entries`` holds paths (files) and ``(folder, names)`` pairs (``names``
+    None: everything in the folder). One file prints ``wrote FILE``; more
+    print ``wrote:`` and one indented line each.
+    """
+    lines = [_folder_entry(Path(e[0]), e[1]) if isinstance(e, tuple) else str(e) for e in entries]
+    if len(lines) == 1 and not isinstance(entries[0], tuple):
+        print(f"wrote {lines[0]}")
+    elif lines:
+        print("wrote:")
+        for line in lines:
+            print(f"  {line}")
 
 
 def _error_line(command: str | None, exc) -> str:
