@@ -20,7 +20,7 @@ Modules form one import order; a module imports only modules listed before it
    (NUTS, SVI) → ``evidence`` (TI, stepping stone, SVI bounds, prior MC);
 4. analysis of results — ``diagnostics`` → ``plots``;
 5. workflow — ``runs`` (run folders, DataTrees) → ``reports`` (tables and
-   reports on specs and runs);
+   reports on specs and runs) → ``sweep`` (grids of runs on Dask);
 6. interface — ``cli``.
 
 Importing the package switches JAX to float64 (``jax_enable_x64``): partition
@@ -58,6 +58,7 @@ LAYERS = (
     "plots",
     "runs",
     "reports",
+    "sweep",
     "cli",
 )
 _SUBMODULES = tuple(name for name in LAYERS if not name.startswith("_"))

@@ -36,6 +36,8 @@ from .io import load_npy, run_metadata, save_npy_atomic, write_json_atomic
 from .runs import fit_spec, load_run
 from .settings import LadderSettings
 from .specs import load_spec
+from . import sweep
+from .data import read_data  # predict --heldout
 
 __all__ = ["main", "build_parser", "UserError", "THEORY_DOC", "theory_ref"]
 
@@ -655,7 +657,8 @@ def _cmd_diagnose(args) -> int:
         report = diagnostics.sampling_report(dt, meta=meta, table=table)
     with progress.stage(f"plots into {out}", titled=False):
         csv_path = diagnostics.write_summary_csv(table, out / "summary.csv")
-        pngs = plots.diagnostic_plots(dt, out, theory=reference or {}, table=table)
+        elbo = np.load(run / "elbo.npy", allow_pickle=False) if (run / "elbo.npy").is_file() else None
+        pngs = plots.diagnostic_plots(dt, out, theory=reference or {}, table=table, elbo=elbo)
     if not args.quiet:
         print()
     try:
@@ -728,9 +731,16 @@ def _cmd_compare(args) -> int:
 
 @_register
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help=f"typical and predictive KLs of a run to its teacher, vs theory ({theory_ref(6)})")
+    p = sub.add_parser("predict", help=f"typical and predictive KLs of a run to its teacher, vs theory ({theory_ref(6)}); "
+                                       "held-out log-likelihood over beta (--heldout)")
     p.add_argument("run", metavar="RUN", help="run folder (inference.nc, data.npy, meta.json)")
-    p.add_argument("--beta", type=_positive_float, default=1.0, help="sampling inverse temperature (default 1)")
+    p.add_argument("--beta", type=_positive_list, default=[1.0],
+                   help="sampling inverse temperature (default 1); with --heldout a comma-separated grid, e.g. 0.5,1,1.5")
+    p.add_argument("--heldout", metavar="FILE",
+                   help="held-out rows (.npy/.csv/.txt, the data file's coordinates; the run's transform is applied): "
+                        "per-point log E_W[p(x|beta W)] and the plug-in log p(x|beta W-bar) instead of the teacher KLs")
+    p.add_argument("--max-draws", type=_positive_int, default=None, help="thin the posterior draws evenly to at most this many")
+    p.add_argument("--out", help="with --heldout: output folder for heldout.png (default RUN/heldout)")
     p.add_argument("--num-points", type=_num_points, default=2000, help="Monte Carlo points per predictive KL, >= 2 (default 2000)")
     p.add_argument("--seed", type=_seed, default=0, help="PRNG seed of the Monte Carlo (default 0)")
     p.add_argument("--teacher", help="teacher couplings W* (.npy); default: RUN/teacher.npy, else regenerated from the spec's data seed")
@@ -740,6 +750,13 @@ def _add_predict(sub) -> None:
 
 
 def _cmd_predict(args) -> int:
+    if args.heldout is not None:
+        return _cmd_predict_heldout(args)
+    if args.out is not None:
+        raise UserError("--out: only used with --heldout (the folder of heldout.png)")
+    if len(args.beta) != 1:
+        raise UserError(f"--beta: the teacher KLs take one beta, got {len(args.beta)} ({','.join(f'{b:g}' for b in args.beta)}); a grid needs --heldout")
+    args.beta = args.beta[0]
     if args.json:
         _check_output_file(args.json, "--json")
     _check_run_path(args.run)
@@ -747,7 +764,7 @@ def _cmd_predict(args) -> int:
     progress = _Progress(args.quiet)
     with progress.stage(f"typical KLs over the draws of {args.run}, predictive KLs with {args.num_points} Monte Carlo points", titled=False):
         r = reports.predict_run(args.run, args.beta, jax.random.key(args.seed), teacher_W, args.num_points,
-                                teacher_name=f"--teacher {args.teacher}")
+                                teacher_name=f"--teacher {args.teacher}", max_draws=args.max_draws)
     if not args.quiet:
         print()
     print(f"run {args.run}: N = {r['N']}, K = {r['K']}, gamma = {r['gamma']:g}, eta = {r['eta']:g}, beta = {r['beta']:g}, "
@@ -768,6 +785,88 @@ def _cmd_predict(args) -> int:
         write_json_atomic(args.json, r)
         _print_wrote([args.json])
     return 0
+
+
+def _cmd_predict_heldout(args) -> int:
+    """``predict RUN --heldout FILE``: held-out log posterior-predictive density over the --beta grid, table + JSON + heldout.png."""
+    if args.teacher:
+        raise UserError("--teacher: not used with --heldout (held-out data need no teacher)")
+    if args.json:
+        _check_output_file(args.json, "--json")
+    run = _check_run_path(args.run)
+    out = _check_output_folder(args.out, "--out") if args.out else _check_output_folder(run / "heldout", "RUN")
+    heldout = read_data(args.heldout)
+    betas = sorted(set(args.beta))
+    progress = _Progress(args.quiet)
+    with progress.stage(f"held-out log density of {args.heldout} ({heldout.shape[0]} rows) over the draws of {args.run}, "
+                        f"beta = {','.join(f'{b:g}' for b in betas)}", titled=False):
+        report = reports.heldout_report(args.run, heldout, betas, jax.random.key(args.seed), args.max_draws,
+                                        heldout_name=f"--heldout {args.heldout}")
+    r = report.as_dict()
+    if not args.quiet:
+        print()
+    t = r["transform"]
+    print(f"run {args.run}: N = {r['N']}, {r['num_points']} held-out points, {r['num_draws']} draws "
+          f"(effective {r['effective_draws']:.0f}); transform: center = {str(t['center']).lower()}, project = {str(t['project']).lower()}")
+    print()
+    print("mean held-out log density per point (nats; uniform on the sphere = 0); * = best beta:")
+    print(reports.format_heldout(r))
+    for w in r["warnings"]:
+        print(f"warning: {w}")
+    out.mkdir(parents=True, exist_ok=True)
+    png = plots.heldout_plot(r, out / "heldout.png")
+    wrote = [png]
+    if args.json:
+        write_json_atomic(args.json, r)
+        wrote.append(Path(args.json))
+    print()
+    _print_wrote(wrote)
+    return 0
+
+
+@_register
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="run a grid of spec overrides (fit, evidence or predict) on Dask into one results table")
+    p.add_argument("sweep_file", metavar="SWEEP", help="sweep file (.toml): base spec, [grid], task, out (see the README's Sweeps section)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="a running Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster of single-threaded worker processes)")
+    p.add_argument("--workers", type=_positive_int,
+                   help="LocalCluster workers (default: one per core); with --scheduler: wait until this many workers are connected")
+    p.add_argument("--out", help="results folder (default: the sweep file's out)")
+    p.add_argument("--dry-run", action="store_true", help="list the points and which are finished; run nothing, write nothing")
+    p.add_argument("--quiet", action="store_true", help="no line per finished point (failed points and the summary are still printed)")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    if args.out:
+        _check_output_folder(args.out, "--out")
+    sw = sweep.load_sweep(args.sweep_file, out=args.out)
+    _check_output_folder(sw.out, "--out" if args.out else f"{args.sweep_file}: out")
+    statuses = sweep.plan(sw)
+    counts = {state: sum(s.state == state for s in statuses) for state in ("done", "new", "retry", "changed")}
+    where = f"scheduler {args.scheduler}" if args.scheduler else f"a LocalCluster of {args.workers or os.cpu_count() or 1} workers"
+    todo = len(statuses) - counts["done"]
+    print(f"sweep {sw.name}: task {sw.task.kind}, {len(statuses)} points over {', '.join(f'{k} ({len(v)})' for k, v in sw.grid.items())}; "
+          f"{counts['done']} finished, {todo} to run" + (f" on {where}" if todo and not args.dry_run else "") + f"; out {sw.out}")
+    if args.dry_run:
+        for s in statuses:
+            print(f"  {s.state:8s} {s.point.name}")
+        return 0
+
+    def on_result(row, done, total):
+        if not args.quiet or row.get("status") != "ok":
+            print(sweep.format_progress(row, done, total), flush=True)
+
+    result = sweep.run_sweep(sw, scheduler=args.scheduler, workers=args.workers, on_result=on_result,
+                             log=lambda text: None if args.quiet else print(text, flush=True))
+    failed = result.errors
+    print(f"{len(result.rows) - len(failed)} of {len(result.rows)} points ok ({result.ran} run now, "
+          f"{len(result.rows) - result.ran} finished before)" + (f"; {len(failed)} failed:" if failed else ""))
+    for row in failed:
+        print(f"  {row['point']}: {row.get('status')}: {row.get('error')}")
+    _print_wrote([(sw.out, [sweep.SWEEP_FILE, sweep.RESULTS_CSV, sweep.RESULTS_NC])])
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------------------

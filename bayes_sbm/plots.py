@@ -15,7 +15,10 @@ figures:
   ``observables.png`` (λ_1, u_1, M, e_1ᵀWe_1, μ, (1/N) log Z) and
   ``elbo.png`` (SVI, when the ELBO trace is available);
 * :func:`compare_plots` — ``forest.png`` (one panel per observable, one row
-  per run) and ``density.png`` of λ_1, u_1 and M across runs.
+  per run) and ``density.png`` of λ_1, u_1 and M across runs;
+* :func:`heldout_plot` — ``heldout.png``: mean held-out log density vs β
+  (posterior predictive and plug-in, ± SE over points, uniform baseline 0)
+  from the dict of :meth:`bayes_sbm.reports.HeldoutReport.as_dict`.
 
 SVI runs (tree attribute ``method == "svi"``) are one pseudo-chain of
 independent draws from the fitted guide: they get no rank plot and no R-hat
@@ -62,6 +65,7 @@ __all__ = [
     "observables_dataset",
     "diagnostic_plots",
     "compare_plots",
+    "heldout_plot",
 ]
 
 #: Resolution of the written PNGs.
@@ -624,3 +628,44 @@ def compare_plots(dts: Mapping[str, Any], out_dir: str | os.PathLike, theories: 
         _plot_forest(trees, runs, labels, values, out / "forest.png"),
         _plot_compare_density(trees, runs, labels, values, out / "density.png"),
     ]
+
+
+def heldout_plot(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """``heldout.png``: mean held-out log density vs β, posterior predictive and plug-in W̄, with ± SE error bars.
+
+    Parameters
+    ----------
+    report : mapping
+        :meth:`bayes_sbm.reports.HeldoutReport.as_dict` (``rows`` with
+        ``beta``, ``mean``, ``se``, ``plugin_mean``, ``plugin_se``; ``best_beta``,
+        ``plugin_best_beta``, ``N``, ``num_points``, ``num_draws``).
+    path : path-like
+        The PNG to write (atomically).
+
+    Returns
+    -------
+    Path
+    """
+    rows = sorted(report["rows"], key=lambda r: r["beta"])
+
+    def col(key):
+        return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows])
+
+    beta = col("beta")
+    span = float(np.ptp(beta)) if beta.size > 1 else max(abs(float(beta[0])), 1.0)
+    shift = 0.008 * span  # plug-in points beside the predictive ones, not on top of them
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    ax.axhline(0.0, color="0.4", lw=1.0, ls=":", label="uniform on the sphere (0)")
+    ax.errorbar(beta - shift, col("mean"), yerr=np.nan_to_num(col("se")), fmt="o-", color="C0", capsize=3,
+                label="posterior predictive  log E_W[p(x|βW)]")
+    ax.errorbar(beta + shift, col("plugin_mean"), yerr=np.nan_to_num(col("plugin_se")), fmt="s--", color="C1", capsize=3,
+                label="plug-in  log p(x|βW̄), W̄ = posterior mean")
+    for key, color in (("best_beta", "C0"), ("plugin_best_beta", "C1")):
+        if report.get(key) is not None:
+            ax.axvline(float(report[key]), color=color, lw=0.8, alpha=0.5)
+    ax.set_xlabel("sampling inverse temperature β")
+    ax.set_ylabel("mean held-out log density per point (nats)")
+    ax.set_title(f"Held-out log-likelihood: N = {report.get('N')}, {report.get('num_points')} points, "
+                 f"{report.get('num_draws')} draws (± SE over points)", fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -8,7 +8,10 @@
   estimator for a spec, bounds marked as bounds and unreliable numbers
   flagged (``bayes-sbm evidence``);
 * :func:`predict_run` / :func:`format_predict` — typical and predictive KLs
-  of a fitted run to its teacher (``bayes-sbm predict``).
+  of a fitted run to its teacher (``bayes-sbm predict``);
+* :func:`heldout_report` / :func:`format_heldout` — held-out log posterior-
+  predictive density over a grid of β, next to the plug-in posterior-mean
+  model (``bayes-sbm predict RUN --heldout FILE``).
 
 Reports that are written as JSON return JSON-ready dicts in that layout.
 """
@@ -28,7 +31,7 @@ from . import _checks, _stats, diagnostics, evidence, inference, predictive, sph
 from .data import load_data
 from .io import load_npy
 from .distribution import SYMMETRY_ATOL, SphericalBoltzmann
-from .runs import load_run, problem_from_spec
+from .runs import load_run, load_run_transform, problem_from_spec
 from .settings import LadderSettings, derive_keys
 
 __all__ = [
@@ -41,6 +44,10 @@ __all__ = [
     "predict_run",
     "predict_warnings",
     "format_predict",
+    "HeldoutReport",
+    "heldout_report",
+    "heldout_warnings",
+    "format_heldout",
 ]
 
 #: Importance-sampling estimates with a weight ESS below this are flagged (a few draws dominate the mean).
@@ -100,7 +107,7 @@ def partition_summary(W, beta: float = 1.0) -> PartitionSummary:
             mu=float(dist.lagrange_multiplier),
             condensate=float(dist.condensate),
             top_eigenvalue=float(np.max(lam)),
-            sampler_acceptance=float(sphere.sampler_acceptance(lam)),
+            sampler_acceptance=float(sphere.sampler_acceptance(lam, method="auto")),
         )
     bad = [k for k, v in summary._asdict().items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
@@ -302,7 +309,7 @@ def _teacher_from_run(spec: dict, data: np.ndarray, run: Path) -> np.ndarray:
 def _theory(gamma: float, eta: float, teacher_W: np.ndarray, K: int, beta: float) -> tuple[dict | None, str]:
     spikes = teacher.teacher_from_matrix(teacher_W).spikes
     if K != 2 or spikes.size != 1 or not spikes[0] > 1:
-        return None, f"theory (THEORY.md §6) needs K = 2 and a rank-one teacher with omega > 1 (K = {K}, spikes = {np.round(spikes, 6).tolist()})"
+        return None, f"theory (docs/theory.md#6-divergences) needs K = 2 and a rank-one teacher with omega > 1 (K = {K}, spikes = {np.round(spikes, 6).tolist()})"
     omega = float(spikes[0])
     try:
         r = theory.teacher_student_kls(gamma, eta, omega)
@@ -312,7 +319,7 @@ def _theory(gamma: float, eta: float, teacher_W: np.ndarray, K: int, beta: float
             note = ""
         else:
             out |= {"fwd_typ": theory.forward_kl_typical_beta(gamma, eta, omega, beta), "rev_typ": None, "fwd_pp": None, "rev_pp": None}
-            note = "at beta != 1 THEORY.md §6 gives the typical forward KL only"
+            note = "at beta != 1 the theory (docs/theory.md#6-divergences) gives the typical forward KL only"
     except ValueError as exc:
         return None, f"theory undefined here: {exc}"
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}, note
@@ -475,4 +482,277 @@ def format_predict(r: dict) -> str:
         th_text = f"{th:12.6f}" if th is not None else f"{'-':>12s}"
         diff_text = f"{row['difference']:+12.2e}" if row["difference"] is not None else f"{'-':>12s}"
         lines.append(f"{row['quantity']:34s} {row['value_per_n']:12.6f} {row['se_per_n']:10.2e} {th_text} {diff_text}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Held-out log posterior-predictive density (bayes-sbm predict RUN --heldout FILE)
+# ---------------------------------------------------------------------------
+
+
+class HeldoutReport(NamedTuple):
+    """Held-out log densities of a run over a grid of β (densities w.r.t. the uniform measure on the sphere: uniform = 0).
+
+    For each β and held-out point x (after the run's data transform):
+    ``log P̂_pp(x) = log mean_s p(x | βW_s)`` over S posterior draws (exact
+    log Z per draw, :func:`bayes_sbm.predictive.predictive_log_density_with_bias`)
+    and the plug-in ``log p(x | βW̄)`` of the posterior-mean couplings
+    ``W̄ = mean_s W_s``.
+
+    Attributes
+    ----------
+    run : str
+    N, num_points, num_draws : int
+        Dimension, held-out points M, posterior draws S used.
+    effective_draws : float
+        S_eff behind the MCSE and bias: the bulk ESS of the run's training
+        log-likelihood over the draws used, capped at S (S when unavailable).
+    betas : ndarray (B,)
+    log_density, mcse, bias, weight_ess : ndarray (B, M)
+        Per point: the log-mean-exp, its delta-method Monte Carlo standard
+        error ``sqrt((S/ESS_w − 1)/S_eff)``, its Jensen bias (≤ 0) and the
+        weight ESS ``(Σw)²/Σw²``.
+    mean, se, mean_mcse : ndarray (B,)
+        Mean of ``log_density`` over the points, its standard error over
+        points (sd/√M) and the mean MCSE (an upper bound on the Monte Carlo
+        error of the mean: the points share the draws).
+    median_weight_ess : ndarray (B,)
+    plugin_log_density : ndarray (B, M)
+    plugin_mean, plugin_se : ndarray (B,)
+    best_beta, plugin_best_beta : float
+        The β of the grid with the largest mean.
+    transform : dict
+        The run's data transform (:meth:`bayes_sbm.data.DataTransform.as_meta`).
+    warnings : tuple of str
+        :func:`heldout_warnings`.
+    """
+
+    run: str
+    N: int
+    num_points: int
+    num_draws: int
+    effective_draws: float
+    betas: np.ndarray
+    log_density: np.ndarray
+    mcse: np.ndarray
+    bias: np.ndarray
+    weight_ess: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+    mean_mcse: np.ndarray
+    median_weight_ess: np.ndarray
+    plugin_log_density: np.ndarray
+    plugin_mean: np.ndarray
+    plugin_se: np.ndarray
+    best_beta: float
+    plugin_best_beta: float
+    transform: dict
+    warnings: tuple
+
+    def as_dict(self) -> dict:
+        """JSON-ready: run facts, ``rows`` (one per β), ``best_beta``/``plugin_best_beta``, per-point arrays, warnings."""
+        def num(v):
+            v = float(v)
+            return v if math.isfinite(v) else None
+
+        rows = [
+            {"beta": num(b), "mean": num(m), "se": num(se), "mean_mcse": num(mc), "mean_bias": num(np.mean(bias)),
+             "median_weight_ess": num(ess), "min_weight_ess": num(np.min(w)),
+             "plugin_mean": num(pm), "plugin_se": num(pse), "mean_per_n": num(m / self.N), "plugin_mean_per_n": num(pm / self.N)}
+            for b, m, se, mc, bias, ess, w, pm, pse in zip(self.betas, self.mean, self.se, self.mean_mcse, self.bias,
+                                                          self.median_weight_ess, self.weight_ess, self.plugin_mean, self.plugin_se)
+        ]
+        return {
+            "run": self.run,
+            "N": self.N,
+            "num_points": self.num_points,
+            "num_draws": self.num_draws,
+            "effective_draws": num(self.effective_draws),
+            "baseline_uniform": 0.0,
+            "transform": self.transform,
+            "rows": rows,
+            "best_beta": num(self.best_beta),
+            "plugin_best_beta": num(self.plugin_best_beta),
+            "per_point": {
+                "log_density": self.log_density.tolist(),
+                "mcse": self.mcse.tolist(),
+                "bias": self.bias.tolist(),
+                "weight_ess": self.weight_ess.tolist(),
+                "plugin_log_density": self.plugin_log_density.tolist(),
+            },
+            "bias_note": predictive.BIAS_NOTE,
+            "warnings": list(self.warnings),
+        }
+
+
+def _thinned(index_count: int, chains: int, max_draws: int | None) -> np.ndarray:
+    """Draw indices per chain, thinned evenly so that chains × draws ≤ max_draws (at least one per chain)."""
+    if max_draws is None or chains * index_count <= int(max_draws):
+        return np.arange(index_count)
+    per_chain = max(1, int(max_draws) // chains)
+    return np.unique(np.linspace(0, index_count - 1, per_chain).round().astype(int))
+
+
+def _heldout_couplings(dt, data: np.ndarray, gamma: float, eta: float, run: Path, key, max_draws: int | None):
+    """(W draws (chain, draw, N, N), kept draw indices): stored ``W`` or rebuilt from ``z``, thinned before building."""
+    post = dt["posterior"]
+    N = data.shape[1]
+    if "W" in post.data_vars:
+        W = post["W"]
+        keep = _thinned(W.shape[1], W.shape[0], max_draws)
+        return np.asarray(W.values[:, keep], dtype=np.float64), keep
+    group = next((g for g in ("unconstrained_posterior", "posterior") if g in dt.children and "z" in dt[g].data_vars), None)
+    if group is None:
+        raise ValueError(
+            f"{run}: the posterior stores neither the couplings 'W' nor the latent 'z'; refit with latent storage "
+            "(to_datatree(store_latent=True)) or with store_W to evaluate held-out data"
+        )
+    z = np.asarray(dt[group]["z"].values, dtype=np.float64)
+    keep = _thinned(z.shape[1], z.shape[0], max_draws)
+    z = z[:, keep]
+    problem = inference.make_problem(data, gamma, eta, 1.0, str(dt.attrs.get("parametrization", "aligned")))
+    const = dt["constant_data"] if "constant_data" in dt.children else None
+    if const is not None and "Q" in const.data_vars:  # the exact frame of the fit
+        problem = dataclasses.replace(problem, frame=problem.frame._replace(Q=np.asarray(const["Q"].values)))
+    chains, draws = z.shape[:2]
+    flat = z.reshape((chains * draws, -1))
+    W = np.empty((flat.shape[0], N, N))
+    step = max(1, predictive.CHUNK_NUMBERS // (N * N))
+    for s in range(0, flat.shape[0], step):  # band: fresh Haar rotations per draw from `key`
+        W[s : s + step] = inference.coupling_draws(problem, flat[s : s + step], key=jax.random.fold_in(key, s))
+    return W.reshape((chains, draws, N, N)), keep
+
+
+def _effective_draws(dt, keep: np.ndarray, S: int) -> float:
+    """Bulk ESS of the training log-likelihood (summed over points) over the kept draws, capped at S; S when unavailable."""
+    try:
+        ll = np.asarray(dt["log_likelihood"]["x"].values, dtype=np.float64)[:, keep]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return float(S)
+    total = ll.reshape(ll.shape[:2] + (-1,)).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = _stats.ess(total, method="bulk")
+    return float(min(S, e)) if math.isfinite(e) and e > 0 else float(S)
+
+
+def heldout_report(run_dir, heldout_x, betas, key=None, max_draws: int | None = None, *,
+                   heldout_name: str = "heldout_x") -> HeldoutReport:
+    """Held-out log posterior-predictive density of a run over a grid of β, and of the plug-in model W̄.
+
+    The held-out rows go through the run's recorded data transform
+    (``RUN/transform.npz``; identity for runs without one) before they are
+    scored.  For each β: per point ``log mean_s p(x | βW_s)`` (exact log Z per
+    draw, with MCSE, Jensen bias and weight ESS), its mean over the points
+    with the standard error over points, and the same for ``log p(x | βW̄)``,
+    ``W̄`` the mean of the coupling draws; the β maximising each mean.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder (:func:`bayes_sbm.runs.fit_spec`); dense or band.
+    heldout_x : array_like, shape (M, N)
+        Held-out rows in the coordinates of the run's data file.
+    betas : sequence of float
+        Sampling inverse temperatures, > 0.
+    key : PRNGKey, optional
+        For the Haar rotations of band runs (default ``jax.random.key(0)``).
+    max_draws : int, optional
+        Thin the draws evenly to at most this many (memory: S·N² numbers).
+    heldout_name : str
+        How errors name ``heldout_x`` (the CLI passes its option and file).
+
+    Returns
+    -------
+    HeldoutReport
+    """
+    betas = np.asarray([_checks.positive_scalar("betas", b) for b in np.atleast_1d(np.asarray(betas, dtype=object))], dtype=np.float64)
+    if betas.size == 0:
+        raise ValueError("betas: need at least one beta")
+    if max_draws is not None:
+        max_draws = _checks.positive_int("max_draws", max_draws)
+    run = Path(run_dir)
+    dt, meta = load_run(run)
+    data_path = run / "data.npy"
+    if not data_path.is_file():
+        raise FileNotFoundError(f"{run}: no data.npy")
+    data = load_data(data_path)
+    N = data.shape[1]
+    X = np.asarray(heldout_x)
+    if X.ndim == 2 and X.shape[1] != N:
+        raise ValueError(f"{heldout_name}: has N = {X.shape[1]} columns, the run {run} has N = {N}")
+    transform = load_run_transform(run, N)
+    X = transform.apply(X, name=heldout_name)
+    try:
+        const = dt["constant_data"]
+        gamma, eta = float(const["gamma"].values), float(const["eta"].values)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{run / 'inference.nc'}: no usable constant_data gamma/eta ({_checks.one_line(exc)})") from None
+    key = jax.random.key(0) if key is None else key
+    W, keep = _heldout_couplings(dt, data, gamma, eta, run, key, max_draws)
+    W = W.reshape((-1, N, N))
+    S = W.shape[0]
+    s_eff = _effective_draws(dt, keep, S)
+    W_bar = W.mean(axis=0)[None]
+
+    M, B = X.shape[0], betas.size
+    out = {k: np.empty((B, M)) for k in ("log_density", "mcse", "bias", "weight_ess", "plugin")}
+    for i, beta in enumerate(betas):
+        res = predictive.predictive_log_density_with_bias(X, W, float(beta), effective_draws=s_eff)
+        rel_var = np.maximum(S / res.weight_ess - 1.0, 0.0)
+        out["log_density"][i], out["bias"][i], out["weight_ess"][i] = res.log_density, res.bias, res.weight_ess
+        out["mcse"][i] = np.sqrt(rel_var / s_eff)
+        out["plugin"][i] = predictive.predictive_log_density(X, W_bar, float(beta))
+
+    def mean_se(v):
+        se = v.std(axis=1, ddof=1) / math.sqrt(M) if M > 1 else np.full(B, np.nan)
+        return v.mean(axis=1), se
+
+    mean, se = mean_se(out["log_density"])
+    plugin_mean, plugin_se = mean_se(out["plugin"])
+
+    def best(v):
+        return float(betas[int(np.nanargmax(v))]) if np.any(np.isfinite(v)) else math.nan
+
+    report = HeldoutReport(
+        run=str(run), N=N, num_points=M, num_draws=S, effective_draws=s_eff, betas=betas,
+        log_density=out["log_density"], mcse=out["mcse"], bias=out["bias"], weight_ess=out["weight_ess"],
+        mean=mean, se=se, mean_mcse=out["mcse"].mean(axis=1), median_weight_ess=np.median(out["weight_ess"], axis=1),
+        plugin_log_density=out["plugin"], plugin_mean=plugin_mean, plugin_se=plugin_se,
+        best_beta=best(mean), plugin_best_beta=best(plugin_mean), transform=transform.as_meta(), warnings=(),
+    )
+    return report._replace(warnings=tuple(heldout_warnings(report)))
+
+
+def heldout_warnings(report: HeldoutReport) -> list[str]:
+    """Why a :func:`heldout_report` number cannot be trusted: non-finite values, few effective draws, a best β at the grid's edge."""
+    out = []
+    for b, m, ess in zip(report.betas, report.mean, report.median_weight_ess):
+        if not math.isfinite(m):
+            out.append(f"beta = {b:g}: the mean held-out log density is not finite ({m})")
+        elif ess < predictive.MIN_WEIGHT_ESS:
+            out.append(f"beta = {b:g}: median weight ESS {ess:.1f} < {predictive.MIN_WEIGHT_ESS:g}: the log-mean-exp is dominated "
+                       "by a few draws and its bias exceeds the estimate (use more draws)")
+    if report.num_points < 2:
+        out.append("one held-out point: no standard error over points")
+    if report.betas.size > 2:
+        for label, b in (("posterior predictive", report.best_beta), ("plug-in", report.plugin_best_beta)):
+            if math.isfinite(b) and b in (float(report.betas.min()), float(report.betas.max())):
+                out.append(f"{label}: the best beta {b:g} is at the edge of the grid; extend the grid")
+    return out
+
+
+def format_heldout(r: dict) -> str:
+    """Table of :meth:`HeldoutReport.as_dict`: mean held-out log density ± SE per β, posterior predictive and plug-in."""
+    def cell(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+
+    lines = [f"{'beta':>8s} {'log P_pp (mean)':>16s} {'± SE':>10s} {'MCSE':>10s} {'bias':>10s} {'med. ESS_w':>10s} "
+             f"{'plug-in':>12s} {'± SE':>10s}"]
+    for row in r["rows"]:
+        mark = " *" if row["beta"] == r["best_beta"] else ""
+        lines.append(f"{row['beta']:8.4g} {cell(row['mean'], '16.6f')} {cell(row['se'], '10.2e')} {cell(row['mean_mcse'], '10.2e')} "
+                     f"{cell(row['mean_bias'], '+10.2e')} {cell(row['median_weight_ess'], '10.1f')} "
+                     f"{cell(row['plugin_mean'], '12.6f')} {cell(row['plugin_se'], '10.2e')}{mark}")
+    lines.append(f"best beta: {cell(r['best_beta'], 'g')} (posterior predictive), {cell(r['plugin_best_beta'], 'g')} (plug-in W-bar); "
+                 "uniform baseline 0")
     return "\n".join(lines)

@@ -9,6 +9,11 @@ A run folder ``RUN/`` holds
   (``latent_summary``);
 * ``spec.toml`` — the spec actually fitted; ``data.npy`` — the data fitted;
   ``teacher.npy`` — the teacher couplings W* (teacher data);
+* ``transform.npz`` — the data transform fitted on the training rows
+  (:class:`bayes_sbm.data.DataTransform`; identity for teacher data), also
+  summarised in ``meta.json`` ``"transform"``; ``heldout.npy`` — held-out
+  rows of the spec's split (``data.train_rows`` / ``data.heldout_path``), in
+  the data file's coordinates (before the transform);
 * ``elbo.npy`` (SVI).
 
 A run folder is a transaction: everything is built in a staging folder
@@ -39,7 +44,7 @@ import numpyro
 import xarray as xr
 
 from . import __version__, diagnostics, inference, predictive, teacher, theory
-from .data import load_data
+from .data import DataTransform, PreparedData, load_transform, prepare_data, read_data, save_transform
 from .io import atomic_path, run_metadata, save_npy_atomic, write_json_atomic, write_text_atomic
 from .model import SPECTRAL_SITES
 from .settings import derive_keys
@@ -47,7 +52,11 @@ from .settings import derive_keys
 __all__ = [
     "RUN_FILES",
     "RunData",
+    "TRANSFORM_FILE",
+    "HELDOUT_FILE",
     "load_spec_data",
+    "prepare_spec_data",
+    "load_run_transform",
     "problem_from_spec",
     "latent_summary",
     "posterior_predictive_draws",
@@ -75,15 +84,54 @@ class RunData(NamedTuple):
 
 
 def load_spec_data(spec) -> np.ndarray:
-    """The data a spec names: teacher samples (seeded) or a validated file."""
-    d = spec.data
+    """The data a spec fits: teacher samples (seeded) or the transformed training rows of a file."""
+    return prepare_spec_data(spec).train
+
+
+# --- data transform and held-out split (bayes_sbm.data.DataTransform); begin ---
+#: The recorded data transform and the held-out rows of a run folder.
+TRANSFORM_FILE, HELDOUT_FILE = "transform.npz", "heldout.npy"
+
+
+def prepare_spec_data(spec) -> PreparedData:
+    """Training points, raw held-out rows and the transform of a spec's ``[data]`` table (teacher data: identity)."""
+    d, N = spec.data, spec.model.N
     if d.source == "teacher":
-        td = teacher.teacher_student_data(jax.random.key(d.seed), spec.model.N, d.K, d.omega)
-        return td.data
-    data = load_data(d.resolved_path, project=d.project)
-    if data.shape[1] != spec.model.N:
-        raise ValueError(f"{spec.path}: model.N: the data file {d.resolved_path} has N = {data.shape[1]} columns, the spec says {spec.model.N}")
-    return data
+        td = teacher.teacher_student_data(jax.random.key(d.seed), N, d.K, d.omega)
+        return PreparedData(td.data, None, DataTransform.identity(N), np.arange(d.K), np.arange(0))
+    raw = read_data(d.resolved_path)
+    if raw.shape[1] != N:
+        raise ValueError(f"{spec.path}: model.N: the data file {d.resolved_path} has N = {raw.shape[1]} columns, the spec says {N}")
+    prepared = prepare_data(raw, center=d.center, project=d.project, train_rows=d.train_rows, name=d.resolved_path,
+                            rows_name=f"{spec.path}: data.train_rows")
+    if d.resolved_heldout_path is not None:
+        held = read_data(d.resolved_heldout_path)
+        if held.shape[1] != N:
+            raise ValueError(f"{spec.path}: data.heldout_path: {d.resolved_heldout_path} has N = {held.shape[1]} columns, the spec says {N}")
+        prepared.transform.apply(held, name=d.resolved_heldout_path)  # fails before fitting if a row cannot be transformed
+        prepared = prepared._replace(heldout_raw=held)
+    return prepared
+
+
+def load_run_transform(run_dir, N: int) -> DataTransform:
+    """The data transform of a run folder (``transform.npz``; identity for runs without one), checked against N."""
+    path = Path(run_dir) / TRANSFORM_FILE
+    transform = load_transform(path) if path.is_file() else DataTransform.identity(N)
+    if transform.N != N:
+        raise ValueError(f"{path}: the transform has N = {transform.N}, the run's data N = {N} (the run folder was modified)")
+    return transform
+
+
+def _save_prepared(folder: Path, prepared: PreparedData, meta: dict) -> None:
+    save_transform(folder / TRANSFORM_FILE, prepared.transform)
+    meta["transform"] = prepared.transform.as_meta() | {
+        "file": TRANSFORM_FILE, "train_rows": int(prepared.train.shape[0]),
+        "heldout_rows": 0 if prepared.heldout_raw is None else int(prepared.heldout_raw.shape[0]),
+    }
+    if prepared.heldout_raw is not None:
+        save_npy_atomic(folder / HELDOUT_FILE, prepared.heldout_raw)
+        meta["transform"]["heldout_file"] = HELDOUT_FILE
+# --- data transform and held-out split; end ---
 
 
 def problem_from_spec(spec, data=None) -> inference.PosteriorProblem:
@@ -315,12 +363,13 @@ def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False,
     """
     out = Path(out_dir)
     _check_out(out, overwrite)
-    data = load_spec_data(spec)
+    prepared = prepare_spec_data(spec)  # data transform and held-out split
+    data = prepared.train
     problem = problem_from_spec(spec, data)
     with _run_lock(out):
         stage = out.with_name(out.name + STAGING_SUFFIX)
         stage.mkdir(parents=True, exist_ok=True)
-        result = _fit_into(spec, problem, data, stage, progress_bar=progress_bar, store_W=store_W)
+        result = _fit_into(spec, problem, data, stage, progress_bar=progress_bar, store_W=store_W, prepared=prepared)
         if not keep_checkpoint:
             shutil.rmtree(stage / "checkpoint", ignore_errors=True)
         if out.exists():  # empty, or a finished run that overwrite=True replaces as a whole
@@ -334,7 +383,7 @@ def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False,
     return result
 
 
-def _fit_into(spec, problem, data, folder: Path, *, progress_bar: bool, store_W: bool) -> RunData:
+def _fit_into(spec, problem, data, folder: Path, *, progress_bar: bool, store_W: bool, prepared: PreparedData | None = None) -> RunData:
     seed = spec.inference.seed
     keys = derive_keys(seed)
     t0 = time.perf_counter()
@@ -372,6 +421,8 @@ def _fit_into(spec, problem, data, folder: Path, *, progress_bar: bool, store_W:
     except ValueError as exc:  # theory undefined for these inputs: say so, keep the run
         meta["theory"] = {"error": str(exc)}
     save_npy_atomic(folder / "data.npy", data)
+    if prepared is not None:  # data transform and held-out rows
+        _save_prepared(folder, prepared, meta)
     if spec.data.source == "teacher":  # the teacher couplings, so `predict` never has to regenerate them
         td = teacher.teacher_student_data(jax.random.key(spec.data.seed), spec.model.N, spec.data.K, spec.data.omega)
         save_npy_atomic(folder / "teacher.npy", td.teacher.W)

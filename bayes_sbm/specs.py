@@ -35,19 +35,37 @@ key                        type    default        rule
 
 ``[data]`` — where the K data points come from:
 
-=============  ======  ============================  =============================================
-key            type    default                       rule
-=============  ======  ============================  =============================================
-``source``     string  required                      ``"teacher"`` or ``"file"``
-``omega``      float   required if source=teacher    > 0, finite (rank-one teacher eigenvalue ω;
-                                                     ω ≤ 1 is allowed: a paramagnetic teacher)
-``K``          int     required if source=teacher    ≥ 1 (number of teacher samples)
-``seed``       int     required if source=teacher    0 ≤ seed ≤ 2³² − 1 (teacher PRNG seed)
-``path``       string  required if source=file       ``.npy``, ``.csv`` or ``.txt``, relative to
-                                                     the spec file's folder (or absolute); the
-                                                     file must exist when source=file
-``project``    bool    ``false``                     rescale file rows onto the sphere
-=============  ======  ============================  =============================================
+================  =========  ==========================  =============================================
+key               type       default                     rule
+================  =========  ==========================  =============================================
+``source``        string     required                    ``"teacher"`` or ``"file"``
+``omega``         float      required if source=teacher  > 0, finite (rank-one teacher eigenvalue ω;
+                                                         ω ≤ 1 is allowed: a paramagnetic teacher)
+``K``             int        required if source=teacher  ≥ 1 (number of teacher samples)
+``seed``          int        required if source=teacher  0 ≤ seed ≤ 2³² − 1 (teacher PRNG seed)
+``path``          string     required if source=file     ``.npy``, ``.csv`` or ``.txt``, relative to
+                                                         the spec file's folder (or absolute); the
+                                                         file must exist when source=file
+``project``       bool       ``false``                   rescale file rows onto the sphere (after
+                                                         centring; overflow-safe)
+``center``        bool       ``false``                   source=file only: subtract the per-coordinate
+                                                         mean of the training rows before projecting
+``train_rows``    int array  none (every row is fitted)  source=file only: row numbers (from 0) of the
+                                                         file that are fitted, the other rows are held
+                                                         out; non-empty, distinct, ≥ 0 (< rows of the
+                                                         file is checked when the file is read)
+``heldout_path``  string     none                        source=file only: a data file of held-out rows
+                                                         (same formats and N; relative like ``path``);
+                                                         not together with ``train_rows``
+================  =========  ==========================  =============================================
+
+The transform (the training mean, whether rows are projected, the training
+rows' mean norm) is fitted on the training rows only and recorded in the run
+folder (``RUN/transform.npz`` and ``meta.json`` ``"transform"``), so that
+held-out rows (``RUN/heldout.npy``, in the data file's coordinates) and
+generated samples go through, or back through, the same transform
+(:class:`bayes_sbm.data.DataTransform`; the projection loses each row's norm:
+inverted rows get the training rows' mean norm).
 
 ``[inference]`` — the sampler (all keys optional; keys of the other method
 are allowed and ignored):
@@ -88,7 +106,8 @@ key                 type    default                       rule
 
 Type rules: an ``int`` key rejects floats (also ``100.0``), booleans and
 strings; a ``float`` key accepts integers and rejects booleans, strings, NaN
-and ±inf; a ``bool`` key accepts only ``true``/``false``. Unknown tables and
+and ±inf; a ``bool`` key accepts only ``true``/``false``; an ``int array``
+key accepts only an array of integers. Unknown tables and
 keys are rejected (with a "did you mean" suggestion when one is close).
 
 Example (``models/fmo.toml``)::
@@ -190,7 +209,7 @@ _MISSING = object()
 class _Field:
     """One schema key: type, default (``_MISSING`` = required), range check, doc."""
 
-    kind: str  # "int" | "float" | "bool" | "str"
+    kind: str  # "int" | "float" | "bool" | "str" | "int_list"
     default: Any = _MISSING
     check: Callable[[Any], str | None] | None = None
     doc: str = ""
@@ -225,6 +244,20 @@ def _one_of(*choices):
         return f"must be one of {', '.join(repr(c) for c in choices)}, got {v!r}{hint}"
 
     return check
+
+
+def _row_list(v):
+    if not v:
+        return "must list at least one row number"
+    neg = [r for r in v if r < 0]
+    if neg:
+        return f"row numbers must be >= 0, got {neg[0]}"
+    seen: set[int] = set()
+    for r in v:
+        if r in seen:
+            return f"row {r} is listed twice"
+        seen.add(r)
+    return None
 
 
 def _non_empty(v):
@@ -263,6 +296,9 @@ SCHEMA: dict[str, dict[str, _Field]] = {
         "seed": _Field("int", None, _SEED, "teacher seed"),
         "path": _Field("str", None, _non_empty, "data file"),
         "project": _Field("bool", False, None, "rescale rows onto the sphere"),
+        "center": _Field("bool", False, None, "subtract the training rows' mean (file data)"),
+        "train_rows": _Field("int_list", None, _row_list, "training rows of the file; the rest is held out"),
+        "heldout_path": _Field("str", None, _non_empty, "data file of held-out rows"),
     },
     "inference": {
         "method": _Field("str", "nuts", _one_of("nuts", "svi"), "inference method"),
@@ -338,8 +374,16 @@ class DataSpec:
         The data file as written in the spec.
     project : bool
         Rescale file rows onto the sphere instead of rejecting them.
+    center : bool
+        Subtract the per-coordinate mean of the training rows first.
+    train_rows : tuple of int or None
+        Row numbers of the file that are fitted (the rest is held out); None: every row.
+    heldout_path : str or None
+        A data file of held-out rows, as written in the spec.
     resolved_path : str or None
         ``path`` made absolute against the spec file's folder (None if no path).
+    resolved_heldout_path : str or None
+        ``heldout_path`` made absolute likewise.
     """
 
     source: str
@@ -348,7 +392,11 @@ class DataSpec:
     seed: int | None = None
     path: str | None = None
     project: bool = False
+    center: bool = False
+    train_rows: tuple[int, ...] | None = None
+    heldout_path: str | None = None
     resolved_path: str | None = None
+    resolved_heldout_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -485,6 +533,12 @@ class Spec:
         data = table(self.data, SCHEMA["data"])
         if self.data.resolved_path is not None:
             data["path"] = self.data.resolved_path
+        if self.data.resolved_heldout_path is not None:
+            data["heldout_path"] = self.data.resolved_heldout_path
+        if "train_rows" in data:
+            data["train_rows"] = list(data["train_rows"])
+        if not data.get("center"):  # left out at its default: specs without a transform serialise as before
+            data.pop("center", None)
         return {
             "name": self.name,
             "description": self.description,
@@ -502,6 +556,8 @@ class Spec:
                 return "true" if v else "false"
             if isinstance(v, (int, float)):
                 return repr(v)
+            if isinstance(v, (list, tuple)):
+                return "[" + ", ".join(value(x) for x in v) + "]"
             return json.dumps(str(v))
 
         d = self.to_dict()
@@ -579,7 +635,8 @@ def _type_name(v) -> str:
     return type(v).__name__
 
 
-_KIND_WORD = {"int": "an integer", "float": "a number", "bool": "a boolean (true/false)", "str": "a string"}
+_KIND_WORD = {"int": "an integer", "float": "a number", "bool": "a boolean (true/false)", "str": "a string",
+              "int_list": "an array of integers"}
 
 
 def _coerce(kind: str, value: Any) -> tuple[Any, str | None]:
@@ -589,6 +646,13 @@ def _coerce(kind: str, value: Any) -> tuple[Any, str | None]:
         return (value, None) if isinstance(value, bool) else (None, bad)
     if kind == "str":
         return (value, None) if isinstance(value, str) else (None, bad)
+    if kind == "int_list":
+        if not isinstance(value, (list, tuple)):
+            return None, bad
+        wrong = [v for v in value if isinstance(v, bool) or not isinstance(v, numbers.Integral)]
+        if wrong:
+            return None, f"expected {_KIND_WORD[kind]}, got {_type_name(wrong[0])} {wrong[0]!r} in the array"
+        return tuple(int(v) for v in value), None
     if isinstance(value, bool):
         return None, bad
     if kind == "int":
@@ -686,6 +750,23 @@ def _parse(raw: Mapping, *, source: str, base_dir: Path, default_name: str | Non
             source, "model.N",
             f"must be >= K + 1 = {data['K'] + 1} for teacher data with data.K = {data['K']}, got {model['N']}",
         )
+    file_only = [k for k in ("center", "train_rows", "heldout_path") if k in raw.get("data", {})]
+    if src != "file" and file_only and (data["center"] or data["train_rows"] is not None or data["heldout_path"] is not None):
+        key = next(k for k in file_only if data[k] not in (False, None))
+        raise SpecError(source, f"data.{key}", f"only for source = 'file' (teacher samples are drawn on the sphere), got source = {src!r}")
+    if data["train_rows"] is not None and data["heldout_path"] is not None:
+        raise SpecError(source, "data.heldout_path", "give either heldout_path (a held-out file) or train_rows (held-out rows of the data file), not both")
+    resolved_heldout = None
+    if data["heldout_path"] is not None:
+        resolved_heldout = str((Path(base_dir) / os.path.expanduser(data["heldout_path"])).resolve())
+        suffix = Path(resolved_heldout).suffix.lower()
+        if suffix not in DATA_SUFFIXES:
+            raise SpecError(
+                source, "data.heldout_path",
+                f"unknown data format {suffix or '(no suffix)'!r} for {resolved_heldout} (use {', '.join(DATA_SUFFIXES)})",
+            )
+        if not Path(resolved_heldout).is_file():
+            raise SpecError(source, "data.heldout_path", f"held-out data file not found: {resolved_heldout}")
     resolved = None
     if data["path"] is not None:
         resolved = str((Path(base_dir) / os.path.expanduser(data["path"])).resolve())
@@ -707,7 +788,7 @@ def _parse(raw: Mapping, *, source: str, base_dir: Path, default_name: str | Non
         name=name,
         path=None,
         model=ModelSpec(**model),
-        data=DataSpec(**data, resolved_path=resolved),
+        data=DataSpec(**data, resolved_path=resolved, resolved_heldout_path=resolved_heldout),
         inference=InferenceSpec(**inference),
         predictive=PredictiveSpec(**predictive),
         description=top["description"],

@@ -16,7 +16,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_nuts.py"
 VARIANTS = {
     "aligned-spectral-diag", "aligned-eigh-diag", "aligned-spectral-dense",
-    "noncentred-spectral-diag", "centred-spectral-diag", "saddle-noncentred-eigh-diag",
+    "noncentred-spectral-diag", "centred-spectral-diag", "saddle-noncentred-eigh-diag", "band-diag",
 }
 
 

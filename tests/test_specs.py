@@ -150,7 +150,7 @@ OUT_OF_RANGE = [
     pytest.param({"model.eta": 0.0}, "model.eta", "must be > 0, got 0.0", id="eta-zero"),
     pytest.param({"model.beta": -0.5}, "model.beta", "must be > 0, got -0.5", id="beta-negative"),
     pytest.param({"model.parametrization": "centered"}, "model.parametrization",
-                 "must be one of 'aligned', 'noncentred', 'centred', got 'centered' (did you mean 'centred'?)", id="parametrization"),
+                 "must be one of 'auto', 'band', 'aligned', 'noncentred', 'centred', got 'centered' (did you mean 'centred'?)", id="parametrization"),
     pytest.param({"data.source": "teachers"}, "data.source", "must be one of 'teacher', 'file', got 'teachers'", id="source"),
     pytest.param({"data.omega": 0.0}, "data.omega", "must be > 0, got 0.0", id="omega-zero"),
     pytest.param({"data.K": 0}, "data.K", "must be >= 1, got 0", id="K-zero"),
@@ -295,7 +295,7 @@ def test_minimal_spec_gets_documented_defaults(tmp_path):
     spec = load_spec(write_spec(tmp_path, minimal, name="tiny.toml"))
     assert spec.name == "tiny"
     assert spec.description == ""
-    assert spec.model == specs.ModelSpec(N=10, gamma=1.0, eta=2.0, beta=1.0, parametrization="aligned")
+    assert spec.model == specs.ModelSpec(N=10, gamma=1.0, eta=2.0, beta=1.0, parametrization="auto")
     assert isinstance(spec.model.gamma, float) and isinstance(spec.model.N, int)
     assert spec.inference == specs.InferenceSpec()
     assert spec.inference.method == "nuts"
@@ -397,7 +397,7 @@ def test_with_overrides_resolves_dependent_defaults():
     pinned = spec.with_overrides({"predictive.beta": 2.0})
     assert pinned.with_overrides({"model.beta": 0.5}).predictive.beta == 2.0
     assert pinned.with_overrides({"predictive.beta": None}).predictive.beta == 1.0  # None: back to the default
-    assert spec.with_overrides({"model.parametrization": None}).model.parametrization == "aligned"
+    assert spec.with_overrides({"model.parametrization": None}).model.parametrization == "auto"
 
 
 @pytest.mark.parametrize(
@@ -491,7 +491,7 @@ def test_phase_specs_sit_in_their_phase(stem, phase):
 
 @pytest.mark.parametrize(("stem", "phase"), list(PHASE_FILES.items()), ids=list(PHASE_FILES))
 def test_phase_specs_keep_their_phase_under_finite_n_fluctuations(stem, phase):
-    """Margin from the boundaries: c_1 ∈ [1.4, 1.8] (N = 100 teacher data: c_1 ∈ [1.53, 1.69]), γ, η × [1/1.5, 1.5]."""
+    """Margin from the boundaries: c_1 ∈ [1.4, 1.8] (N = 100 teacher data, seeds 0–39: c_1 within it), γ, η × [1/1.5, 1.5]."""
     spec = load_spec(MODELS / f"{stem}.toml")
     g, e = spec.model.gamma, spec.model.eta
     for c1 in np.linspace(1.4, 1.8, 9):
@@ -509,3 +509,64 @@ def test_demo_specs():
     assert svi.inference.method == "svi"
     assert svi.model == demo.model and svi.data == demo.data
     assert theory.posterior_saddle(C_TEACHER, demo.model.gamma, demo.model.eta).phase == "FMo"
+
+
+# --------------------------------------------------------------------------
+# data preparation keys: center, train_rows, heldout_path
+# --------------------------------------------------------------------------
+_FILE = {"data.source": "file", "data.path": "x.npy", "data.omega": _DELETE, "data.K": _DELETE, "data.seed": _DELETE}
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "reason"),
+    [
+        pytest.param({"data.center": True}, "data.center", "only for source = 'file'", id="center-with-teacher"),
+        pytest.param({"data.train_rows": [0, 1]}, "data.train_rows", "only for source = 'file'", id="rows-with-teacher"),
+        pytest.param({**_FILE, "data.center": 1}, "data.center", "expected a boolean (true/false), got int 1", id="center-int"),
+        pytest.param({**_FILE, "data.train_rows": 3}, "data.train_rows", "expected an array of integers, got int 3", id="rows-scalar"),
+        pytest.param({**_FILE, "data.train_rows": [0, 1.5]}, "data.train_rows", "got float 1.5 in the array", id="rows-float"),
+        pytest.param({**_FILE, "data.train_rows": [0, True]}, "data.train_rows", "got bool True in the array", id="rows-bool"),
+        pytest.param({**_FILE, "data.train_rows": []}, "data.train_rows", "must list at least one row number", id="rows-empty"),
+        pytest.param({**_FILE, "data.train_rows": [0, -1]}, "data.train_rows", "row numbers must be >= 0, got -1", id="rows-negative"),
+        pytest.param({**_FILE, "data.train_rows": [2, 0, 2]}, "data.train_rows", "row 2 is listed twice", id="rows-duplicate"),
+        pytest.param({**_FILE, "data.train_rows": [0], "data.heldout_path": "x.npy"}, "data.heldout_path",
+                     "either heldout_path", id="rows-and-heldout-file"),
+        pytest.param({**_FILE, "data.heldout_path": "h.dat"}, "data.heldout_path", "unknown data format '.dat'", id="heldout-suffix"),
+        pytest.param({**_FILE, "data.heldout_path": "missing.npy"}, "data.heldout_path", "held-out data file not found", id="heldout-missing"),
+        pytest.param({**_FILE, "data.heldout_path": ""}, "data.heldout_path", "must not be empty", id="heldout-empty"),
+    ],
+)
+def test_data_preparation_keys_are_validated(tmp_path, changes, key, reason):
+    np.save(tmp_path / "x.npy", _sphere_data(4, 20))
+    path = write_spec(tmp_path, patched(changes))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert_spec_error(info.value, str(path), key, reason)
+
+
+def test_data_preparation_keys_round_trip(tmp_path, monkeypatch):
+    np.save(tmp_path / "x.npy", _sphere_data(4, 20))
+    np.save(tmp_path / "h.npy", _sphere_data(2, 20))
+    spec = load_spec(write_spec(tmp_path, patched({**_FILE, "data.center": True, "data.project": True, "data.train_rows": [3, 0]})))
+    assert spec.data.center is True and spec.data.train_rows == (3, 0)
+    d = spec.to_dict()
+    assert d["data"]["train_rows"] == [3, 0] and d["data"]["center"] is True
+    assert load_spec(write_spec(tmp_path, d, name="again.toml")).to_dict() == d
+    assert "train_rows = [3, 0]" in spec.to_toml()
+    held = load_spec(write_spec(tmp_path, patched({**_FILE, "data.heldout_path": "h.npy"}), name="held.toml"))
+    assert held.data.resolved_heldout_path == str((tmp_path / "h.npy").resolve())
+    assert held.to_dict()["data"]["heldout_path"] == held.data.resolved_heldout_path
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert parse_spec(held.to_dict()).data.resolved_heldout_path == held.data.resolved_heldout_path
+    assert spec.with_overrides({"data.train_rows": [1, 2]}).data.train_rows == (1, 2)
+
+
+def test_train_rows_beyond_the_file_fail_when_the_data_are_read(tmp_path):
+    from bayes_sbm import runs
+
+    np.save(tmp_path / "x.npy", _sphere_data(4, 20))
+    spec = load_spec(write_spec(tmp_path, patched({**_FILE, "data.train_rows": [0, 4]})))
+    with pytest.raises(ValueError, match=r"data\.train_rows: row 4 is out of range: .*x\.npy has 4 rows \(0 to 3\)"):
+        runs.load_spec_data(spec)
