@@ -22,12 +22,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 
 __all__ = [
     "process_umask",
     "atomic_path",
     "write_text_atomic",
+    "write_netcdf_atomic",
     "write_json_atomic",
     "save_npy_atomic",
     "load_npy",
@@ -92,6 +94,18 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             tmp_path.unlink(missing_ok=True)
+
+
+def write_netcdf_atomic(path: str | os.PathLike, obj) -> Path:
+    """Write an xarray Dataset/DataTree as netCDF (h5netcdf) atomically.
+
+    The write runs with Dask's synchronous scheduler: xarray picks its file
+    lock from the active Dask scheduler, and a distributed client alive in
+    the process (e.g. a sweep's) would otherwise give it a distributed lock.
+    """
+    with dask.config.set(scheduler="synchronous"), atomic_path(path, suffix=".nc") as tmp:
+        obj.to_netcdf(tmp, engine="h5netcdf")
+    return Path(path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -45,7 +45,7 @@ import xarray as xr
 
 from . import __version__, diagnostics, inference, predictive, teacher, theory
 from .data import DataTransform, PreparedData, load_transform, prepare_data, read_data, save_transform
-from .io import atomic_path, run_metadata, save_npy_atomic, write_json_atomic, write_text_atomic
+from .io import run_metadata, save_npy_atomic, write_json_atomic, write_netcdf_atomic, write_text_atomic
 from .model import SPECTRAL_SITES
 from .settings import derive_keys
 
@@ -427,8 +427,7 @@ def _fit_into(spec, problem, data, folder: Path, *, progress_bar: bool, store_W:
         td = teacher.teacher_student_data(jax.random.key(spec.data.seed), spec.model.N, spec.data.K, spec.data.omega)
         save_npy_atomic(folder / "teacher.npy", td.teacher.W)
     write_text_atomic(folder / "spec.toml", spec.to_toml())  # the spec actually fitted (overrides included)
-    with atomic_path(folder / "inference.nc") as tmp:
-        dt.to_netcdf(tmp, engine="h5netcdf")
+    write_netcdf_atomic(folder / "inference.nc", dt)
     meta["warnings"] = diagnostics.convergence_warnings(dt, meta)
     write_json_atomic(folder / "meta.json", meta)
     return RunData(dt, meta)

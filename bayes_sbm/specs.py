@@ -605,7 +605,7 @@ class Spec:
             else:
                 tbl = raw.setdefault(parts[0], {})
                 if not isinstance(tbl, dict):
-                    raise SpecError(self._source, parts[0], f"must be a table, got {_type_name(tbl)}")
+                    raise SpecError(self._source, parts[0], f"must be a table, got {toml_type_name(tbl)}")
                 target, key = tbl, parts[1]
             if value is None:
                 target.pop(key, None)
@@ -619,7 +619,8 @@ class Spec:
 # --------------------------------------------------------------------------
 # parsing
 # --------------------------------------------------------------------------
-def _type_name(v) -> str:
+def toml_type_name(v) -> str:
+    """The TOML word for a value's type (for error messages: "got string 'x'")."""
     if isinstance(v, bool):
         return "bool"
     if isinstance(v, numbers.Integral):
@@ -641,7 +642,7 @@ _KIND_WORD = {"int": "an integer", "float": "a number", "bool": "a boolean (true
 
 def _coerce(kind: str, value: Any) -> tuple[Any, str | None]:
     """Type check; returns ``(value, None)`` or ``(None, reason)``."""
-    bad = f"expected {_KIND_WORD[kind]}, got {_type_name(value)} {value!r}"
+    bad = f"expected {_KIND_WORD[kind]}, got {toml_type_name(value)} {value!r}"
     if kind == "bool":
         return (value, None) if isinstance(value, bool) else (None, bad)
     if kind == "str":
@@ -651,7 +652,7 @@ def _coerce(kind: str, value: Any) -> tuple[Any, str | None]:
             return None, bad
         wrong = [v for v in value if isinstance(v, bool) or not isinstance(v, numbers.Integral)]
         if wrong:
-            return None, f"expected {_KIND_WORD[kind]}, got {_type_name(wrong[0])} {wrong[0]!r} in the array"
+            return None, f"expected {_KIND_WORD[kind]}, got {toml_type_name(wrong[0])} {wrong[0]!r} in the array"
         return tuple(int(v) for v in value), None
     if isinstance(value, bool):
         return None, bad
@@ -678,7 +679,7 @@ def _check_unknown(raw: Mapping, source: str) -> None:
     for key, value in raw.items():
         if key in SCHEMA:
             if not isinstance(value, Mapping):
-                raise SpecError(source, key, f"must be a table [{key}], got {_type_name(value)} {value!r}")
+                raise SpecError(source, key, f"must be a table [{key}], got {toml_type_name(value)} {value!r}")
             for sub in value:
                 if sub not in SCHEMA[key]:
                     allowed = ", ".join(SCHEMA[key])
@@ -716,7 +717,7 @@ def _read_table(raw: Mapping, table: str, source: str) -> dict[str, Any]:
 
 def _parse(raw: Mapping, *, source: str, base_dir: Path, default_name: str | None) -> Spec:
     if not isinstance(raw, Mapping):
-        raise SpecError(source, "", f"a spec must be a table of tables, got {_type_name(raw)}")
+        raise SpecError(source, "", f"a spec must be a table of tables, got {toml_type_name(raw)}")
     raw = _plain(raw)
     _check_unknown(raw, source)
     for table in _REQUIRED_TABLES:

@@ -86,9 +86,9 @@ import numpy as np
 import xarray as xr
 
 from . import __version__, _checks, _stats, reports, runs
-from .io import atomic_path, run_metadata, write_json_atomic, write_text_atomic
+from .io import run_metadata, write_json_atomic, write_netcdf_atomic, write_text_atomic
 from .settings import LadderSettings
-from .specs import SCHEMA, Spec, SpecError, load_spec
+from .specs import SCHEMA, Spec, SpecError, load_spec, toml_type_name
 
 __all__ = [
     "TASKS",
@@ -297,22 +297,6 @@ class Sweep:
 # --------------------------------------------------------------------------
 # parsing
 # --------------------------------------------------------------------------
-def _type_name(v) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, numbers.Integral):
-        return "int"
-    if isinstance(v, numbers.Real):
-        return "float"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, Mapping):
-        return "table"
-    if isinstance(v, (list, tuple)):
-        return "array"
-    return type(v).__name__
-
-
 def _suggest(word: str, choices) -> str:
     near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {near[0]!r}?)" if near else ""
@@ -321,7 +305,7 @@ def _suggest(word: str, choices) -> str:
 def _setting(source: str, key: str, value, kind: str, check: Callable[[Any], str | None] | None = None):
     """A type- and range-checked scalar of a task table (int: no floats/bools; float: finite, ints allowed)."""
     word = {"int": "an integer", "float": "a number", "bool": "a boolean (true/false)", "str": "a string"}[kind]
-    bad = f"expected {word}, got {_type_name(value)} {value!r}"
+    bad = f"expected {word}, got {toml_type_name(value)} {value!r}"
     if kind == "bool" and not isinstance(value, bool):
         raise SweepError(source, key, bad)
     if kind == "str" and not isinstance(value, str):
@@ -349,7 +333,7 @@ def _at_least(lo):
 def _task_table(raw: Mapping, table: str, source: str, fields: dict) -> dict:
     given = raw.get(table, {})
     if not isinstance(given, Mapping):
-        raise SweepError(source, table, f"must be a table [{table}], got {_type_name(given)} {given!r}")
+        raise SweepError(source, table, f"must be a table [{table}], got {toml_type_name(given)} {given!r}")
     out = {}
     for key, value in given.items():
         if key not in fields:
@@ -363,7 +347,7 @@ def _dotted_table(raw: Mapping, table: str, source: str) -> dict[str, Any]:
     """``[grid]`` or ``[set]`` as dotted spec key → value (quoted ``"model.N"`` and TOML dotted ``model.N`` alike)."""
     given = raw.get(table, {})
     if not isinstance(given, Mapping):
-        raise SweepError(source, table, f"must be a table [{table}], got {_type_name(given)} {given!r}")
+        raise SweepError(source, table, f"must be a table [{table}], got {toml_type_name(given)} {given!r}")
     flat: dict[str, Any] = {}
     for key, value in given.items():
         items = [(f"{key}.{k}", v) for k, v in value.items()] if isinstance(value, Mapping) and "." not in key else [(key, value)]
@@ -438,7 +422,7 @@ def parse_sweep(raw: Mapping[str, Any], *, source: str = "<string>", base_dir: s
     """
     base_dir = Path.cwd() if base_dir is None else Path(base_dir)
     if not isinstance(raw, Mapping):
-        raise SweepError(source, "", f"a sweep must be a table, got {_type_name(raw)}")
+        raise SweepError(source, "", f"a sweep must be a table, got {toml_type_name(raw)}")
     for key in raw:
         if key not in TOP_LEVEL:
             raise SweepError(source, str(key), f"unknown key{_suggest(str(key), TOP_LEVEL)}; allowed: {', '.join(TOP_LEVEL)}")
@@ -498,7 +482,7 @@ def parse_sweep(raw: Mapping[str, Any], *, source: str = "<string>", base_dir: s
     fixed = _dotted_table(raw, "set", source)
     for key, values in grid_raw.items():
         if not isinstance(values, list):
-            raise SweepError(source, f"grid.{key}", f"must be a list of values, got {_type_name(values)} {values!r}")
+            raise SweepError(source, f"grid.{key}", f"must be a list of values, got {toml_type_name(values)} {values!r}")
         if not values:
             raise SweepError(source, f"grid.{key}", "must not be an empty list")
         if key in fixed:
@@ -523,7 +507,7 @@ def parse_sweep(raw: Mapping[str, Any], *, source: str = "<string>", base_dir: s
     for key, values in grid_raw.items():  # each value alone, so that a bad value names its key
         for v in values:
             if isinstance(v, (list, Mapping)):
-                raise SweepError(source, f"grid.{key}", f"values must be numbers, strings or booleans, got {_type_name(v)} {v!r}")
+                raise SweepError(source, f"grid.{key}", f"values must be numbers, strings or booleans, got {toml_type_name(v)} {v!r}")
             try:
                 fixed_spec.with_overrides({key: v})
             except SpecError as exc:
@@ -835,8 +819,7 @@ def write_results(sweep: Sweep, rows: list[dict]) -> tuple[Path, Path]:
         "created_at": _now(), "creation_library": "bayes_sbm", "creation_library_version": __version__,
     })
     nc_path = sweep.out / RESULTS_NC
-    with atomic_path(nc_path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+    write_netcdf_atomic(nc_path, ds)
     return csv_path, nc_path
 
 
@@ -882,7 +865,7 @@ def _client(client, scheduler, workers, processes, log):
         return
     if scheduler is not None:
         try:
-            c = Client(scheduler, timeout="30s")
+            c = Client(scheduler, timeout="30s", set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ValueError(f"scheduler: cannot connect to {scheduler!r} ({_checks.one_line(exc)})") from None
         with c:
@@ -898,7 +881,7 @@ def _client(client, scheduler, workers, processes, log):
     try:
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=":0", **kwargs) as cluster:
             try:
-                with Client(cluster) as c:
+                with Client(cluster, set_as_default=False) as c:
                     yield c
             finally:  # a worker whose JAX threads keep it alive over 4 s is killed at shutdown: expected, not worth a warning
                 nanny_log.setLevel(logging.ERROR)
@@ -970,7 +953,7 @@ def run_sweep(sweep: Sweep, *, client=None, scheduler: str | None = None, worker
                         key=[f"sweep-{token}-{i}" for i in range(len(todo))])
         by_key = {f.key: p for f, p in zip(futures, todo)}
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=c.loop):
                 point = by_key[future.key]
                 try:
                     row = future.result()

@@ -55,6 +55,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: analysis._common
+
+from analysis._common import pin_threads  # noqa: E402  (standard library only: threads are pinned before JAX)
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_band.json"
 FULL_CASES = [(m, n) for m in (1, 2, 3) for n in (100, 1000, 5000)] + [(2, 20000)]
 QUICK_CASES = [(1, 50), (2, 200)]
@@ -78,17 +82,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.threads < 1:
         p.error("--threads must be >= 1")
     return args
-
-
-def pin_threads(threads: int) -> dict[str, str]:
-    """Set thread counts in the environment; must run before numpy/jax are imported."""
-    t = str(threads)
-    env = {"OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t}
-    ours = f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'} intra_op_parallelism_threads={t}"
-    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "multi_thread_eigen" not in f and "intra_op_parallelism" not in f]
-    env["XLA_FLAGS"] = " ".join(kept + [ours])
-    os.environ.update(env)
-    return env
 
 
 def min_time(fn, *args, repeats: int) -> float:

@@ -31,11 +31,14 @@ Usage: ``python benchmarks/bench_partition.py [--quick] [--out PATH] [--threads 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: analysis._common
+
+from analysis._common import pin_threads  # noqa: E402  (standard library only: threads are pinned before JAX)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_partition.json"
 FULL_NS = (100, 300, 1000, 3000)
@@ -68,17 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.threads < 1:
         p.error("--threads must be >= 1")
     return args
-
-
-def pin_threads(threads: int) -> dict[str, str]:
-    """Set thread counts in the environment; must run before numpy/jax are imported."""
-    t = str(threads)
-    env = {"OMP_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t, "MKL_NUM_THREADS": t}
-    ours = f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'} intra_op_parallelism_threads={t}"
-    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if "multi_thread_eigen" not in f and "intra_op_parallelism" not in f]
-    env["XLA_FLAGS"] = " ".join(kept + [ours])
-    os.environ.update(env)
-    return env
 
 
 def median_time(fn, *args, repeats: int) -> float:

@@ -83,6 +83,7 @@ def test_study_fit_and_cli_fit_give_identical_draws(spec_path, cli_run):
     assert meta["divergences"] == _common.nuts_facts(fit.result, fit.latent)["divergences"]
 
 
+@pytest.mark.slow
 def test_fit_or_reuse(spec_path, cli_run, tmp_path):
     from bayes_sbm.specs import load_spec
 

@@ -104,6 +104,7 @@ def test_band_coupling_draws_are_exact_reconstructions(tiny_problem):
     np.testing.assert_allclose(ll, direct, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_centred_and_aligned_parametrisations_agree(tiny_problem):
     """Same posterior in two coordinate systems: a two-sample check on λ_1 and M."""
     gamma, eta = 0.5, 2.0
@@ -141,6 +142,7 @@ def test_svi_elbo_increases(svi_fits):
         assert np.all(np.isfinite(fit.elbo)), name
 
 
+@pytest.mark.slow
 def test_structured_guide_beats_autonormal(svi_problem, svi_fits):
     kwargs = svi_problem.model_kwargs()
     values, ses = {}, {}

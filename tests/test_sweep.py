@@ -46,7 +46,7 @@ def client():
     """One in-process Dask cluster (a single thread) for the tests that run sweeps with a fake fit."""
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as c:
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster, set_as_default=False) as c:
         yield c
 
 
