@@ -157,6 +157,8 @@ _SVI = SviSettings()
 
 __all__ = [
     "SpecError",
+    "read_toml_file",
+    "toml_type_name",
     "ModelSpec",
     "DataSpec",
     "InferenceSpec",
@@ -836,6 +838,28 @@ def parse_spec(mapping: Mapping[str, Any], *, source: str = "<string>", base_dir
     return _parse(mapping, source=source, base_dir=base, default_name=None)
 
 
+def read_toml_file(path: Path, kind: str, error: type[SpecError]) -> dict:
+    """The table of a TOML file; ``error(file, "", reason)`` when it is missing, unreadable, not UTF-8 or not TOML.
+
+    ``kind`` names the file in messages ("spec", "sweep"); a folder is refused.
+    """
+    source = os.fspath(path)
+    if path.is_dir():
+        raise error(source, "", f"is a folder, not a {kind} file")
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise error(source, "", f"{kind} file not found") from None
+    except OSError as exc:
+        raise error(source, "", f"cannot read {kind} file ({exc.strerror or exc})") from None
+    try:
+        return tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(source, "", f"not UTF-8 text ({exc.reason})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(source, "", f"invalid TOML: {exc}") from None
+
+
 def load_spec(path: str | os.PathLike) -> Spec:
     """Read and validate a TOML spec file.
 
@@ -857,17 +881,6 @@ def load_spec(path: str | os.PathLike) -> Spec:
     """
     p = Path(path)
     source = os.fspath(path)
-    try:
-        text = p.read_bytes()
-    except FileNotFoundError:
-        raise SpecError(source, "", "spec file not found") from None
-    except OSError as exc:
-        raise SpecError(source, "", f"cannot read spec file ({exc.strerror or exc})") from None
-    try:
-        raw = tomllib.loads(text.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SpecError(source, "", f"not UTF-8 text ({exc.reason})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(source, "", f"invalid TOML: {exc}") from None
+    raw = read_toml_file(p, "spec", SpecError)
     spec = _parse(raw, source=source, base_dir=p.resolve().parent, default_name=p.stem)
     return dataclasses.replace(spec, path=p)

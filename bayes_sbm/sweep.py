@@ -73,7 +73,6 @@ import os
 import re
 import socket
 import time
-import tomllib
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
@@ -88,7 +87,7 @@ import xarray as xr
 from . import __version__, _checks, _stats, reports, runs
 from .io import run_metadata, write_json_atomic, write_netcdf_atomic, write_text_atomic
 from .settings import LadderSettings
-from .specs import SCHEMA, Spec, SpecError, load_spec, toml_type_name
+from .specs import SCHEMA, Spec, SpecError, load_spec, read_toml_file, toml_type_name
 
 __all__ = [
     "TASKS",
@@ -552,20 +551,7 @@ def load_sweep(path: str | os.PathLike, *, out: str | os.PathLike | None = None)
     """
     p = Path(path)
     source = os.fspath(path)
-    if p.is_dir():
-        raise SweepError(source, "", "is a folder, not a sweep file")
-    try:
-        text = p.read_bytes()
-    except FileNotFoundError:
-        raise SweepError(source, "", "sweep file not found") from None
-    except OSError as exc:
-        raise SweepError(source, "", f"cannot read sweep file ({exc.strerror or exc})") from None
-    try:
-        raw = tomllib.loads(text.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SweepError(source, "", f"not UTF-8 text ({exc.reason})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(source, "", f"invalid TOML: {exc}") from None
+    raw = read_toml_file(p, "sweep", SweepError)
     sweep = parse_sweep(raw, source=source, base_dir=p.resolve().parent, default_name=p.stem, out=out)
     return dataclasses.replace(sweep, path=p.resolve())
 

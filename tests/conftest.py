@@ -7,7 +7,11 @@ O(N³) of diagonalising a dense matrix, which keeps large-N checks cheap.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import runpy
+from pathlib import Path
 
 # One thread per test process (make test runs one worker per core; THEORY.md §2: oversubscribed eigh is 10x slower).
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
@@ -45,3 +49,27 @@ def goe_eigenvalues(rng: np.random.Generator, n: int, edge: float = 1.0) -> np.n
 def goe():
     """The :func:`goe_eigenvalues` helper as a fixture."""
     return goe_eigenvalues
+
+
+#: The repository root (scripts in analysis/ and benchmarks/ are run from their paths).
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script_main(script, *args: str) -> str:
+    """``main(args)`` of a study or benchmark script in this process (no subprocess, no timeout); its stdout.
+
+    ``os.environ`` is restored afterwards (the scripts pin threads); ``SystemExit`` (``--help``) counts as its code.
+    """
+    saved, buf = dict(os.environ), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            main = runpy.run_path(str(ROOT / script), run_name="_smoke")["main"]
+            try:
+                rc = main(list(args))
+            except SystemExit as exc:  # --help
+                rc = exc.code
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert rc == 0, buf.getvalue()[-3000:]
+    return buf.getvalue()

@@ -10,16 +10,13 @@ written. The ``--help`` checks are fast and stay in the default suite.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
-import os
-import runpy
 from pathlib import Path
 
 import pytest
+from conftest import run_script_main
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTERIOR = "analysis/posterior_vs_theory/run.py"
@@ -36,21 +33,7 @@ TEMPERED_COLUMNS = (
 )
 
 
-def _run(script: str, *args: str) -> str:
-    """``main(args)`` of a script in this process; its stdout (``os.environ`` restored: the scripts pin threads)."""
-    saved, buf = dict(os.environ), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf):
-            main = runpy.run_path(str(ROOT / script), run_name="_smoke")["main"]
-            try:
-                rc = main(list(args))
-            except SystemExit as exc:  # --help
-                rc = exc.code
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    assert rc == 0, buf.getvalue()[-3000:]
-    return buf.getvalue()
+_run = run_script_main
 
 
 def _read(path: Path) -> tuple[list[str], list[dict]]:

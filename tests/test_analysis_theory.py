@@ -8,16 +8,13 @@ where the theory defines them.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
-import os
-import runpy
 from pathlib import Path
 
 import pytest
+from conftest import run_script_main
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The one-sided first derivatives of (1/N) log Y agree across every boundary (THEORY §5 is
@@ -25,21 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRST_DERIVATIVE_REL_JUMP = 1e-5
 
 
-def _run(script: str, *args: str) -> str:
-    """``main(args)`` of a script in this process; its stdout (``os.environ`` restored: the scripts pin threads)."""
-    saved, buf = dict(os.environ), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf):
-            main = runpy.run_path(str(ROOT / script), run_name="_smoke")["main"]
-            try:
-                rc = main(list(args))
-            except SystemExit as exc:  # --help
-                rc = exc.code
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    assert rc == 0, buf.getvalue()[-3000:]
-    return buf.getvalue()
+_run = run_script_main
 
 
 def _read(path: Path) -> list[dict]:

@@ -5,15 +5,12 @@ The benchmark's ``main`` runs in this process (no subprocess, no wall-clock time
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
-import os
-import runpy
 from pathlib import Path
 
 import pytest
+from conftest import run_script_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_nuts.py"
 #: Run by the fast smoke test; every variant runs in the slow one.
@@ -25,18 +22,10 @@ VARIANTS = {
 
 
 def _run(*args: str) -> str:
-    """``main(args)`` of the benchmark in this process; its stdout (``os.environ`` restored: it pins threads)."""
-    saved, buf = dict(os.environ), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf):
-            rc = runpy.run_path(str(SCRIPT), run_name="_smoke")["main"](list(args))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    assert rc == 0, buf.getvalue()[-3000:]
-    return buf.getvalue()
+    return run_script_main(SCRIPT, *args)
 
 
+@pytest.mark.slow
 def test_bench_nuts_quick(tmp_path):
     """Fast smoke: the default dense variant and the band variant side by side."""
     out = tmp_path / "x.json"

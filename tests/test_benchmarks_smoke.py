@@ -5,12 +5,11 @@ The benchmark's ``main`` runs in this process (no subprocess, no wall-clock time
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
-import runpy
 from pathlib import Path
+
+import pytest
+from conftest import run_script_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_partition.py"
 #: THEORY §2 / library claim: log Z to ~1e-12 absolute; the quick run's Kummer check must meet it.
@@ -18,18 +17,10 @@ KUMMER_ATOL = 1e-11
 
 
 def _run(*args: str) -> str:
-    """``main(args)`` of the benchmark in this process; its stdout (``os.environ`` restored: it pins threads)."""
-    saved, buf = dict(os.environ), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(buf):
-            rc = runpy.run_path(str(SCRIPT), run_name="_smoke")["main"](list(args))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    assert rc == 0, buf.getvalue()[-3000:]
-    return buf.getvalue()
+    return run_script_main(SCRIPT, *args)
 
 
+@pytest.mark.slow
 def test_bench_partition_quick(tmp_path):
     out = tmp_path / "x.json"
     stdout = _run("--quick", "--out", str(out))

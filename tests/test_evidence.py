@@ -83,7 +83,7 @@ def test_prior_monte_carlo_matches_quadrature(exact_values, gamma, eta):
 @pytest.mark.parametrize("N,gamma,eta", CASES)
 def test_thermodynamic_integration_and_stepping_stone(exact_values, N, gamma, eta):
     problem, exact, exact_se = exact_values[(N, gamma, eta)]
-    settings = LadderSettings(num_rungs=8, max_rungs=10, num_samples=1500, num_warmup=200, first_warmup=400, prior_draws=20000)
+    settings = LadderSettings(num_rungs=6, max_rungs=8, num_samples=600, num_warmup=100, first_warmup=250, prior_draws=20000)
     res = evidence.thermodynamic_integration(jax.random.key(7), problem, settings)
     ti, ss = res.ti, res.stepping_stone
     # TI: statistical error plus the quadrature error it reports

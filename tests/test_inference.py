@@ -61,7 +61,7 @@ def _importance_from_prior(data, gamma, eta, num, key):
 def test_nuts_recovers_importance_sampling_mean(tiny_problem):
     gamma, eta = 1.0, 0.4
     problem = inference.make_problem(tiny_problem, gamma, eta)
-    settings = NutsSettings(num_warmup=400, num_samples=1500, num_chains=2, progress_bar=False)
+    settings = NutsSettings(num_warmup=300, num_samples=800, num_chains=2, progress_bar=False)
     res = inference.run_nuts(jax.random.key(0), problem, settings)
     lam1 = res.samples["lam_top"][..., 0]
     nuts_mean, nuts_se = float(lam1.mean()), _mcse_mean(lam1)
@@ -78,7 +78,7 @@ def test_band_nuts_recovers_importance_sampling_mean(tiny_problem):
     """The band model (THEORY.md §8) against prior importance sampling of the dense W, at N = 4."""
     gamma, eta = 1.0, 0.4
     problem = inference.make_problem(tiny_problem, gamma, eta, parametrization="band")
-    settings = NutsSettings(num_warmup=300, num_samples=1500, num_chains=1, progress_bar=False)
+    settings = NutsSettings(num_warmup=200, num_samples=1000, num_chains=1, progress_bar=False)
     res = inference.run_nuts(jax.random.key(0), problem, settings)
     lam1 = res.samples["lam_top"][..., 0]
     nuts_mean, nuts_se = float(lam1.mean()), _mcse_mean(lam1)
@@ -126,13 +126,18 @@ def svi_problem():
     return inference.make_problem(data, 0.5, 3.0)
 
 
+def _svi_fits(problem, num_steps, guides=("normal", "structured")):
+    fits = {}
+    for name in guides:
+        settings = SviSettings(guide=name, num_steps=num_steps, learning_rate=0.01, num_draws=200, progress_bar=False)
+        fits[name] = inference.run_svi(jax.random.key(3), problem, settings)
+    return fits
+
+
 @pytest.fixture(scope="module")
 def svi_fits(svi_problem):
-    fits = {}
-    for name in ("normal", "structured"):
-        settings = SviSettings(guide=name, num_steps=3000, learning_rate=0.01, num_draws=200, progress_bar=False)
-        fits[name] = inference.run_svi(jax.random.key(3), svi_problem, settings)
-    return fits
+    """Short fits: enough for the ELBO to rise and the draws to carry every site."""
+    return _svi_fits(svi_problem, 500, guides=("structured",))
 
 
 def test_svi_elbo_increases(svi_fits):
@@ -143,7 +148,8 @@ def test_svi_elbo_increases(svi_fits):
 
 
 @pytest.mark.slow
-def test_structured_guide_beats_autonormal(svi_problem, svi_fits):
+def test_structured_guide_beats_autonormal(svi_problem):
+    svi_fits = _svi_fits(svi_problem, 3000)
     kwargs = svi_problem.model_kwargs()
     values, ses = {}, {}
     for name, fit in svi_fits.items():
@@ -170,7 +176,7 @@ def test_structured_guide_requires_aligned(tiny_problem):
 
 def test_checkpoint_resume_reproduces_uninterrupted_run(tiny_problem, tmp_path, monkeypatch):
     problem = inference.make_problem(tiny_problem, 1.0, 1.0)
-    settings = NutsSettings(num_warmup=50, num_samples=60, num_chains=1, progress_bar=False, checkpoint_every=20)
+    settings = NutsSettings(num_warmup=30, num_samples=40, num_chains=1, progress_bar=False, checkpoint_every=10)
     full = inference.run_nuts(jax.random.key(7), problem, settings, checkpoint_dir=tmp_path / "a")
 
     calls = {"n": 0}
@@ -203,7 +209,7 @@ def test_datatree_round_trips_through_netcdf(tiny_problem, tmp_path):
     import arviz as az
 
     problem = inference.make_problem(tiny_problem, 1.0, 1.0)
-    settings = NutsSettings(num_warmup=50, num_samples=30, num_chains=2, progress_bar=False)
+    settings = NutsSettings(num_warmup=30, num_samples=30, num_chains=2, progress_bar=False)
     res = inference.run_nuts(jax.random.key(2), problem, settings)
     dt = runs.to_datatree(res, posterior_predictive=runs.posterior_predictive_draws(jax.random.key(3), res, 1.0, problem.K), store_W=True)
     for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "posterior_predictive", "constant_data"):

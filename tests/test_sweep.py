@@ -358,6 +358,7 @@ def test_cli_run_reports_failed_points_and_exits_1(tmp_path, capsys, monkeypatch
 # ---------------------------------------------------------------------------
 # end to end: real fits on an in-process cluster
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_end_to_end_fit_sweep_on_an_in_process_cluster(tmp_path):
     path = write_sweep(tmp_path, HEADER + '"model.N" = 5\n[grid]\n"data.seed" = [0, 1]\n')
     sw = load_sweep(path)
