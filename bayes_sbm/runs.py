@@ -369,6 +369,9 @@ def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False,
     with _run_lock(out):
         stage = out.with_name(out.name + STAGING_SUFFIX)
         stage.mkdir(parents=True, exist_ok=True)
+        for leftover in stage.iterdir():  # an interrupted attempt: only its checkpoint may be resumed, nothing else kept
+            if leftover.name != "checkpoint":
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         result = _fit_into(spec, problem, data, stage, progress_bar=progress_bar, store_W=store_W, prepared=prepared)
         if not keep_checkpoint:
             shutil.rmtree(stage / "checkpoint", ignore_errors=True)
