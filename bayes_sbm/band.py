@@ -76,13 +76,14 @@ import scipy.linalg
 import scipy.special
 from jax import lax
 
+from ._checks import is_traced
 from .sphere import (
-    MAX_CONTOUR_LENGTH,
     MIN_DIMENSION,
-    SINH_SCALE,
     TAIL_LOG_CUTOFF,
-    _hyperbola,
     _log_prefactor,
+    _sinh_nodes,
+    _tail_length,
+    _tail_trials,
 )
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
     "reduce",
     "band_from_dense",
     "latent_size",
+    "chi_dof",
     "band_from_latent",
     "latent_from_band",
     "chi_log_density_correction",
@@ -106,7 +108,6 @@ __all__ = [
     "SADDLE_POINTS",
     "SADDLE_MAX_ROUNDS",
     "SADDLE_RTOL",
-    "TAIL_PROBES",
 ]
 
 #: Quadrature nodes on the half contour (sphere's sinh-mapped rule, 64 there): ≤ 3e-14 relative over 180 test spectra.
@@ -115,8 +116,6 @@ NUM_NODES = 48
 SADDLE_POINTS = 16
 #: Cap on saddle rounds (each one scan); every spectrum tried converged in ≤ 6 (the bracket shrinks ≥ 15× per round).
 SADDLE_MAX_ROUNDS = 60
-#: Trial points of the tail-length probe (sphere's geometric grid from s = 2 to MAX_CONTOUR_LENGTH).
-TAIL_PROBES = 24
 #: The saddle stops when its certified bracket is narrower than this times max(|z*|, 1) (the Newton end is then ~1e-15).
 SADDLE_RTOL = 1e-13
 #: Cap on Marsaglia–Tsang rounds; an entry is still unaccepted after 64 rounds with probability < 0.05^64.
@@ -152,6 +151,9 @@ class Band(NamedTuple):
         outside the matrix; they are ignored (treated as 0) everywhere.
 
     Leading axes batch.  A NamedTuple, hence a JAX pytree (jit, vmap, grad).
+    Every function taking a Band validates it (concrete or traced) and raises
+    ``ValueError("T: …")`` for a wrong shape, m < 1 or N < 2, and, for a
+    concrete one only, for non-finite entries inside the band.
     """
 
     lower: jax.Array
@@ -168,28 +170,28 @@ class Band(NamedTuple):
 
     def to_dense(self):
         """The dense symmetric matrix, shape (..., N, N) (jnp array; assembled in NumPy unless traced)."""
-        n, m = self.N, self.m
-        if not isinstance(self.lower, jax.core.Tracer):
-            lower = np.where(_valid_mask(m, n), np.asarray(self.lower, dtype=np.float64), 0.0)
-            dense = np.zeros(lower.shape[:-2] + (n, n))
-            for k in range(min(m, n - 1) + 1):
-                rows = np.arange(k, n)
-                dense[..., rows, rows - k] = lower[..., k, k:]
-                dense[..., rows - k, rows] = lower[..., k, k:]
-            return jnp.asarray(dense)
-        lower = _masked(jnp.asarray(self.lower))
-        dense = jnp.zeros(lower.shape[:-2] + (n, n), dtype=lower.dtype)
-        for k in range(min(m, n - 1) + 1):
-            rows = np.arange(k, n)
-            dense = dense.at[..., rows, rows - k].set(lower[..., k, k:])
-            if k:
-                dense = dense.at[..., rows - k, rows].set(lower[..., k, k:])
-        return dense
+        n = self.N
+        ks, ps = _band_index(n, self.m + 1)  # only entries inside the matrix are read
+        rows, cols = np.concatenate([ps, ps - ks]), np.concatenate([ps - ks, ps])
+        if is_traced(self.lower):
+            vals = jnp.asarray(self.lower)[..., ks, ps]
+            return jnp.zeros(vals.shape[:-1] + (n, n), vals.dtype).at[..., rows, cols].set(jnp.concatenate([vals, vals], -1))
+        vals = np.asarray(self.lower, dtype=np.float64)[..., ks, ps]
+        dense = np.zeros(vals.shape[:-1] + (n, n))
+        dense[..., rows, cols] = np.concatenate([vals, vals], -1)  # the diagonal twice, with the same value
+        return jnp.asarray(dense)
 
 
 def _valid_mask(m: int, n: int) -> np.ndarray:
     """``mask[k, p] = p ≥ k``: which stored entries lie inside the matrix, shape (m+1, N)."""
     return np.arange(n)[None, :] >= np.arange(m + 1)[:, None]
+
+
+def _band_index(n: int, rows: int):
+    """(k, p) of the entries inside the matrix of band rows k < ``rows``, in storage order: k = 0 (p = 0…N−1), k = 1 (p = 1…N−1), …"""
+    ks = np.concatenate([np.full(max(n - k, 0), k) for k in range(rows)])
+    ps = np.concatenate([np.arange(k, n) for k in range(rows)])
+    return ks, ps
 
 
 def _masked(lower):
@@ -198,33 +200,31 @@ def _masked(lower):
     return jnp.where(_valid_mask(m, n), lower, 0.0)
 
 
-def _lower_of(T, name: str = "T"):
-    """Validate a :class:`Band` (or its ``lower`` array) and return ``lower`` as float64.
+def _lower_of(T):
+    """Validate a :class:`Band` (or its ``lower`` array) as the argument ``T``; ``lower`` as float64.
 
-    Raises ValueError naming the argument for wrong shapes, m < 1, N < 2 or
-    (for concrete arrays) non-finite entries inside the band.
+    A traced array stays traced; a concrete one comes back as a NumPy array
+    (the jitted callee moves it to the device once).  The errors are the ones
+    listed in :class:`Band`.
     """
     lower = T.lower if isinstance(T, Band) else T
-    if isinstance(lower, jax.core.Tracer):
-        if lower.ndim < 2:
-            raise ValueError(f"{name}: expected lower storage of shape (..., m+1, N), got {tuple(lower.shape)}")
-        lower = lower.astype(jnp.float64)
-    else:
+    traced = is_traced(lower)
+    if not traced:
         lower = np.asarray(lower)
-        if lower.ndim < 2:
-            raise ValueError(f"{name}: expected lower storage of shape (..., m+1, N), got {lower.shape}")
         if not np.issubdtype(lower.dtype, np.floating) and not np.issubdtype(lower.dtype, np.integer):
-            raise ValueError(f"{name}: expected a real array, got dtype {lower.dtype}")
-        lower = lower.astype(np.float64)
+            raise ValueError(f"T: expected a real array, got dtype {lower.dtype}")
+    if lower.ndim < 2:
+        raise ValueError(f"T: expected lower storage of shape (..., m+1, N), got {tuple(lower.shape)}")
     m, n = lower.shape[-2] - 1, lower.shape[-1]
     if m < 1:
-        raise ValueError(f"{name}: need bandwidth m >= 1 (shape[-2] = m+1 >= 2), got shape {tuple(lower.shape)}")
+        raise ValueError(f"T: need bandwidth m >= 1 (shape[-2] = m+1 >= 2), got shape {tuple(lower.shape)}")
     if n < MIN_DIMENSION:
-        raise ValueError(f"{name}: need N >= {MIN_DIMENSION}, got N = {n}")
-    if not isinstance(lower, jax.core.Tracer):
-        if not np.all(np.isfinite(np.where(_valid_mask(m, n), lower, 0.0))):
-            raise ValueError(f"{name}: entries inside the band must be finite")
-        lower = jnp.asarray(lower)
+        raise ValueError(f"T: need N >= {MIN_DIMENSION}, got N = {n}")
+    if traced:
+        return lower.astype(jnp.float64)
+    lower = lower.astype(np.float64)
+    if not np.all(np.isfinite(lower[..., _valid_mask(m, n)])):
+        raise ValueError("T: entries inside the band must be finite")
     return lower
 
 
@@ -235,9 +235,9 @@ def band_from_dense(W, m: int) -> Band:
     """
     W = np.asarray(W, dtype=np.float64)
     n = W.shape[-1]
+    ks, ps = _band_index(n, m + 1)
     lower = np.zeros(W.shape[:-2] + (m + 1, n))
-    for k in range(min(m, n - 1) + 1):
-        lower[..., k, k:] = np.diagonal(W, offset=-k, axis1=-2, axis2=-1)
+    lower[..., ks, ps] = W[..., ps, ps - ks]
     return Band(lower)
 
 
@@ -295,14 +295,10 @@ def reduce(W, m: int, return_transform: bool = False):
     W = np.array(W, dtype=np.float64)
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise ValueError(f"W: expected shape (N, N), got {W.shape}")
-    n = W.shape[0]
-    if n < MIN_DIMENSION:
-        raise ValueError(f"W: need N >= {MIN_DIMENSION}, got N = {n}")
+    n, m = W.shape[0], int(m)
+    _check_nm(n, m, "W")
     if not np.all(np.isfinite(W)):
         raise ValueError("W: entries must be finite")
-    m = int(m)
-    if not 1 <= m <= n - 1:
-        raise ValueError(f"m: need 1 <= m <= N - 1 = {n - 1}, got {m}")
     A = np.tril(W) + np.tril(W, -1).T  # symmetric from the lower triangle
     panels = []  # (j0, V, taus): the reflectors I − τ v vᵀ of each panel, v stored on rows j0:
     alphas = np.zeros(n - m)  # T[j+m, j] = |A[j+m:, j]| after the reflector
@@ -358,9 +354,10 @@ def reduce(W, m: int, return_transform: bool = False):
 # ---------------------------------------------------------------------------
 
 
-def _check_nm(n: int, m: int) -> None:
+def _check_nm(n: int, m: int, n_name: str = "N") -> None:
+    """``ValueError`` unless N ≥ MIN_DIMENSION (named ``n_name``) and 1 ≤ m ≤ N − 1."""
     if n < MIN_DIMENSION:
-        raise ValueError(f"N: need N >= {MIN_DIMENSION}, got {n}")
+        raise ValueError(f"{n_name}: need N >= {MIN_DIMENSION}, got N = {n}")
     if not 1 <= m <= n - 1:
         raise ValueError(f"m: need 1 <= m <= N - 1 = {n - 1}, got {m}")
 
@@ -372,7 +369,7 @@ def _entry_scales(n: int, m: int) -> np.ndarray:
     return np.where(_valid_mask(m, n), scales, 0.0)
 
 
-def _chi_dof(n: int, m: int) -> np.ndarray:
+def chi_dof(n: int, m: int) -> np.ndarray:
     """Degrees of freedom ν = N − p of the χ entries T[p, p−m], p = m … N−1, shape (N−m,)."""
     return np.arange(n - m, 0, -1, dtype=np.float64)
 
@@ -388,11 +385,16 @@ def latent_size(N: int, m: int) -> tuple[int, int]:
     return m * N - m * (m - 1) // 2, N - m
 
 
-def _gauss_index(n: int, m: int):
-    """(k, p) of the Gaussian latent entries in their order: k = 0 (p = 0…N−1), then k = 1 (p = 1…N−1), …"""
-    ks = np.concatenate([np.full(n - k, k) for k in range(m)])
-    ps = np.concatenate([np.arange(k, n) for k in range(m)])
-    return ks, ps
+def _latent_layout(n: int, m: int):
+    """Host constants of the non-centred latents (THEORY.md §8).
+
+    Returns ``(ks, ps, sd, nu, tau)``: the (k, p) of the Gaussian entries in
+    latent order (band rows k < m), their prior sd in units of s, and ν and
+    ``τ = √(2/ν)`` of the χ entries.
+    """
+    ks, ps = _band_index(n, m)
+    nu = chi_dof(n, m)
+    return ks, ps, _entry_scales(n, m)[ks, ps], nu, np.sqrt(2.0 / nu)
 
 
 def band_from_latent(z, xi, N: int, m: int, precision) -> Band:
@@ -430,19 +432,14 @@ def band_from_latent(z, xi, N: int, m: int, precision) -> Band:
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _band_from_latent_core(z, xi, precision, n, m):
-    s = 1.0 / jnp.sqrt(precision * n)
-    ng, nc = latent_size(n, m)
-    batch = jnp.broadcast_shapes(z.shape[:-1], xi.shape[:-1], jnp.shape(s))
-    s_ = jnp.reshape(s, jnp.shape(s) + (1,))
-    nu = _chi_dof(n, m)
-    tau = np.sqrt(2.0 / nu)
-    chi = s_ * np.sqrt(nu) * jnp.exp(0.5 * tau * xi)
-    ks, ps = _gauss_index(n, m)
-    sd = _entry_scales(n, m)[ks, ps]
-    gauss = s_ * (sd * z)
+    s = (1.0 / jnp.sqrt(precision * n))[..., None]
+    ks, ps, sd, nu, tau = _latent_layout(n, m)
+    batch = jnp.broadcast_shapes(z.shape[:-1], xi.shape[:-1], s.shape[:-1])
+    chi = s * np.sqrt(nu) * jnp.exp(0.5 * tau * xi)
+    gauss = s * (sd * z)
     lower = jnp.zeros(batch + (m + 1, n))
-    lower = lower.at[..., ks, ps].set(jnp.broadcast_to(gauss, batch + (ng,)))
-    return lower.at[..., m, m:].set(jnp.broadcast_to(chi, batch + (nc,)))
+    lower = lower.at[..., ks, ps].set(jnp.broadcast_to(gauss, batch + ks.shape))
+    return lower.at[..., m, m:].set(jnp.broadcast_to(chi, batch + nu.shape))
 
 
 def latent_from_band(T, precision):
@@ -458,15 +455,11 @@ def latent_from_band(T, precision):
 @jax.jit
 def _latent_from_band_core(lower, precision):
     n, m = lower.shape[-1], lower.shape[-2] - 1
-    s = 1.0 / jnp.sqrt(precision * n)
-    s_ = jnp.reshape(s, jnp.shape(s) + (1,))
-    ks, ps = _gauss_index(n, m)
-    sd = _entry_scales(n, m)[ks, ps]
-    z = lower[..., ks, ps] / (s_ * sd)
-    nu = _chi_dof(n, m)
-    tau = np.sqrt(2.0 / nu)
+    s = (1.0 / jnp.sqrt(precision * n))[..., None]
+    ks, ps, sd, nu, tau = _latent_layout(n, m)
+    z = lower[..., ks, ps] / (s * sd)
     chi = lower[..., m, m:]
-    xi = jnp.log(chi * chi / (s_ * s_ * nu)) / tau
+    xi = jnp.log(chi * chi / (s * s * nu)) / tau
     return z, xi
 
 
@@ -589,7 +582,7 @@ def _sample_lower(key, precision, n, m, sample_shape):
     s = 1.0 / jnp.sqrt(precision * n)
     kg, kc = jax.random.split(key)
     gauss = jax.random.normal(kg, sample_shape + (m, n), dtype=jnp.float64) * _entry_scales(n, m)[:m]
-    gam = _standard_gamma(kc, 0.5 * _chi_dof(n, m), sample_shape + (n - m,))
+    gam = _standard_gamma(kc, 0.5 * chi_dof(n, m), sample_shape + (n - m,))
     outer = jnp.concatenate([jnp.zeros(sample_shape + (m,)), jnp.sqrt(2.0 * gam)], axis=-1)
     return s * jnp.concatenate([gauss, outer[..., None, :]], axis=-2)
 
@@ -620,20 +613,19 @@ def goe_band_log_prior(T, precision):
 def _log_prior_core(lower, c):
     lower = _masked(lower)
     n, m = lower.shape[-1], lower.shape[-2] - 1
-    s2 = 1.0 / (c * n)
+    s2 = (1.0 / (c * n))[..., None]  # (..., 1): broadcasts against the band rows
     count = _valid_mask(m, n)[:m]
     var = np.where(count, _entry_scales(n, m)[:m] ** 2, 1.0)  # in units of s² (1 outside: no 0/0 in grads)
     g = lower[..., :m, :]
-    s2_ = jnp.reshape(s2, jnp.shape(s2) + (1, 1))
-    gauss = -0.5 * jnp.sum(jnp.where(count, g * g / (var * s2_) + jnp.log(2 * math.pi * var * s2_), 0.0), axis=(-2, -1))
+    s2g = s2[..., None]
+    gauss = -0.5 * jnp.sum(jnp.where(count, g * g / (var * s2g) + jnp.log(2 * math.pi * var * s2g), 0.0), axis=(-2, -1))
     y = lower[..., m, m:]
-    nu = _chi_dof(n, m)
-    s2c = jnp.reshape(s2, jnp.shape(s2) + (1,))
-    log_y = jnp.where(y > 0, jnp.log(jnp.where(y > 0, y, 1.0)), -jnp.inf)
+    nu = chi_dof(n, m)
+    log_y = jnp.log(jnp.where(y > 0, y, 1.0))  # y ≤ 0 is set to −inf below (a finite log here: no NaN in grads)
     chi = (
         (nu - 1.0) * log_y
-        - 0.5 * nu * jnp.log(s2c)
-        - y * y / (2.0 * s2c)
+        - 0.5 * nu * jnp.log(s2)
+        - y * y / (2.0 * s2)
         - (0.5 * nu - 1.0) * _LOG2
         - scipy.special.gammaln(0.5 * nu)
     )
@@ -721,6 +713,8 @@ def _jet_inv(a):
 
 _CX = (_cx_mul, _cx_sub, _cx_inv)
 _JET = (_jet_mul, _jet_sub, _jet_inv)
+#: Plain real numbers as 1-tuples (the Sturm counts of :func:`_count_above`).
+_REAL = (lambda a, b: (a[0] * b[0],), lambda a, b: (a[0] - b[0],), lambda a: (1.0 / a[0],))
 
 
 def _eliminate(window, off, diag, ops):
@@ -782,12 +776,13 @@ def _scan_rows(lower):
     return jnp.concatenate([rows, jnp.zeros((m, m + 1), rows.dtype)], axis=0)
 
 
-def _cx_identity_window(m, lanes):
+def _identity_window(m: int, lanes: int, parts: int):
+    """The m×m identity as a start window, elements as ``parts``-tuples (1: real, 2: complex, 3: 2-jet) over the lanes."""
     one, zero = jnp.ones(lanes), jnp.zeros(lanes)
-    return [[(one if i == j else zero, zero) for j in range(i + 1)] for i in range(m)]
+    return [[(one if i == j else zero,) + (zero,) * (parts - 1) for j in range(i + 1)] for i in range(m)]
 
 
-def _accumulate(acc, d, zi):
+def _accumulate(acc, d):
     """Fold pivot d into the running product (rescaled by 2^e) with the winding count.
 
     acc = (Pr, Pi, exponent, winding, negatives).  Multiplying by d in the
@@ -838,13 +833,13 @@ def _logdet_forward(lower, zr, zi, keep_factors: bool):
         off = [None] + [(-row[k], None) for k in range(1, m + 1)]
         diag = (zr - row[0], zi)
         window, d, dinv, mult = _eliminate(window, off, diag, _CX)
-        acc = _accumulate(acc, d, zi)
+        acc = _accumulate(acc, d)
         out = None
         if keep_factors:
             out = jnp.stack([dinv[0], dinv[1]] + [x for lc in mult for x in lc])
         return (_flatten(window), acc), out
 
-    init = (_flatten(_cx_identity_window(m, lanes)), _acc_init(lanes))
+    init = (_flatten(_identity_window(m, lanes, 2)), _acc_init(lanes))
     (_, acc), factors = lax.scan(body, init, rows)
     re, im = _acc_log(acc, zi)
     if keep_factors:
@@ -881,8 +876,7 @@ def _takahashi(factors, cr, ci, m):
             acc_r, acc_i = None, None
             for b in range(m):
                 pr, pi = _cx_mul(zget(a, b), mult[b])
-                acc_r = pr if acc_r is None else acc_r + pr
-                acc_i = pi if acc_i is None else acc_i + pi
+                acc_r, acc_i = _jadd(acc_r, pr), _jadd(acc_i, pi)
             col.append((-acc_r, -acc_i))
         zii_r, zii_i = dinv
         for a in range(m):
@@ -951,17 +945,13 @@ def log_det(T, z):
     Raises
     ------
     ValueError
-        ``T: …`` for a wrong shape, m < 1, N < 2 or (concrete input)
-        non-finite entries inside the band.
+        For an invalid T (see :class:`Band`) or z not of shape (M,).
     """
-    lower = _lower_of(T)
     z = jnp.asarray(z)
     if z.ndim != 1:
         raise ValueError(f"z: expected shape (M,), got {tuple(z.shape)}")
     z = z.astype(jnp.complex128)
-    batch = lower.shape[:-2]
-    out = _log_det_batch(lower.reshape((-1,) + lower.shape[-2:]), jnp.real(z), jnp.imag(z))
-    return out.reshape(batch + (z.shape[0],))
+    return _batched(_log_det_batch, T, jnp.real(z), jnp.imag(z))
 
 
 @jax.jit
@@ -1021,22 +1011,24 @@ def _jet_scan(lower, x):
         ok = ok & (d[0] > 0) & jnp.isfinite(d[0])
         return (_flatten(window), s1, s2, ok), None
 
-    init_w = [[(one if i == j else zero, zero, zero) for j in range(i + 1)] for i in range(m)]
-    init = (_flatten(init_w), zero, zero, jnp.ones(lanes, bool))
+    init = (_flatten(_identity_window(m, lanes, 3)), zero, zero, jnp.ones(lanes, bool))
     (_, s1, s2, ok), _ = lax.scan(body, init, rows)
     return s1, s2, ok
 
 
-def _bracket(lower):
-    """``lo = max_p T_pp ≤ λ_1`` and ``hi = Gershgorin bound + 1 ≥ z*`` (ε ≤ 1)."""
-    n = lower.shape[-1]
-    m = lower.shape[-2] - 1
-    absum = jnp.zeros(n)
+def _gershgorin_radii(lower):
+    """``Σ_{q≠p} |T_pq|`` per row p of one masked band (m+1, N), shape (N,)."""
+    n, m = lower.shape[-1], lower.shape[-2] - 1
+    radii = jnp.zeros(n)
     for k in range(1, m + 1):
         a = jnp.abs(lower[k])
-        absum = absum + a  # T[p, p−k] in row p
-        absum = absum + jnp.concatenate([a[k:], jnp.zeros(k)])  # T[p+k, p] in row p
-    return jnp.max(lower[0]), jnp.max(lower[0] + absum) + 1.0
+        radii = radii + a + jnp.concatenate([a[k:], jnp.zeros(k)])  # T[p, p−k] and T[p+k, p] in row p
+    return radii
+
+
+def _bracket(lower):
+    """``lo = max_p T_pp ≤ λ_1`` and ``hi = Gershgorin bound + 1 ≥ z*`` (ε ≤ 1)."""
+    return jnp.max(lower[0]), jnp.max(lower[0] + _gershgorin_radii(lower)) + 1.0
 
 
 def _saddle_single(lower):
@@ -1102,8 +1094,11 @@ def _saddle_single(lower):
     return BandSaddlePoint(mu=mu, inv_sq_sum=inv_sq, rounds=it)
 
 
-def _unflatten_batch(out, batch):
-    return jax.tree_util.tree_map(lambda a: a.reshape(batch + a.shape[1:]), out)
+def _batched(fn, T, *args, **kwargs):
+    """Validate T, run the jitted flat-batch ``fn`` on ``(B, m+1, N)`` and give every output T's leading axes back."""
+    lower = _lower_of(T)
+    out = fn(lower.reshape((-1,) + lower.shape[-2:]), *args, **kwargs)
+    return jax.tree_util.tree_map(lambda a: a.reshape(lower.shape[:-2] + a.shape[1:]), out)
 
 
 @jax.jit
@@ -1138,11 +1133,9 @@ def saddle_point(T) -> BandSaddlePoint:
     Raises
     ------
     ValueError
-        ``T: …`` for a wrong shape, m < 1, N < 2 or (concrete input)
-        non-finite entries inside the band.
+        For an invalid T (see :class:`Band`).
     """
-    lower = _lower_of(T)
-    return _unflatten_batch(_saddle_batch(lower.reshape((-1,) + lower.shape[-2:])), lower.shape[:-2])
+    return _batched(_saddle_batch, T)
 
 
 # ---------------------------------------------------------------------------
@@ -1160,32 +1153,19 @@ class _BandContour(NamedTuple):
 def _contour_single(lower, num_nodes: int) -> _BandContour:
     """Exact log Z of one masked band (m+1, N) on sphere's contour (THEORY.md §2, §8)."""
     n = lower.shape[-1]
+    # Everything up to the node scan depends on `fixed` only: the contour (z*, σ_c, length, nodes) is
+    # constant under autodiff, and only the node log dets carry the gradient.
     fixed = lax.stop_gradient(lower)
     sp = _saddle_single(fixed)
     mu = sp.mu
     sigma = 1.0 / jnp.sqrt(0.5 * sp.inv_sq_sum)
 
-    # Tail length: first trial point where the integrand is below e^-40 of its saddle value
-    # (lane 0 is z* itself, for log det(z* − T)).
-    trial = jnp.geomspace(2.0, MAX_CONTOUR_LENGTH, TAIL_PROBES)
-    trial_offsets, _ = _hyperbola(trial, sigma)
+    # Tail length as sphere._contour, with the phase from log dets (lane 0 is z* itself, for log det(z* − T)).
+    trial, trial_offsets = _tail_trials(sigma)
     probe = jnp.concatenate([jnp.zeros(1, trial_offsets.dtype), trial_offsets])
     re, _ = _logdet_forward(fixed, mu + probe.real, probe.imag, keep_factors=False)
-    phase = 0.5 * n * trial_offsets.real - 0.5 * (re[1:] - re[0])
-    small = phase < -TAIL_LOG_CUTOFF
-    length = jnp.where(jnp.any(small), trial[jnp.argmax(small)], MAX_CONTOUR_LENGTH)
-
-    # Sinh-mapped trapezoid nodes, as sphere._contour.
-    t_max = jnp.arcsinh(length / SINH_SCALE)
-    unit = jnp.linspace(0.0, 1.0, num_nodes)
-    t = t_max * unit
-    step = t_max / (num_nodes - 1)
-    s = SINH_SCALE * jnp.sinh(t)
-    jac = SINH_SCALE * jnp.cosh(t)
-    offsets, deriv = _hyperbola(s, sigma)
-    offsets = lax.stop_gradient(offsets)
-    deriv = lax.stop_gradient(deriv)
-    coef = lax.stop_gradient(deriv * (jac * jnp.where(unit == 0.0, 0.5, 1.0) * step / math.pi))
+    length = _tail_length(trial, 0.5 * n * trial_offsets.real - 0.5 * (re[1:] - re[0]) < -TAIL_LOG_CUTOFF)
+    offsets, coef = _sinh_nodes(length, sigma, num_nodes)
 
     ld_re, ld_im = _logdet_nodes(lower, mu + offsets.real, offsets.imag)
     ld_star = lax.stop_gradient(ld_re[0])  # node 0 is z* (φ* cancels between prefactor and J)
@@ -1202,10 +1182,8 @@ def log_partition_and_saddle(T, num_nodes: int = NUM_NODES):
 
     See :func:`log_partition`; the saddle is returned without gradient.
     """
-    lower = _lower_of(T)
-    out = _contour_batch(lower.reshape((-1,) + lower.shape[-2:]), num_nodes=int(num_nodes))
-    out = _unflatten_batch((out.log_z, out.mu), lower.shape[:-2])
-    return out[0], lax.stop_gradient(out[1])
+    ct = _batched(_contour_batch, T, num_nodes=int(num_nodes))
+    return ct.log_z, ct.mu
 
 
 @functools.partial(jax.jit, static_argnames="num_nodes")
@@ -1245,8 +1223,7 @@ def log_partition(T, num_nodes: int = NUM_NODES):
     Raises
     ------
     ValueError
-        ``T: …`` for a wrong shape, m < 1, N < 2 or (concrete input)
-        non-finite entries inside the band.
+        For an invalid T (see :class:`Band`).
     """
     return log_partition_and_saddle(T, num_nodes)[0]
 
@@ -1296,7 +1273,6 @@ def _count_above(lower, x):
     lanes = x.shape[0]
     rows = _scan_rows(lower)
     pivmin = 1e-250 * jnp.maximum(1.0, jnp.max(jnp.abs(lower)) ** 2)
-    real = (lambda a, b: (a[0] * b[0],), lambda a, b: (a[0] - b[0],), lambda a: (1.0 / a[0],))
 
     def body(carry, row):
         flat, count = carry
@@ -1304,12 +1280,10 @@ def _count_above(lower, x):
         d0 = window[0][0][0]
         window[0][0] = (jnp.where(jnp.abs(d0) < pivmin, -pivmin, d0),)
         off = [None] + [(-row[k],) for k in range(1, m + 1)]
-        window, d, _, _ = _eliminate(window, off, (x - row[0],), real)
+        window, d, _, _ = _eliminate(window, off, (x - row[0],), _REAL)
         return (_flatten(window), count + (d[0] < 0)), None
 
-    one, zero = jnp.ones(lanes), jnp.zeros(lanes)
-    init_w = [[(one if i == j else zero,) for j in range(i + 1)] for i in range(m)]
-    (_, count), _ = lax.scan(body, (_flatten(init_w), jnp.zeros(lanes, jnp.int32)), rows)
+    (_, count), _ = lax.scan(body, (_flatten(_identity_window(m, lanes, 1)), jnp.zeros(lanes, jnp.int32)), rows)
     return count
 
 
@@ -1320,13 +1294,8 @@ def _top_eigenvalues_single(lower, k: int):
     brackets in one scan and narrows every bracket with all the counts; it
     stops when every bracket is below 4 ulps (≤ :data:`EIGEN_MAX_ROUNDS`).
     """
-    n = lower.shape[-1]
-    m = lower.shape[-2] - 1
-    absum = jnp.zeros(n)
-    for j in range(1, m + 1):
-        a = jnp.abs(lower[j])
-        absum = absum + a + jnp.concatenate([a[j:], jnp.zeros(j)])
-    lo0, hi0 = jnp.min(lower[0] - absum), jnp.max(lower[0] + absum)
+    radii = _gershgorin_radii(lower)
+    lo0, hi0 = jnp.min(lower[0] - radii), jnp.max(lower[0] + radii)
     frac = jnp.arange(1, EIGEN_POINTS + 1) / (EIGEN_POINTS + 1)
     target = jnp.arange(1, k + 1)[:, None]  # bracket i holds λ_i: count(a) ≥ i > count(b)
 

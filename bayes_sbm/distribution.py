@@ -26,6 +26,7 @@ from numpyro.distributions.kl import kl_divergence
 from numpyro.distributions.util import lazy_property, validate_sample
 
 from . import sphere
+from ._checks import finite_array, is_traced
 
 __all__ = [
     "SphericalBoltzmann",
@@ -79,10 +80,6 @@ sphere_of_radius_sqrt_n = _SphereRadiusSqrtN()
 symmetric_matrix = _SymmetricMatrix()
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def _validate_parameters(W, beta) -> None:
     """Clear errors for concrete (non-traced) bad parameters."""
     if W.ndim < 2 or W.shape[-1] != W.shape[-2]:
@@ -90,16 +87,13 @@ def _validate_parameters(W, beta) -> None:
     n = W.shape[-1]
     if n < sphere.MIN_DIMENSION:
         raise ValueError(f"W: N = {n} is too small; need N >= {sphere.MIN_DIMENSION}")
-    if _is_concrete(W):
-        w = np.asarray(W)
-        if not np.all(np.isfinite(w)):
-            bad = np.argwhere(~np.isfinite(w))[0]
-            raise ValueError(f"W: non-finite entry {w[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    if not is_traced(W):
+        w = finite_array("W", W)
         asym = np.max(np.abs(w - np.swapaxes(w, -1, -2)))
         scale = max(1.0, float(np.max(np.abs(w))))
         if asym > SYMMETRY_ATOL * scale:
             raise ValueError(f"W: not symmetric, max |W - W.T| = {asym:.3g}")
-    if _is_concrete(beta):
+    if not is_traced(beta):
         b = np.asarray(beta)
         if not np.all(np.isfinite(b)) or np.any(b <= 0):
             raise ValueError(f"beta: must be finite and > 0, got {b if b.ndim else float(b)}")
@@ -129,9 +123,10 @@ class SphericalBoltzmann(Distribution):
     -----
     * ``log_prob`` is exact and differentiable to second order in W (custom
       spectral derivatives, THEORY.md §2), finite at repeated eigenvalues.
-    * ``sample`` is exact: rejection from an angular central Gaussian in the
-      eigenbasis (acceptance ≈ 0.86 paramagnetic, ∝ 1/√N when condensed).
-      It is not reparametrised.
+    * ``sample`` is exact: rejection in the eigenbasis
+      (:func:`bayes_sbm.sphere.sample_eigen`, default ``method="auto"``: angular
+      central Gaussian, or the condensed-mode split when a mode is condensed;
+      acceptance ≈ 0.85–0.98).  It is not reparametrised.
     * ``entropy`` is relative to the uniform measure: ``−D(p ‖ U) ≤ 0``.
     """
 
@@ -202,7 +197,11 @@ class SphericalBoltzmann(Distribution):
 
     # -- Distribution interface ----------------------------------------------
     def sample(self, key, sample_shape=()):
-        """Exact draws, shape ``sample_shape + batch_shape + (N,)``."""
+        """Exact draws, shape ``sample_shape + batch_shape + (N,)``.
+
+        Called on concrete parameters (not under ``jit``), rows the sampler could not fill raise
+        ``RuntimeError`` (:func:`bayes_sbm.sphere.check_draws`), as in ``sample_eigen``.
+        """
         sample_shape = tuple(sample_shape)
         n = self.dimension
         count = math.prod(sample_shape)
@@ -216,7 +215,7 @@ class SphericalBoltzmann(Distribution):
 
         x = jax.vmap(one)(keys, lam, vecs)  # (B, count, N)
         x = jnp.moveaxis(x, 0, 1).reshape(sample_shape + self.batch_shape + (n,))
-        return x
+        return sphere.check_draws(x, "SphericalBoltzmann.sample")
 
     @validate_sample
     def log_prob(self, value):

@@ -47,6 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._checks import finite_array, is_traced, one_of
+
 __all__ = [
     "MIN_DIMENSION",
     "DEFAULT_NUM_NODES",
@@ -80,6 +82,8 @@ SINH_SCALE = 2.0
 CONTOUR_BEND = 4.0
 #: The tail is cut where the integrand is below exp(-TAIL_LOG_CUTOFF) of its value at the saddle.
 TAIL_LOG_CUTOFF = 40.0
+#: Trial points of the tail-length probe (geometric between s = 2 and MAX_CONTOUR_LENGTH).
+TAIL_PROBES = 24
 #: Longest half-contour ever used (s units); the integrand is far below e^-40 there for N ≥ 2.
 MAX_CONTOUR_LENGTH = 76.8
 #: Newton iterations cap for the saddle (converges monotonically in ≲ log2(N) + 10 steps).
@@ -115,6 +119,23 @@ def _check_dimension(n: int) -> None:
         raise ValueError(
             f"eigenvalues: need N >= {MIN_DIMENSION} eigenvalues on the last axis, got N = {n}"
         )
+
+
+def _check_finite(values, name: str = "eigenvalues") -> None:
+    """``ValueError`` naming the first non-finite entry of concrete input (:func:`finite_array`); a no-op
+    under tracing and for an empty batch."""
+    if not is_traced(values) and np.size(values):
+        finite_array(name, values)
+
+
+def _saddle_value(gaps, lam):
+    """``½Σ(d_i − 1 − log d_i) + ½Σλ_i``: the saddle value of ``log Z`` without its O(1) prefactor."""
+    return 0.5 * jnp.sum(gaps - 1.0 - jnp.log(gaps), axis=-1) + 0.5 * jnp.sum(lam, axis=-1)
+
+
+def _gaussian_correction(sum_inv_gaps2, n: int):
+    """``log Z`` − saddle value at Gaussian order: prefactor + ``log(σ/√2π)`` with ``σ⁻² = ½Σ d_i⁻²``."""
+    return _log_prefactor(n) - 0.5 * jnp.log(0.5 * sum_inv_gaps2) - 0.5 * math.log(2 * math.pi)
 
 
 class SaddlePoint(NamedTuple):
@@ -204,6 +225,33 @@ def _hyperbola(s, sigma):
     return offset, deriv
 
 
+def _tail_trials(sigma):
+    """Trial points ``s`` of the tail probe (TAIL_PROBES,) and their contour offsets (..., TAIL_PROBES)."""
+    trial = jnp.geomspace(2.0, MAX_CONTOUR_LENGTH, TAIL_PROBES)
+    return trial, _hyperbola(trial, sigma)[0]
+
+
+def _tail_length(trial, small):
+    """Half-contour length: the first trial point where the integrand is below e^-TAIL_LOG_CUTOFF (``small``)."""
+    return jnp.where(jnp.any(small, axis=-1), trial[jnp.argmax(small, axis=-1)], MAX_CONTOUR_LENGTH)
+
+
+def _sinh_nodes(length, sigma, num_nodes: int):
+    """Nodes uniform in t with s = a·sinh(t) on ``[0, length]``: offsets Δ_k (..., M) and trapezoid weights
+    ``z'(s_k) ds/dt · trap_k · step / π`` (..., M) (the integrand exp(φ − φ*) still to be multiplied in).
+
+    Fine steps near the saddle (where a near-singularity sits at distance ≥ 1/√2 in s), geometric spacing
+    in the exponential tail, so O(log s_max) nodes suffice.
+    """
+    t_max = jnp.arcsinh(length / SINH_SCALE)
+    unit = jnp.linspace(0.0, 1.0, num_nodes)
+    t = t_max[..., None] * unit
+    step = t_max / (num_nodes - 1)
+    offsets, deriv = _hyperbola(SINH_SCALE * jnp.sinh(t), sigma)
+    jac = SINH_SCALE * jnp.cosh(t)
+    return offsets, deriv * (jac * jnp.where(unit == 0.0, 0.5, 1.0) * step[..., None] / math.pi)
+
+
 def _contour(eigenvalues, num_nodes: int = DEFAULT_NUM_NODES) -> _Contour:
     lam = jnp.asarray(eigenvalues, dtype=jnp.float64)
     n = lam.shape[-1]
@@ -211,28 +259,12 @@ def _contour(eigenvalues, num_nodes: int = DEFAULT_NUM_NODES) -> _Contour:
     gaps = sp.gaps
     sigma = 1.0 / jnp.sqrt(0.5 * jnp.sum(gaps**-2, axis=-1))
 
-    # Tail length: first trial point where the integrand is below e^-40 of its saddle value.
-    trial = jnp.geomspace(2.0, MAX_CONTOUR_LENGTH, 24)
-    trial_offsets, _ = _hyperbola(trial, sigma)
-    small = _phase_real(trial_offsets, gaps, n) < -TAIL_LOG_CUTOFF
-    first = jnp.argmax(small, axis=-1)
-    length = jnp.where(jnp.any(small, axis=-1), trial[first], MAX_CONTOUR_LENGTH)
-    length = lax.stop_gradient(length)
-
-    # Nodes uniform in t with s = a·sinh(t): fine steps near the saddle (where a
-    # near-singularity sits at distance ≥ 1/√2 in s), geometric spacing in the
-    # exponential tail, so O(log s_max) nodes suffice.
-    t_max = jnp.arcsinh(length / SINH_SCALE)
-    unit = jnp.linspace(0.0, 1.0, num_nodes)
-    t = t_max[..., None] * unit
-    step = t_max / (num_nodes - 1)
-    s = SINH_SCALE * jnp.sinh(t)
-    jac = SINH_SCALE * jnp.cosh(t)
-    offsets, deriv = _hyperbola(s, sigma)
+    trial, trial_offsets = _tail_trials(sigma)
+    length = lax.stop_gradient(_tail_length(trial, _phase_real(trial_offsets, gaps, n) < -TAIL_LOG_CUTOFF))
+    offsets, coef = _sinh_nodes(length, sigma, num_nodes)
     ratio = offsets[..., :, None] / gaps[..., None, :]
     log_integrand = 0.5 * n * offsets - 0.5 * jnp.sum(jnp.log1p(ratio), axis=-1)
-    trap = jnp.where(unit == 0.0, 0.5, 1.0)
-    weights = jnp.exp(log_integrand) * deriv * (jac * trap * step[..., None] / math.pi)
+    weights = jnp.exp(log_integrand) * coef
     norm = jnp.sum(weights.imag, axis=-1)
     log_norm = jnp.log(norm)
     trace = jnp.sum(lam, axis=-1)
@@ -370,10 +402,9 @@ def log_partition_saddle(eigenvalues, gaussian_correction: bool = False):
     """
     lam = jnp.asarray(eigenvalues, dtype=jnp.float64)
     sp = saddle_point(lam)
-    value = 0.5 * jnp.sum(sp.gaps - 1.0 - jnp.log(sp.gaps), axis=-1) + 0.5 * jnp.sum(lam, axis=-1)
+    value = _saddle_value(sp.gaps, lam)
     if gaussian_correction:
-        sigma = 1.0 / jnp.sqrt(0.5 * jnp.sum(sp.gaps**-2, axis=-1))
-        value = value + _log_prefactor(lam.shape[-1]) + jnp.log(sigma / jnp.sqrt(2 * jnp.pi))
+        value = value + _gaussian_correction(jnp.sum(sp.gaps**-2, axis=-1), lam.shape[-1])
     return value
 
 
@@ -515,25 +546,6 @@ ROUND_LOG_MARGIN = 1.0
 _LOG_BETA_HALF = math.lgamma(0.5)
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _check_finite(values, name: str = "eigenvalues") -> None:
-    """Raise ``ValueError("<name>: must be finite, got ...")`` for concrete non-finite input (skipped under tracing)."""
-    if not _is_concrete(values):
-        return
-    arr = np.asarray(values)
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad = np.argwhere(~finite)
-        first = tuple(int(i) for i in bad[0])
-        raise ValueError(
-            f"{name}: must be finite, got {bad.shape[0]} non-finite value(s) "
-            f"(first {arr[first]!r} at index {first})"
-        )
-
-
 def check_draws(draws, what: str = "draws"):
     """Host-side check that every row of ``draws`` was filled; returns ``draws``.
 
@@ -541,13 +553,9 @@ def check_draws(draws, what: str = "draws"):
     pathological eigenvalues under ``jit``).  Raises ``RuntimeError`` naming
     ``what`` if any row is not finite; a no-op on tracers.
     """
-    if not _is_concrete(draws):
+    if is_traced(draws):
         return draws
-    arr = np.asarray(draws)
-    if arr.ndim == 0:
-        bad = np.array([not np.isfinite(arr)])
-    else:
-        bad = ~np.all(np.isfinite(arr), axis=-1)
+    bad = ~np.all(np.isfinite(np.atleast_1d(np.asarray(draws))), axis=-1)
     if bad.any():
         raise RuntimeError(
             f"{what}: {int(bad.sum())} of {bad.size} draws could not be filled (NaN rows): the rejection "
@@ -556,10 +564,16 @@ def check_draws(draws, what: str = "draws"):
     return draws
 
 
-def _check_method(method: str) -> str:
-    if method not in SAMPLER_METHODS:
-        raise ValueError(f"method: expected one of {SAMPLER_METHODS}, got {method!r}")
-    return method
+def _uses_split(method: str, n: int) -> bool:
+    """Whether ``method`` runs the split code (``"split"``, or ``"auto"`` for N ≥ SPLIT_MIN_DIMENSION, which
+    still picks the plain ACG inside when it accepts more); ``ValueError`` for an unknown method or
+    ``"split"`` below SPLIT_MIN_DIMENSION."""
+    one_of("method", method, SAMPLER_METHODS)
+    if n >= SPLIT_MIN_DIMENSION:
+        return method != "acg"
+    if method == "split":
+        raise ValueError(f"eigenvalues: the split sampler needs N >= {SPLIT_MIN_DIMENSION}, got N = {n}")
+    return False
 
 
 def _log_exprel(x):
@@ -617,11 +631,9 @@ class _SplitEnvelope(NamedTuple):
     log_norm_split: jax.Array  # log B(½, (N−1)/2) − log Σ_k ∫ envelope_k
     log_norm_acg: jax.Array  # −(saddle value of log Z(μ)) = N/2 − φ*(μ) − log Γ-prefactor … (Kent bound)
     log_z_approx: jax.Array  # Gaussian-corrected saddle value of log Z_N(μ) (round cap only)
-    mean_t: jax.Array  # saddle estimate of E[t] (grid only)
-    sd_t: jax.Array  # saddle estimate of sd(t) (grid only)
 
 
-def _split_envelope(eigenvalues, num_intervals: int = SPLIT_INTERVALS) -> _SplitEnvelope:
+def _split_envelope(eigenvalues) -> _SplitEnvelope:
     """Build the piecewise envelope of the joint (t, rest) rejection sampler for a 1-D spectrum.
 
     With μ = λ − λ_top (so μ_top = 0 ≥ μ_i), n' = N − 1, κ(t) = (1 − t)N/n' and any ζ > max μ_rest,
@@ -650,9 +662,7 @@ def _split_envelope(eigenvalues, num_intervals: int = SPLIT_INTERVALS) -> _Split
     lam = jnp.asarray(eigenvalues, dtype=jnp.float64)
     n = lam.shape[-1]
     n_rest = n - 1
-    k_int = int(num_intervals)
-    if k_int < 3:
-        raise ValueError(f"num_intervals: need >= 3, got {k_int}")
+    k_int = SPLIT_INTERVALS
     top = jnp.argmax(lam)
     mu = lam - lam[top]
     idx = jnp.arange(n)
@@ -668,9 +678,9 @@ def _split_envelope(eigenvalues, num_intervals: int = SPLIT_INTERVALS) -> _Split
     eps = gaps[top]
     inv = 1.0 / gaps
     inv2 = inv * inv
-    saddle_value = 0.5 * jnp.sum(gaps - 1.0 - jnp.log(gaps)) + 0.5 * jnp.sum(mu)
+    saddle_value = _saddle_value(gaps, mu)
     sum_inv2 = jnp.sum(inv2)
-    log_z_approx = saddle_value + _log_prefactor(n) - 0.5 * jnp.log(0.5 * sum_inv2) - 0.5 * math.log(2 * math.pi)
+    log_z_approx = saddle_value + _gaussian_correction(sum_inv2, n)
     mean_t = 1.0 / (n * eps)
     one_minus_mean = jnp.sum(jnp.where(is_top, 0.0, inv)) / n  # Σ_j 1/d_j = N at the saddle
     sd_t = jnp.sqrt(2.0 * jnp.sum(jnp.where(is_top, 0.0, inv2)) / sum_inv2) / (n * eps)
@@ -694,14 +704,12 @@ def _split_envelope(eigenvalues, num_intervals: int = SPLIT_INTERVALS) -> _Split
     v_lo = v[jnp.maximum(kk - 1, 0)]
     v_hi = v[jnp.minimum(kk, k_int - 2)]
     # exact end nodes t₁ and 1 − δ (so that the intervals tile [0, 1])
-    lo = jnp.where(first, 0.0, jnp.where(kk == 1, t1, jnp.where(last, 1.0 - delta, 1.0 / (1.0 + jnp.exp(-v_lo)))))
-    hi = jnp.where(first, t1, jnp.where(kk >= k_int - 2, jnp.where(last, 1.0, 1.0 - delta), 1.0 / (1.0 + jnp.exp(-v_hi))))
+    lo = jnp.select([first, kk == 1, last], [0.0, t1, 1.0 - delta], 1.0 / (1.0 + jnp.exp(-v_lo)))
+    hi = jnp.select([first, last, kk == k_int - 2], [t1, 1.0, 1.0 - delta], 1.0 / (1.0 + jnp.exp(-v_hi)))
     width = jnp.where(last, delta, hi - lo)
 
     # ACG shape per interval from the saddle of the rest at the interval's midpoint κ̂_k (in v).
-    kappa_hat = (n / n_rest) * jnp.where(
-        first, 1.0 - 0.5 * t1, jnp.where(last, 0.5, 1.0 / (1.0 + jnp.exp(0.5 * (v_lo + v_hi))))
-    )
+    kappa_hat = (n / n_rest) * jnp.select([first, last], [1.0 - 0.5 * t1, 0.5], 1.0 / (1.0 + jnp.exp(0.5 * (v_lo + v_hi))))
     sp = saddle_point(kappa_hat[:, None] * mu_rest[None, :])
     zeta = sp.mu / kappa_hat
     gaps_rest = sp.gaps / kappa_hat[:, None]  # ζ_k − μ_i, (K, n')
@@ -728,8 +736,8 @@ def _split_envelope(eigenvalues, num_intervals: int = SPLIT_INTERVALS) -> _Split
     a_l = 1.0 - delta
     alpha_last = -0.5 * jnp.log(a_l) + 0.5 * (n - 3) * jnp.log(delta) + 0.5 * n * delta * mu2
     beta_last = 0.5 * jnp.log(a_l) / delta - 0.5 * (n - 3) / delta - 0.5 * n * mu2
-    alpha = jnp.where(first, alpha_first, jnp.where(last, alpha_last, alpha_mid))
-    beta = jnp.where(first, 0.0, jnp.where(last, beta_last, beta_mid))
+    alpha = jnp.select([first, last], [alpha_first, alpha_last], alpha_mid)
+    beta = jnp.select([first, last], [0.0, beta_last], beta_mid)
     log_mass = jnp.where(
         first,
         alpha + math.log(2.0) + 0.5 * math.log(t1),
@@ -747,15 +755,14 @@ def _split_envelope(eigenvalues, num_intervals: int = SPLIT_INTERVALS) -> _Split
         target_lin=target_lin, target_const=target_const, env_log=env_log, alpha=alpha, beta=beta,
         log_mass=log_mass, rows=rows,
         log_norm_split=log_beta - jax.scipy.special.logsumexp(log_mass), log_norm_acg=-saddle_value,
-        log_z_approx=log_z_approx, mean_t=mean_t, sd_t=sd_t,
+        log_z_approx=log_z_approx,
     )
 
 
-def _split_log_target_and_envelope(env: _SplitEnvelope, k, t, n: int):
+def _split_log_target_and_envelope(env: _SplitEnvelope, k, t):
     """``(log r_k(t), log envelope_k(t))`` for interval k (for tests): r_k is the t-factor that the
     envelope must dominate (t^{-1/2}(1 − t)^{(N−3)/2} e^{B_k(t)} for ACG intervals, with the uniform
     bound on the last one), normalised like the exact t^{-1/2}(1 − t)^{(N−3)/2} Z_{N−1}(κ(t)μ_rest)."""
-    del n  # the coefficients already hold N
     log_t = jnp.log(t)
     target = -0.5 * log_t + env.target_log1m[k] * jnp.log1p(-t) + env.target_lin[k] * t + env.target_const[k]
     envelope = env.env_log[k] * log_t + env.alpha[k] + env.beta[k] * (t - env.lo[k])
@@ -771,16 +778,13 @@ def sampler_acceptance(eigenvalues, method: str = "acg"):
     ``B(½, (N−1)/2) Z_N / ∫envelope`` exactly (N ≥ SPLIT_MIN_DIMENSION).  ``"auto"``: the larger
     of the two, which is the sampler :func:`sample_eigen` uses by default.
     """
-    _check_method(method)
     lam = jnp.asarray(eigenvalues, dtype=jnp.float64)
     n = lam.shape[-1]
     _check_dimension(n)
+    split = _uses_split(method, n)
     _check_finite(lam)
-    if method == "acg" or (method == "auto" and n < SPLIT_MIN_DIMENSION):
-        ct = _contour(lam)
-        return jnp.exp(_log_prefactor(n) + ct.log_norm)
-    if n < SPLIT_MIN_DIMENSION:
-        raise ValueError(f"eigenvalues: the split sampler needs N >= {SPLIT_MIN_DIMENSION}, got N = {n}")
+    if not split:
+        return jnp.exp(_log_prefactor(n) + _contour(lam).log_norm)
 
     def one(l):
         env = _split_envelope(l)
@@ -811,7 +815,32 @@ class _SamplerInfo(NamedTuple):
     accepted: jax.Array  # all accepted proposals (may exceed num_samples in the last round)
     split: jax.Array  # whether the condensed-mode split was used
     log_norm: jax.Array  # exact acceptance = Z_N(λ − λ_max) · exp(log_norm)
-    log_acceptance_approx: jax.Array  # Gaussian-corrected saddle estimate used for the round cap
+
+
+def _rejection_loop(key, lam, num_samples: int, batch: int, log_acceptance, propose):
+    """Shared capped rejection loop: each round ``propose(kg, ku) -> (y (batch, N), accept (batch,))``;
+    accepted rows fill ``out`` in order, rows never filled stay NaN.  Returns ``(out, rounds, filled)``.
+
+    Stops at ``num_samples`` acceptances or at the round cap from the predicted ``log_acceptance``
+    (:func:`_round_cap`; 0 rounds for non-finite ``lam``)."""
+    n = lam.shape[-1]
+    cap = _round_cap(log_acceptance, num_samples, batch, jnp.all(jnp.isfinite(lam)))
+
+    def round_(state):
+        key, rounds, filled, out = state
+        key, kg, ku = jax.random.split(key, 3)
+        y, accept = propose(kg, ku)
+        slot = filled + jnp.cumsum(accept) - 1
+        slot = jnp.where(accept & (slot < num_samples), slot, num_samples)  # out of range = dropped
+        out = out.at[slot].set(y, mode="drop")
+        return key, rounds + 1, filled + jnp.sum(accept), out
+
+    def cond(state):
+        return (state[2] < num_samples) & (state[1] < cap)
+
+    out = jnp.full((num_samples, n), jnp.nan, dtype=jnp.float64)
+    _, rounds, filled, out = lax.while_loop(cond, round_, (key, jnp.asarray(0), jnp.asarray(0), out))
+    return out, rounds, filled
 
 
 def _sample_acg(key, lam, num_samples: int, batch: int):
@@ -822,13 +851,9 @@ def _sample_acg(key, lam, num_samples: int, batch: int):
     scale = jnp.sqrt(eps / sp.gaps)
     delta = sp.gaps - eps
     # acceptance = Z e^{−S}; the cap uses the Gaussian-corrected saddle for log Z (ROUND_LOG_MARGIN)
-    log_acc = _log_prefactor(n) - 0.5 * jnp.log(0.5 * jnp.sum(sp.gaps**-2)) - 0.5 * math.log(2 * math.pi)
-    saddle_value = 0.5 * jnp.sum(sp.gaps - 1.0 - jnp.log(sp.gaps)) + 0.5 * jnp.sum(lam - jnp.max(lam))
-    cap = _round_cap(log_acc, num_samples, batch, jnp.all(jnp.isfinite(lam)))
+    log_acc = _gaussian_correction(jnp.sum(sp.gaps**-2), n)
 
-    def round_(state):
-        key, rounds, filled, out = state
-        key, kg, ku = jax.random.split(key, 3)
+    def propose(kg, ku):
         # float32 normals (half the random bits), cast up and scaled once; the barrier
         # materialises g so the acceptance test and the output see the same numbers (without
         # it XLA may recompute g in two fusions with different rounding: rows off the sphere
@@ -839,19 +864,11 @@ def _sample_acg(key, lam, num_samples: int, batch: int):
         t = eps + jnp.sum(sq * delta, axis=-1) / norm2
         log_u = jnp.log(jax.random.uniform(ku, (batch,), dtype=jnp.float64, minval=1e-300))
         accept = log_u < 0.5 * n * (jnp.log(t) - t + 1.0)
-        slot = filled + jnp.cumsum(accept) - 1
-        slot = jnp.where(accept & (slot < num_samples), slot, num_samples)  # out of range = dropped
-        y = g * jnp.sqrt(n / norm2)[:, None]
-        out = out.at[slot].set(y, mode="drop")
-        return key, rounds + 1, filled + jnp.sum(accept), out
+        return g * jnp.sqrt(n / norm2)[:, None], accept
 
-    def cond(state):
-        return (state[2] < num_samples) & (state[1] < cap)
-
-    out = jnp.full((num_samples, n), jnp.nan, dtype=jnp.float64)
-    _, rounds, filled, out = lax.while_loop(cond, round_, (key, jnp.asarray(0), jnp.asarray(0), out))
-    info = _SamplerInfo(rounds, rounds * batch, filled, jnp.asarray(False), -saddle_value, log_acc)
-    return out, info
+    out, rounds, filled = _rejection_loop(key, lam, num_samples, batch, log_acc, propose)
+    log_norm = -_saddle_value(sp.gaps, lam - jnp.max(lam))
+    return out, _SamplerInfo(rounds, rounds * batch, filled, jnp.asarray(False), log_norm)
 
 
 def _sample_split(key, lam, num_samples: int, batch: int, force_split):
@@ -866,14 +883,10 @@ def _sample_split(key, lam, num_samples: int, batch: int, force_split):
     # exact comparison of the two acceptances (the common factor Z_N cancels)
     use_split = jnp.asarray(force_split) | (env.log_norm_split > env.log_norm_acg)
     log_norm = jnp.where(use_split, env.log_norm_split, env.log_norm_acg)
-    log_acc = env.log_z_approx + log_norm
-    cap = _round_cap(log_acc, num_samples, batch, jnp.all(jnp.isfinite(lam)))
     p = jnp.exp(env.log_mass - jnp.max(env.log_mass))
     cdf = jnp.cumsum(p) / jnp.sum(p)
 
-    def round_(state):
-        key, rounds, filled, out = state
-        key, kg, ku = jax.random.split(key, 3)
+    def propose(kg, ku):
         normals = jax.random.normal(kg, (batch, n), dtype=jnp.float32).astype(jnp.float64)
         u_piece, u_pos, u_acc = jax.random.uniform(ku, (3, batch), dtype=jnp.float64)
         # t-proposal from the piecewise envelope
@@ -885,7 +898,6 @@ def _sample_split(key, lam, num_samples: int, batch: int, force_split):
         t = jnp.where(use_split, t, 0.0)
         kappa = (1.0 - t) * (n / n_rest)
         # envelope slack log r_k(t) − log env_k(t) ≤ 0 (the log t terms cancel exactly on k = 0, where t may be 0)
-        zeta = env.zeta[k]
         log_t = jnp.log(jnp.maximum(t, jnp.finfo(jnp.float64).tiny))
         slack = (
             (-0.5 - env.env_log[k]) * log_t
@@ -900,38 +912,26 @@ def _sample_split(key, lam, num_samples: int, batch: int, force_split):
         sq = g * g
         norm2 = jnp.sum(sq, axis=-1)
         a_mean = jnp.sum(sq * env.mu, axis=-1) / norm2  # Σ μ_i u_i² ≤ 0
-        q = jnp.where(use_split, kappa * (zeta - a_mean), env.eps - a_mean)
+        q = jnp.where(use_split, kappa * (env.zeta[k] - a_mean), env.eps - a_mean)
         coef = jnp.where(use_split, 0.5 * n_rest, 0.5 * n)
         inner_acg = coef * (jnp.log(q) - q + 1.0)
         inner_uni = 0.5 * n_rest * kappa * (a_mean - env.mu2)
         inner = jnp.where(use_split & (k == last), inner_uni, inner_acg)
         log_accept = jnp.where(use_split, slack, 0.0) + inner
-        log_u = jnp.log(jnp.maximum(u_acc, 1e-300))
-        accept = log_u < log_accept
-        slot = filled + jnp.cumsum(accept) - 1
-        slot = jnp.where(accept & (slot < num_samples), slot, num_samples)  # out of range = dropped
+        accept = jnp.log(jnp.maximum(u_acc, 1e-300)) < log_accept
         sign = jnp.where(jnp.take(normals, env.top, axis=1) < 0, -1.0, 1.0)
         y = g * jnp.sqrt(n * (1.0 - t) / norm2)[:, None]
         y_top = jnp.where(use_split, sign * jnp.sqrt(n * t), jnp.take(y, env.top, axis=1))
-        y = lax.dynamic_update_slice_in_dim(y, y_top[:, None], env.top, axis=1)
-        out = out.at[slot].set(y, mode="drop")
-        return key, rounds + 1, filled + jnp.sum(accept), out
+        return lax.dynamic_update_slice_in_dim(y, y_top[:, None], env.top, axis=1), accept
 
-    def cond(state):
-        return (state[2] < num_samples) & (state[1] < cap)
-
-    out = jnp.full((num_samples, n), jnp.nan, dtype=jnp.float64)
-    _, rounds, filled, out = lax.while_loop(cond, round_, (key, jnp.asarray(0), jnp.asarray(0), out))
-    return out, _SamplerInfo(rounds, rounds * batch, filled, use_split, log_norm, log_acc)
+    out, rounds, filled = _rejection_loop(key, lam, num_samples, batch, env.log_z_approx + log_norm, propose)
+    return out, _SamplerInfo(rounds, rounds * batch, filled, use_split, log_norm)
 
 
 def _sample_eigen_impl(key, lam, num_samples: int, batch: int, method: str):
-    n = lam.shape[-1]
-    if method == "acg" or (method == "auto" and n < SPLIT_MIN_DIMENSION):
-        return _sample_acg(key, lam, num_samples, batch)
-    if n < SPLIT_MIN_DIMENSION:
-        raise ValueError(f"eigenvalues: the split sampler needs N >= {SPLIT_MIN_DIMENSION}, got N = {n}")
-    return _sample_split(key, lam, num_samples, batch, force_split=(method == "split"))
+    if _uses_split(method, lam.shape[-1]):
+        return _sample_split(key, lam, num_samples, batch, force_split=(method == "split"))
+    return _sample_acg(key, lam, num_samples, batch)
 
 
 # One compilation per (shape, num_samples, batch, method) when called eagerly (op-by-op dispatch of
@@ -972,16 +972,14 @@ def sample_eigen(key, eigenvalues, num_samples: int, batch: int | None = None, m
     method : {"auto", "acg", "split"}
         Static choice of sampler (see above).
     """
-    _check_method(method)
     lam = jnp.asarray(eigenvalues, dtype=jnp.float64)
     if lam.ndim != 1:
         raise ValueError(f"eigenvalues: expected shape (N,), got {tuple(lam.shape)}")
     n = lam.shape[-1]
     _check_dimension(n)
+    _uses_split(method, n)  # validates method (and N for "split") before tracing
     _check_finite(lam)
     num_samples = int(num_samples)
     batch = int(batch or _proposal_batch(n))
     out, _ = _sample_eigen_jit(key, lam, num_samples, batch, method)
-    if _is_concrete(out):
-        check_draws(out, "sample_eigen")
-    return out
+    return check_draws(out, "sample_eigen")

@@ -23,23 +23,9 @@ Timings are minima over repeats after a jit warm-up, with
 ``block_until_ready`` (minima: the machine is shared, and the minimum is the
 least disturbed run).
 
-What each optimisation bought (m = 2, value + gradient, one core of the busy
-2-core machine; the prototype of THEORY.md §8 took 6.9 ms at N = 1000 and
-47 ms at N = 5000; final: ≈ 2 ms and 10–14 ms):
-
-* running product of pivots with a winding count instead of a complex log per
-  pivot: one scan 0.8 → 0.35 ms at N = 1000 (the logs cost more than the recursion);
-* ``lax.scan`` unroll 2/4: slower (0.35 → 0.56/0.70 ms; the body is compute
-  bound, the per-iteration overhead is ≈ 0.15 µs);
-* saddle: bracketed Newton on G and on 1/G with certified bounds instead of
-  multisection + Newton on G: 7 → 4–5 rounds (each round one scan);
-* 48 instead of 64 quadrature nodes (accuracy ≤ 3e-14 relative over 180
-  spectra, N = 2…3000): 1.9 → 1.7 ms (N = 1000), 12.4 → 10.8 ms (N = 5000);
-* Takahashi VJP (band of the resolvent from the stored factors) instead of
-  autodiff through the scan: node-log-det gradient 1.4 → 0.9 ms (N = 1000),
-  24 → 5.6 ms (N = 5000).
-
-The ablation rows of the JSON re-measure the last two on every full run.
+What each optimisation bought, measured with this script, is listed in the
+docstring of ``bayes_sbm.band``; the ablation rows of the JSON re-measure the
+last two (Takahashi VJP, 48 nodes) on every full run.
 
 Usage: ``python benchmarks/bench_band.py [--quick] [--out PATH] [--threads T] [--repeats R]``
 """
@@ -47,11 +33,8 @@ Usage: ``python benchmarks/bench_band.py [--quick] [--out PATH] [--threads T] [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -126,8 +109,11 @@ def bench_cases(cases, repeats: int, seed: int):
 
     from bayes_sbm import band, sphere
 
-    value = jax.jit(lambda lo: band.log_partition(band.Band(lo)))
-    value_grad = jax.jit(jax.value_and_grad(lambda lo: band.log_partition(band.Band(lo))))
+    def log_z_of(lo):
+        return band.log_partition(band.Band(lo))
+
+    value = jax.jit(log_z_of)
+    value_grad = jax.jit(jax.value_and_grad(log_z_of))
     saddle = jax.jit(lambda lo: band.saddle_point(band.Band(lo)).rounds)
     dense_vg = jax.jit(jax.value_and_grad(sphere.log_partition_matrix))
     sph_logz = jax.jit(sphere.log_partition)
@@ -187,7 +173,7 @@ def _autodiff_logdet(lower, zr, zi):
         window, d, _, _ = band._eliminate(window, off, (zr - row[0], zi), band._CX)
         return band._flatten(window), d
 
-    _, (dr, di) = lax.scan(body, band._flatten(band._cx_identity_window(m, zr.shape[0])), rows)
+    _, (dr, di) = lax.scan(body, band._flatten(band._identity_window(m, zr.shape[0], 2)), rows)
     dr, di = dr[m:], di[m:]
     return jnp.sum(0.5 * jnp.log(dr * dr + di * di), axis=0), jnp.sum(jnp.arctan2(di, dr), axis=0)
 
@@ -206,13 +192,17 @@ def bench_ablation(repeats: int, seed: int):
         zi = jnp.linspace(0.05, 2.0, band.NUM_NODES)  # upper half plane, as on the contour (real z inside the spectrum is ill-conditioned)
         cr, ci = jnp.cos(zr), jnp.sin(zr)
 
-        def loss(fn):
-            return jax.jit(jax.grad(lambda lo: jnp.sum(cr * fn(lo, zr, zi)[0] + ci * fn(lo, zr, zi)[1])))
+        def loss_grad(fn):
+            def loss(lo):
+                re, im = fn(lo, zr, zi)
+                return jnp.sum(cr * re + ci * im)
 
-        t_vjp = min_time(loss(band._logdet_nodes), lower, repeats=repeats)
-        t_ad = min_time(loss(_autodiff_logdet), lower, repeats=repeats)
-        g_vjp = loss(band._logdet_nodes)(lower)
-        g_ad = loss(_autodiff_logdet)(lower)
+            return jax.jit(jax.grad(loss))
+
+        grad_vjp, grad_ad = loss_grad(band._logdet_nodes), loss_grad(_autodiff_logdet)
+        t_vjp = min_time(grad_vjp, lower, repeats=repeats)
+        t_ad = min_time(grad_ad, lower, repeats=repeats)
+        g_vjp, g_ad = grad_vjp(lower), grad_ad(lower)
         vg = {
             nodes: min_time(jax.jit(jax.value_and_grad(lambda lo, k=nodes: band.log_partition(band.Band(lo), num_nodes=k))), lower, repeats=repeats)
             for nodes in (64, band.NUM_NODES)
@@ -250,24 +240,10 @@ def format_row(row) -> str:
     )
 
 
-def write_json_atomic(path: Path, data) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     env = pin_threads(args.threads)
-    import jax
-    import numpy as np
-    import scipy
-
-    import bayes_sbm
+    from bayes_sbm import io
 
     repeats = args.repeats or (2 if args.quick else 15)
     cases = QUICK_CASES if args.quick else FULL_CASES
@@ -281,22 +257,13 @@ def main(argv=None) -> int:
         "threads": args.threads,
         "thread_env": env,
         "repeats": repeats,
-        "seed": args.seed,
         "load_average": os.getloadavg(),
-        "versions": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "bayes_sbm": bayes_sbm.__version__,
-            "jax": jax.__version__,
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
-        "argv": sys.argv,
+        **io.run_metadata(seed=args.seed),  # seed, versions (python, platform, bayes_sbm, jax, numpy, scipy, …), argv
         "spectrum": {"precision": PRECISION, "spike": SPIKE},
         "rows": rows,
         "ablation": ablation,
     }
-    out = write_json_atomic(args.out, result)
+    out = io.write_json_atomic(args.out, result)
     print(f"wrote {out}")
     return 0
 

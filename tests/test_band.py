@@ -54,6 +54,27 @@ QUAD_ATOL = 1e-10
 OBS_ATOL = 1e-10
 #: log-density identities among sums of O(N) float64 terms of size ≤ 1e3.
 DENSITY_ATOL = 1e-9
+#: log Z(0) = 0: O(1) terms (prefactor, ½(N z* − N), log J) cancel to a few ulps.
+ZERO_ATOL = 1e-14
+#: Σ(z − λ_i)⁻² is taken at the evaluated point nearest to z* (≲ 1e-4 relative away, BandSaddlePoint docs); allow 1e-3.
+INV_SQ_RTOL = 1e-3
+#: Σ_p ∂log Z/∂T_pp = N/2: N contour averages of ~1e-14 quadrature error each, summed.
+SUM_RULE_RTOL = 1e-12
+#: z = (T − μ)/sd and ξ = log(χ²/(s²ν))/τ inverted: a few ulps of O(1) latents.
+LATENT_ATOL = 1e-12
+#: ‖T‖_F² from band storage vs from the dense matrix: N² float64 terms summed in two orders (N = 12).
+TRACE_RTOL = 1e-13
+#: The same per-lane arithmetic under jit + vmap and eagerly; XLA may fuse it differently (a few ulps).
+JIT_ATOL = 1e-14
+#: N = 2000 reduction: ‖T‖_F² = ‖W‖_F² (orthogonal invariance) from N² float64 terms, rounding ~N·ε.
+LARGE_FRO_RTOL = 1e-12
+#: N = 2000 reduction: top eigenvalues after O(N³) flops of rounding ~N·ε·‖W‖ ≈ 1e-12; allow 1e-10.
+LARGE_EIG_ATOL = 1e-10
+#: Top-eigenvector overlaps at N = 1000: both routes err by ~ε‖T‖/gap; the paramagnetic gap ~N^(-2/3) ≈ 0.01 ⇒ ~1e-12.
+LARGE_OVERLAP_ATOL = 1e-8
+#: brentq's smallest allowed rtol and no absolute floor: the reference z* to machine precision.
+BRENT_RTOL = 4 * np.finfo(float).eps
+BRENT_XTOL = 1e-300
 
 # band's public functions are jitted inside (one compilation per batch shape, shared by log Z, z* and the
 # observables); the fast tests reuse three value shapes, (7, 2, 2), (8, 3, 12) and (8, 4, 40), and one
@@ -141,7 +162,7 @@ def saddle_reference(lam: np.ndarray) -> np.ndarray:
     out = []
     for row in lam:
         top, n = row.max(), row.size
-        out.append(optimize.brentq(lambda z: np.mean(1.0 / (z - row)) - 1.0, top + 1.0 / n, top + 1.0, xtol=1e-300, rtol=4 * np.finfo(float).eps))
+        out.append(optimize.brentq(lambda z: np.mean(1.0 / (z - row)) - 1.0, top + 1.0 / n, top + 1.0, xtol=BRENT_XTOL, rtol=BRENT_RTOL))
     return np.array(out).reshape(np.shape(lam)[:-1])
 
 
@@ -191,8 +212,8 @@ def test_reduce_large(rng):
     a = rng.normal(size=(n, n))
     W = (a + a.T) / math.sqrt(2 * n)
     T = band.reduce(W, m)
-    np.testing.assert_allclose(np.sum(dense(T.lower) ** 2), np.sum(W**2), rtol=1e-12)
-    np.testing.assert_allclose(np.linalg.eigvalsh(dense(T.lower))[-5:], np.linalg.eigvalsh(W)[-5:], atol=1e-10)
+    np.testing.assert_allclose(np.sum(dense(T.lower) ** 2), np.sum(W**2), rtol=LARGE_FRO_RTOL)
+    np.testing.assert_allclose(np.linalg.eigvalsh(dense(T.lower))[-5:], np.linalg.eigvalsh(W)[-5:], atol=LARGE_EIG_ATOL)
 
 
 # ---------------------------------------------------------------------------
@@ -233,7 +254,8 @@ def test_log_det_real_below_top_counts_negative_pivots():
     z = np.array([0.5 * (lam[-1] + lam[-2]), lam[0] - 1.0])
     got = np.asarray(band.log_det(band.Band(lower), z))
     np.testing.assert_allclose(got.real, [np.sum(np.log(np.abs(zz - lam))) for zz in z.real], rtol=LOGDET_RTOL)
-    np.testing.assert_allclose(got.imag, [math.pi * np.sum(lam > zz) for zz in z.real], rtol=0, atol=1e-12)
+    # the imaginary part is π times the integer count of negative pivots, bit for bit
+    np.testing.assert_array_equal(got.imag, [math.pi * np.sum(lam > zz) for zz in z.real])
 
 
 # ---------------------------------------------------------------------------
@@ -268,7 +290,7 @@ def test_saddle_point():
     np.testing.assert_array_equal(np.asarray(sp.mu), mu)
     assert np.all(np.asarray(sp.rounds) < band.SADDLE_MAX_ROUNDS)
     # Σ(z − λ_i)⁻² at the last left point of the bracket (within ~1e-4 of z*): it only scales the contour
-    np.testing.assert_allclose(np.asarray(sp.inv_sq_sum), np.sum((ref_mu[:, None] - lam) ** -2.0, axis=-1), rtol=1e-3)
+    np.testing.assert_allclose(np.asarray(sp.inv_sq_sum), np.sum((ref_mu[:, None] - lam) ** -2.0, axis=-1), rtol=INV_SQ_RTOL)
 
 
 @pytest.mark.slow
@@ -284,7 +306,7 @@ def test_log_partition_closed_forms():
     shifted = lowers.copy()
     shifted[:, 0] += 0.75
     a, b = logz(lowers), logz(shifted)
-    assert a[kinds.index("zero")] == pytest.approx(0.0, abs=1e-14)
+    assert a[kinds.index("zero")] == pytest.approx(0.0, abs=ZERO_ATOL)
     assert np.all(rel_err(b, a + 0.5 * n * 0.75) <= LOGZ_RTOL)
 
 
@@ -328,9 +350,9 @@ def test_gradient(rng):
     expected[0] = 0.5
     np.testing.assert_allclose(g0, expected, atol=GRAD_ATOL, rtol=0)
     assert np.all(np.isfinite(gd))
-    assert gd[0, 0] == pytest.approx(gd[0, 1], rel=1e-10)  # the two decoupled, equal rows share the condensate
+    assert gd[0, 0] == pytest.approx(gd[0, 1], rel=GRAD_ATOL)  # the two decoupled, equal rows share the condensate
     # d/da log Z(T + aI) = N/2: the diagonal of every gradient sums to N/2
-    np.testing.assert_allclose([np.sum(g[0]), np.sum(g0[0]), np.sum(gd[0])], n / 2, rtol=1e-12)
+    np.testing.assert_allclose([np.sum(g[0]), np.sum(g0[0]), np.sum(gd[0])], n / 2, rtol=SUM_RULE_RTOL)
 
 
 @pytest.mark.slow
@@ -418,8 +440,8 @@ def test_latent_round_trip_and_jacobian(rng):
     z, xi = rng.normal(size=ng), rng.normal(size=nc)
     T = band.band_from_latent(z, xi, n, m, c)
     z2, xi2 = band.latent_from_band(T, c)
-    np.testing.assert_allclose(np.asarray(z2), z, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(xi2), xi, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(z2), z, atol=LATENT_ATOL)
+    np.testing.assert_allclose(np.asarray(xi2), xi, atol=LATENT_ATOL)
     lower = np.asarray(T.lower)
     s = 1.0 / math.sqrt(c * n)
     nu = np.arange(n - m, 0, -1)
@@ -427,9 +449,12 @@ def test_latent_round_trip_and_jacobian(rng):
     latent = np.sum(stats.norm.logpdf(z)) + np.sum(stats.norm.logpdf(xi) + np.asarray(band.chi_log_density_correction(xi, nu)))
     log_jac = n * math.log(math.sqrt(2.0) * s) + (ng - n) * math.log(s) + np.sum(np.log(lower[m, m:] * np.sqrt(2.0 / nu) / 2))
     assert latent == pytest.approx(float(band.goe_band_log_prior(T, c)) + log_jac, abs=DENSITY_ATOL)
-    # batched latents
-    Tb = band.band_from_latent(np.stack([z, -z]), np.stack([xi, xi]), n, m, c)
-    assert Tb.lower.shape == (2, m + 1, n)
+    # batched latents: the first row is the draw above, the second has its Gaussian entries negated
+    Tb = np.asarray(band.band_from_latent(np.stack([z, -z]), np.stack([xi, xi]), n, m, c).lower)
+    assert Tb.shape == (2, m + 1, n)
+    np.testing.assert_array_equal(Tb[0], lower)
+    np.testing.assert_array_equal(Tb[1, :m], -lower[:m])
+    np.testing.assert_array_equal(Tb[1, m], lower[m])
 
 
 # ---------------------------------------------------------------------------
@@ -457,7 +482,7 @@ def test_observables_match_dense():
     np.testing.assert_allclose(obs.mu, saddle_reference(lam).reshape(lam.shape[:-1]), rtol=SADDLE_RTOL)
     np.testing.assert_allclose(obs.log_z_per_n, np.asarray(_sph_logz(flat)).reshape(lam.shape[:-1]) / n, atol=LOGZ_RTOL)
     np.testing.assert_array_equal(obs.signal, lowers[..., 0, :r])
-    np.testing.assert_allclose(obs.trace_sq, np.sum(D * D, axis=(-2, -1)), rtol=1e-13)
+    np.testing.assert_allclose(obs.trace_sq, np.sum(D * D, axis=(-2, -1)), rtol=TRACE_RTOL)
 
 
 @pytest.mark.slow
@@ -467,8 +492,8 @@ def test_observables_large():
     obs = band.observables(band.Band(lowers), r)
     lam, vec = np.linalg.eigh(dense(lowers))
     np.testing.assert_allclose(obs.eigenvalues, lam[..., ::-1][..., : r + 1], atol=OBS_ATOL)
-    # the condensed draw has a well separated top eigenvector; the paramagnetic one a gap ~ N^(-2/3) (still ≫ 1e-8)
-    np.testing.assert_allclose(obs.overlaps, vec[..., :r, -1] ** 2, atol=1e-8)
+    # the condensed draw has a well separated top eigenvector; the paramagnetic one a gap ~ N^(-2/3)
+    np.testing.assert_allclose(obs.overlaps, vec[..., :r, -1] ** 2, atol=LARGE_OVERLAP_ATOL)
     np.testing.assert_allclose(obs.mu, saddle_reference(lam), rtol=SADDLE_RTOL)
 
 
@@ -482,7 +507,7 @@ def test_log_det_under_jit_and_vmap():
     z = np.array([3.0 + 0.5j, 0.2 + 1.0j])
     batched = np.asarray(band.log_det(band.Band(lowers), z))
     mapped = np.asarray(jax.jit(jax.vmap(lambda lo: band.log_det(band.Band(lo), z)))(jnp.asarray(lowers)))
-    np.testing.assert_allclose(mapped, batched, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(mapped, batched, rtol=JIT_ATOL, atol=JIT_ATOL)
 
 
 def test_band_is_a_pytree():
@@ -490,6 +515,9 @@ def test_band_is_a_pytree():
     doubled = jax.tree_util.tree_map(lambda a: 2.0 * a, band.Band(lower))
     assert isinstance(doubled, band.Band) and doubled.N == 12 and doubled.m == 2
     np.testing.assert_array_equal(np.asarray(doubled.to_dense()), 2.0 * dense(np.asarray(lower)))
+    # to_dense assembles in NumPy when concrete and with scatters when traced: both give the same matrix
+    traced = jax.jit(lambda lo: band.Band(lo).to_dense())(lower)
+    np.testing.assert_array_equal(np.asarray(traced), dense(np.asarray(lower)))
 
 
 def test_dimension_two():
@@ -500,7 +528,7 @@ def test_dimension_two():
     ref = 0.5 * np.sum(lam, axis=-1) + np.log(special.i0(0.5 * (lam[:, 1] - lam[:, 0])))
     got = np.asarray(band.log_partition(band.Band(lowers)))
     assert np.all(rel_err(got, ref) <= LOGZ_RTOL)
-    assert got[kinds.index("zero")] == pytest.approx(0.0, abs=1e-14)
+    assert got[kinds.index("zero")] == pytest.approx(0.0, abs=ZERO_ATOL)
 
 
 def test_ignored_entries_do_not_matter():
@@ -524,6 +552,7 @@ def test_ignored_entries_do_not_matter():
         (lambda: band.saddle_point(band.Band(np.array([[0.0, np.inf], [0.0, 1.0]]))), "T: "),
         (lambda: band.log_det(band.Band(np.zeros((2, 4))), np.ones((2, 2))), "z: "),
         (lambda: band.reduce(np.zeros((3, 4)), 1), "W: "),
+        (lambda: band.reduce(np.zeros((1, 1)), 1), "W: "),
         (lambda: band.reduce(np.zeros((4, 4)), 4), "m: "),
         (lambda: band.band_from_latent(np.zeros(3), np.zeros(2), 4, 1, 1.0), "z: "),
         (lambda: band.band_from_latent(np.zeros(4), np.zeros(2), 4, 1, 1.0), "xi: "),
