@@ -57,6 +57,10 @@ __all__ = [
     "start_study",
     "pick_values",
     "nuts_overrides",
+    "QUICK_LADDER",
+    "LADDER_OPTIONS",
+    "ladder_settings",
+    "FULL_PRECISION_CSV",
     "write_csv",
     "read_csv",
     "complete_groups",
@@ -94,6 +98,13 @@ PHASE_COLORS = {"PMo": "#1f77b4", "PMe": "#17becf", "FMo": "#d62728", "FMe": "#f
 NUTS_SEEDS = "teacher: spec data.seed (0); NUTS: settings.derive_keys(spec inference.seed).fit, as bayes-sbm fit"
 #: NUTS sizes of a ``--quick`` run (per chain; one chain).
 QUICK_NUTS = {"num_warmup": 100, "num_samples": 100, "num_chains": 1}
+#: TI ladder of a ``--quick`` run (a full run takes ``LadderSettings``' defaults).
+QUICK_LADDER = {"num_rungs": 4, "max_rungs": 4, "num_samples": 100, "num_warmup": 50, "first_warmup": 100, "prior_draws": 1000}
+#: Ladder options (``--rungs`` …, argparse names) → ``LadderSettings`` fields.
+LADDER_OPTIONS = {"rungs": "num_rungs", "max_rungs": "max_rungs", "samples": "num_samples", "warmup": "num_warmup",
+                  "first_warmup": "first_warmup", "prior_draws": "prior_draws"}
+#: :func:`write_csv` options of the theory studies: floats with 17 significant digits, ``None`` as an empty cell.
+FULL_PRECISION_CSV = {"none": "", "float_format": lambda v: f"{v:.17g}"}
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -250,6 +261,27 @@ def nuts_overrides(args: argparse.Namespace, names: Iterable[str] = ("num_warmup
         if given is not None or args.quick:
             out[f"inference.{name}"] = int(given if given is not None else QUICK_NUTS[name])
     return out
+
+
+def ladder_settings(args: argparse.Namespace):
+    """The TI ladder (``LadderSettings``, no progress bar) of the options in :data:`LADDER_OPTIONS`.
+
+    An option given on the command line wins; with ``--quick`` the missing
+    ones take :data:`QUICK_LADDER`, otherwise ``LadderSettings``' defaults.
+    ``max_rungs`` is raised to ``num_rungs`` when below it.  Imports
+    ``bayes_sbm``: call it after :func:`pin_threads`.
+    """
+    import dataclasses
+
+    from bayes_sbm.settings import LadderSettings
+
+    values = {}
+    for option, name in LADDER_OPTIONS.items():
+        given = getattr(args, option)
+        if given is not None or args.quick:
+            values[name] = int(given if given is not None else QUICK_LADDER[name])
+    ladder = dataclasses.replace(LadderSettings(progress_bar=False), **values)
+    return dataclasses.replace(ladder, max_rungs=max(ladder.num_rungs, ladder.max_rungs))
 
 
 # --------------------------------------------------------------------------
@@ -474,10 +506,6 @@ def theory_pair(c, gamma: float, eta: float):
 # --------------------------------------------------------------------------
 # fits
 # --------------------------------------------------------------------------
-def _same_spec(meta: dict, spec) -> bool:
-    return json.loads(json.dumps(meta.get("spec", {}))) == json.loads(json.dumps(spec.to_dict()))
-
-
 def fit_or_reuse(spec, run_dir: Path, resume: bool):
     """Fit ``spec`` into ``run_dir`` with ``runs.fit_spec`` (or reuse the run there fitted with the same spec when resuming).
 
@@ -497,7 +525,7 @@ def fit_or_reuse(spec, run_dir: Path, resume: bool):
         except (FileNotFoundError, ValueError):
             pass
         else:
-            if _same_spec(meta, spec):
+            if spec.matches(meta.get("spec")):
                 return dt, meta, True
     dt, meta = fit_spec(spec, run_dir, progress_bar=False, overwrite=True)
     return dt, meta, False
@@ -594,7 +622,7 @@ def evidence_group(group: str, spec, problem, *, seed: int | None = None, ladder
     group : {"ti", "svi"}
         ``"ti"``: one NUTS ladder → ``ti`` and ``stepping_stone``;
         ``"svi"``: one SVI fit (the spec's guide, ``"normal"`` unless
-        aligned) and guide draws → ``elbo``, ``importance``, ``iwae``.
+        aligned or band) and guide draws → ``elbo``, ``importance``, ``iwae``.
     spec : bayes_sbm.specs.Spec
     problem : bayes_sbm.inference.PosteriorProblem
     seed : int or None, optional
@@ -631,7 +659,7 @@ def evidence_group(group: str, spec, problem, *, seed: int | None = None, ladder
     if group != "svi":
         raise ValueError(f"group: must be 'ti' or 'svi', got {group!r}")
     base = spec.inference.svi_settings(progress_bar=False)
-    guide = base.guide if problem.parametrization == "aligned" else "normal"
+    guide = base.guide if problem.parametrization in ("aligned", "band") else "normal"  # as reports.evidence_report
     settings = dataclasses.replace(base, guide=guide, num_steps=svi_steps or base.num_steps, num_draws=10,
                                    learning_rate=base.learning_rate if svi_learning_rate is None else svi_learning_rate)
     fit, wall_fit, cpu_fit = timed(lambda: inference.run_svi(keys.svi, problem, settings))

@@ -59,12 +59,12 @@ def positive_scalar(name: str, value, *, allow_zero: bool = False) -> float:
 
 
 def positive_int(name: str, value, *, maximum: int | None = None, minimum: int = 1) -> int:
-    """``int(value)`` if an integer in ``[minimum, maximum]``, else ``ValueError``."""
+    """``int(value)`` if an integer in ``[minimum, maximum]``, else ``ValueError``.
+
+    Booleans and floats are refused, also integral ones (``2.0``), as in the spec schema.
+    """
     if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{name}: must be an integer >= {minimum}, got {_shown(value)}")
+        raise ValueError(f"{name}: must be an integer >= {minimum}, got {_shown(value)}")
     v = int(value)
     if v < minimum:
         raise ValueError(f"{name}: must be an integer >= {minimum}, got {v}")

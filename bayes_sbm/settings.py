@@ -4,8 +4,10 @@ One frozen dataclass per algorithm — :class:`NutsSettings`,
 :class:`SviSettings`, :class:`LadderSettings` (thermodynamic integration) —
 is the single home of its defaults: the spec schema (``[inference]`` keys),
 the Python API, the CLI, the studies and the benchmarks all build these
-objects, and every field is reachable from a spec.  Each validates itself on
-construction (one-line ``ValueError`` naming the field).
+objects, and every NUTS and SVI field is reachable from a spec.  Each
+validates itself on construction (one-line ``ValueError`` naming the field);
+the spec schema checks the same ranges with file and key in its messages,
+reading the bounds (:data:`MAX_CHAINS`, :data:`MAX_TREE_DEPTH`) from here.
 
 :func:`derive_keys` is the one place where a run's seed becomes PRNG keys, so
 an in-memory fit, ``bayes-sbm fit`` and every study draw the same numbers
@@ -23,6 +25,7 @@ from . import _checks
 
 __all__ = [
     "MAX_CHAINS",
+    "MAX_TREE_DEPTH",
     "CHAIN_METHODS",
     "GUIDES",
     "NutsSettings",
@@ -34,10 +37,19 @@ __all__ = [
 
 #: Most chains one fit may ask for (each holds its own copy of the sampler state; more eats memory for no gain).
 MAX_CHAINS = 64
+#: Deepest NUTS tree: up to 2^30 leapfrog steps per draw already; deeper is a typo (NumPyro's default is 10).
+MAX_TREE_DEPTH = 30
 #: NumPyro chain methods (``"auto"`` = parallel when the host exposes one device per chain, else sequential).
 CHAIN_METHODS = ("auto", "parallel", "sequential", "vectorized")
 #: SVI guides: NumPyro's ``AutoNormal``, ``AutoLowRankMultivariateNormal`` and the symmetry-structured guide.
 GUIDES = ("normal", "lowrank", "structured")
+
+
+def _target_accept(value) -> float:
+    """NUTS' target acceptance probability: in the open interval (0, 1)."""
+    if not 0.0 < _checks.positive_scalar("target_accept", value) < 1.0:
+        raise ValueError(f"target_accept: must be in (0, 1), got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -73,9 +85,8 @@ class NutsSettings:
         _checks.non_negative_int("num_warmup", self.num_warmup)
         _checks.positive_int("num_samples", self.num_samples)
         _checks.positive_int("num_chains", self.num_chains, maximum=MAX_CHAINS)
-        if not 0.0 < _checks.positive_scalar("target_accept", self.target_accept) < 1.0:
-            raise ValueError(f"target_accept: must be in (0, 1), got {self.target_accept!r}")
-        _checks.positive_int("max_tree_depth", self.max_tree_depth, maximum=30)
+        _target_accept(self.target_accept)
+        _checks.positive_int("max_tree_depth", self.max_tree_depth, maximum=MAX_TREE_DEPTH)
         _checks.one_of("chain_method", self.chain_method, CHAIN_METHODS)
         _checks.non_negative_int("checkpoint_every", self.checkpoint_every)
 
@@ -168,8 +179,7 @@ class LadderSettings:
         _checks.positive_int("num_samples", self.num_samples)
         _checks.positive_int("num_chains", self.num_chains, maximum=MAX_CHAINS)
         _checks.positive_int("prior_draws", self.prior_draws, minimum=2)
-        if not 0.0 < _checks.positive_scalar("target_accept", self.target_accept) < 1.0:
-            raise ValueError(f"target_accept: must be in (0, 1), got {self.target_accept!r}")
+        _target_accept(self.target_accept)
 
 
 class RunKeys(NamedTuple):

@@ -135,11 +135,10 @@ Example (``models/fmo.toml``)::
 
 from __future__ import annotations
 
-import json
-
 import copy
 import dataclasses
 import difflib
+import json
 import math
 import numbers
 import os
@@ -150,7 +149,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _checks
-from .settings import CHAIN_METHODS, GUIDES, MAX_CHAINS, NutsSettings, SviSettings
+from .settings import CHAIN_METHODS, GUIDES, MAX_CHAINS, MAX_TREE_DEPTH, NutsSettings, SviSettings
 
 _NUTS = NutsSettings()
 _SVI = SviSettings()
@@ -310,7 +309,7 @@ SCHEMA: dict[str, dict[str, _Field]] = {
         "seed": _Field("int", 0, _SEED, "inference seed"),
         "target_accept": _Field("float", _NUTS.target_accept, _open_unit, "NUTS target acceptance"),
         "dense_mass": _Field("bool", _NUTS.dense_mass, None, "dense mass matrix"),
-        "max_tree_depth": _Field("int", _NUTS.max_tree_depth, _between(1, 30), "NUTS tree depth"),
+        "max_tree_depth": _Field("int", _NUTS.max_tree_depth, _between(1, MAX_TREE_DEPTH), "NUTS tree depth"),
         "chain_method": _Field("str", _NUTS.chain_method, _one_of(*CHAIN_METHODS), "chain method"),
         "checkpoint_every": _Field("int", _NUTS.checkpoint_every, _ge(0), "draws per checkpoint segment"),
         "svi_guide": _Field("str", _SVI.guide, _one_of(*GUIDES), "SVI guide"),
@@ -447,30 +446,21 @@ class InferenceSpec:
 
     def nuts_settings(self, progress_bar: bool = True) -> NutsSettings:
         """The :class:`~bayes_sbm.settings.NutsSettings` this table describes."""
-        return NutsSettings(
-            num_warmup=self.num_warmup,
-            num_samples=self.num_samples,
-            num_chains=self.num_chains,
-            target_accept=self.target_accept,
-            dense_mass=self.dense_mass,
-            max_tree_depth=self.max_tree_depth,
-            chain_method=self.chain_method,
-            progress_bar=progress_bar,
-            checkpoint_every=self.checkpoint_every,
-        )
+        return NutsSettings(**{f: getattr(self, key) for key, f in _NUTS_KEYS.items()}, progress_bar=progress_bar)
 
     def svi_settings(self, progress_bar: bool = True) -> SviSettings:
         """The :class:`~bayes_sbm.settings.SviSettings` this table describes."""
-        return SviSettings(
-            guide=self.svi_guide,
-            num_steps=self.svi_steps,
-            learning_rate=self.svi_learning_rate,
-            final_lr_fraction=self.svi_final_lr_fraction,
-            num_particles=self.svi_num_particles,
-            num_draws=self.svi_draws,
-            rank=self.svi_rank,
-            progress_bar=progress_bar,
-        )
+        return SviSettings(**{f: getattr(self, key) for key, f in _SVI_KEYS.items()}, progress_bar=progress_bar)
+
+
+#: ``[inference]`` key → :class:`~bayes_sbm.settings.NutsSettings` field (every field but ``progress_bar``; same names).
+_NUTS_KEYS = {f.name: f.name for f in dataclasses.fields(NutsSettings) if f.name != "progress_bar"}
+#: ``[inference]`` key → :class:`~bayes_sbm.settings.SviSettings` field (every field but ``progress_bar``).
+_SVI_KEYS = {
+    "svi_guide": "guide", "svi_steps": "num_steps", "svi_learning_rate": "learning_rate",
+    "svi_final_lr_fraction": "final_lr_fraction", "svi_num_particles": "num_particles", "svi_draws": "num_draws",
+    "svi_rank": "rank",
+}
 
 
 @dataclass(frozen=True)
@@ -549,6 +539,10 @@ class Spec:
             "inference": table(self.inference, SCHEMA["inference"]),
             "predictive": table(self.predictive, SCHEMA["predictive"]),
         }
+
+    def matches(self, stored: Any) -> bool:
+        """True when ``stored`` — a spec dict read back from JSON (a run's ``meta["spec"]``, a sweep marker) — is this spec."""
+        return stored == json.loads(json.dumps(self.to_dict()))
 
     def to_toml(self) -> str:
         """The resolved spec as TOML text (``load_spec`` of it gives an equal spec)."""
@@ -672,6 +666,19 @@ def _coerce(kind: str, value: Any) -> tuple[Any, str | None]:
     return v, None
 
 
+def _checked(f: _Field, value: Any, source: str, key: str, error: type[ValueError] = SpecError) -> Any:
+    """``value`` type-checked (:func:`_coerce`) and range-checked by ``f``, else ``error(source, key, reason)``.
+
+    The one validation step of every spec key, and of the sweep files' keys (``error`` = ``SweepError``).
+    """
+    value, reason = _coerce(f.kind, value)
+    if reason is None and f.check is not None:
+        reason = f.check(value)
+    if reason is not None:
+        raise error(source, key, reason)
+    return value
+
+
 def _suggest(word: str, choices) -> str:
     near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {near[0]!r}?)" if near else ""
@@ -708,12 +715,7 @@ def _read_table(raw: Mapping, table: str, source: str) -> dict[str, Any]:
                 raise SpecError(source, f"{table}.{key}", "missing required field")
             out[key] = f.default
             continue
-        value, reason = _coerce(f.kind, given[key])
-        if reason is None and f.check is not None:
-            reason = f.check(value)
-        if reason is not None:
-            raise SpecError(source, f"{table}.{key}", reason)
-        out[key] = value
+        out[key] = _checked(f, given[key], source, f"{table}.{key}")
     return out
 
 
@@ -726,17 +728,7 @@ def _parse(raw: Mapping, *, source: str, base_dir: Path, default_name: str | Non
         if table not in raw:
             raise SpecError(source, table, f"missing required table [{table}]")
 
-    top: dict[str, Any] = {}
-    for key, f in TOP_LEVEL_KEYS.items():
-        if key in raw:
-            value, reason = _coerce(f.kind, raw[key])
-            if reason is None and f.check is not None:
-                reason = f.check(value)
-            if reason is not None:
-                raise SpecError(source, key, reason)
-            top[key] = value
-        else:
-            top[key] = f.default
+    top = {key: _checked(f, raw[key], source, key) if key in raw else f.default for key, f in TOP_LEVEL_KEYS.items()}
     name = top["name"] if top["name"] is not None else (default_name or "spec")
 
     model = _read_table(raw, "model", source)
@@ -761,27 +753,13 @@ def _parse(raw: Mapping, *, source: str, base_dir: Path, default_name: str | Non
         raise SpecError(source, "data.heldout_path", "give either heldout_path (a held-out file) or train_rows (held-out rows of the data file), not both")
     resolved_heldout = None
     if data["heldout_path"] is not None:
-        resolved_heldout = str((Path(base_dir) / os.path.expanduser(data["heldout_path"])).resolve())
-        suffix = Path(resolved_heldout).suffix.lower()
-        if suffix not in DATA_SUFFIXES:
-            raise SpecError(
-                source, "data.heldout_path",
-                f"unknown data format {suffix or '(no suffix)'!r} for {resolved_heldout} (use {', '.join(DATA_SUFFIXES)})",
-            )
-        if not Path(resolved_heldout).is_file():
-            raise SpecError(source, "data.heldout_path", f"held-out data file not found: {resolved_heldout}")
+        resolved_heldout = _data_file(data["heldout_path"], base_dir, source, "data.heldout_path", "held-out data file")
     resolved = None
     if data["path"] is not None:
-        resolved = str((Path(base_dir) / os.path.expanduser(data["path"])).resolve())
         if src == "file":
-            suffix = Path(resolved).suffix.lower()
-            if suffix not in DATA_SUFFIXES:
-                raise SpecError(
-                    source, "data.path",
-                    f"unknown data format {suffix or '(no suffix)'!r} for {resolved} (use {', '.join(DATA_SUFFIXES)})",
-                )
-            if not Path(resolved).is_file():
-                raise SpecError(source, "data.path", f"data file not found: {resolved}")
+            resolved = _data_file(data["path"], base_dir, source, "data.path", "data file")
+        else:  # kept (resolved) but not read: teacher data
+            resolved = str((Path(base_dir) / os.path.expanduser(data["path"])).resolve())
     if predictive["beta"] is None:
         predictive["beta"] = model["beta"]
     if predictive["num_points"] is None and src == "teacher":
@@ -799,6 +777,19 @@ def _parse(raw: Mapping, *, source: str, base_dir: Path, default_name: str | Non
         _source=source,
         _base_dir=str(base_dir),
     )
+
+
+def _data_file(text: str, base_dir: Path, source: str, key: str, what: str) -> str:
+    """The absolute path of a data file named in the spec; it must exist and have a :data:`DATA_SUFFIXES` suffix."""
+    resolved = str((Path(base_dir) / os.path.expanduser(text)).resolve())
+    suffix = Path(resolved).suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise SpecError(
+            source, key, f"unknown data format {suffix or '(no suffix)'!r} for {resolved} (use {', '.join(DATA_SUFFIXES)})"
+        )
+    if not Path(resolved).is_file():
+        raise SpecError(source, key, f"{what} not found: {resolved}")
+    return resolved
 
 
 def _plain(obj):

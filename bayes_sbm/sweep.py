@@ -61,7 +61,6 @@ import contextlib
 import csv
 import dataclasses
 import datetime
-import difflib
 import hashlib
 import io as _io
 import itertools
@@ -87,7 +86,10 @@ import xarray as xr
 from . import __version__, _checks, _stats, reports, runs
 from .io import run_metadata, write_json_atomic, write_netcdf_atomic, write_text_atomic
 from .settings import LadderSettings
-from .specs import SCHEMA, Spec, SpecError, load_spec, read_toml_file, toml_type_name
+from .specs import (
+    _SEED, SCHEMA, Spec, SpecError, _checked, _coerce, _Field, _ge, _gt, _non_empty, _one_of, _spec_name, _suggest,
+    load_spec, read_toml_file, toml_type_name,
+)
 
 __all__ = [
     "TASKS",
@@ -294,52 +296,81 @@ class Sweep:
 
 
 # --------------------------------------------------------------------------
-# parsing
+# parsing (the spec schema's checks: one message format, one home for the rules)
 # --------------------------------------------------------------------------
-def _suggest(word: str, choices) -> str:
-    near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {near[0]!r}?)" if near else ""
+#: Top-level scalar keys: type and rule (``name`` and ``description`` as in a spec).
+_TOP_FIELDS = {
+    "name": _Field("str", check=_spec_name),
+    "description": _Field("str"),
+    "task": _Field("str", check=_one_of(*TASKS)),
+    "base": _Field("str", check=_non_empty),
+    "out": _Field("str", check=_non_empty),
+}
+#: ``[evidence]`` and ``[predict]`` keys (defaults: :class:`EvidenceTask`, :class:`PredictTask`).
+_TASK_FIELDS = {
+    "evidence": {
+        "rungs": _Field("int", check=_ge(1)), "max_rungs": _Field("int", check=_ge(1)),
+        "samples": _Field("int", check=_ge(1)), "warmup": _Field("int", check=_ge(0)),
+        "svi_steps": _Field("int", check=_ge(1)), "ti": _Field("bool"), "svi": _Field("bool"),
+    },
+    "predict": {
+        "beta": _Field("float", check=_gt(0)), "num_points": _Field("int", check=_ge(2)),
+        "seed": _Field("int", check=_SEED), "max_draws": _Field("int", check=_ge(1)),
+    },
+}
 
 
-def _setting(source: str, key: str, value, kind: str, check: Callable[[Any], str | None] | None = None):
-    """A type- and range-checked scalar of a task table (int: no floats/bools; float: finite, ints allowed)."""
-    word = {"int": "an integer", "float": "a number", "bool": "a boolean (true/false)", "str": "a string"}[kind]
-    bad = f"expected {word}, got {toml_type_name(value)} {value!r}"
-    if kind == "bool" and not isinstance(value, bool):
-        raise SweepError(source, key, bad)
-    if kind == "str" and not isinstance(value, str):
-        raise SweepError(source, key, bad)
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise SweepError(source, key, bad)
-        value = int(value)
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise SweepError(source, key, bad)
-        value = float(value)
-        if not math.isfinite(value):
-            raise SweepError(source, key, f"must be finite, got {value!r}")
-    reason = check(value) if check is not None else None
-    if reason:
-        raise SweepError(source, key, reason)
-    return value
+def _top(raw: Mapping, key: str, source: str, default: Any = None):
+    """A checked top-level value (``default`` when absent)."""
+    return _checked(_TOP_FIELDS[key], raw[key], source, key, SweepError) if key in raw else default
 
 
-def _at_least(lo):
-    return lambda v: None if v >= lo else f"must be >= {lo}, got {v!r}"
-
-
-def _task_table(raw: Mapping, table: str, source: str, fields: dict) -> dict:
+def _task_table(raw: Mapping, table: str, source: str) -> dict:
+    """The checked keys given in ``[evidence]`` or ``[predict]``."""
     given = raw.get(table, {})
     if not isinstance(given, Mapping):
         raise SweepError(source, table, f"must be a table [{table}], got {toml_type_name(given)} {given!r}")
-    out = {}
-    for key, value in given.items():
+    fields = _TASK_FIELDS[table]
+    for key in given:
         if key not in fields:
             raise SweepError(source, f"{table}.{key}", f"unknown key{_suggest(key, fields)}; allowed keys: {', '.join(fields)}")
-        kind, check = fields[key]
-        out[key] = _setting(source, f"{table}.{key}", value, kind, check)
-    return out
+    return {key: _checked(fields[key], value, source, f"{table}.{key}", SweepError) for key, value in given.items()}
+
+
+def _parse_task(raw: Mapping, source: str) -> Task:
+    kind = _top(raw, "task", source)
+    for table in _TASK_FIELDS:
+        if table in raw and table != kind:
+            raise SweepError(source, table, f"[{table}] is only used with task = {table!r}, got task = {kind!r}")
+    evidence = EvidenceTask(**_task_table(raw, "evidence", source))
+    if evidence.max_rungs < evidence.rungs:
+        raise SweepError(source, "evidence.max_rungs", f"must be >= evidence.rungs = {evidence.rungs}, got {evidence.max_rungs}")
+    if not (evidence.ti or evidence.svi):
+        raise SweepError(source, "evidence.svi", "ti and svi are both false: at least one estimator family must run")
+    return Task(kind, evidence, PredictTask(**_task_table(raw, "predict", source)))
+
+
+def _load_base(raw: Mapping, source: str, base_dir: Path) -> Spec:
+    base_path = base_dir / os.path.expanduser(_top(raw, "base", source))
+    if not base_path.is_file():
+        what = "is a folder, not a spec file" if base_path.is_dir() else "spec file not found"
+        raise SweepError(source, "base", f"{what}: {base_path}")
+    try:
+        return load_spec(base_path)
+    except SpecError as exc:
+        raise SweepError(source, "base", str(exc)) from None
+
+
+def _out_folder(raw: Mapping, source: str, base_dir: Path, out: str | os.PathLike | None) -> Path:
+    if out is not None:
+        out_path = Path(out).resolve()
+    elif "out" in raw:
+        out_path = (base_dir / os.path.expanduser(_top(raw, "out", source))).resolve()
+    else:
+        raise SweepError(source, "out", "missing: give out = \"FOLDER\" (relative to the sweep file) or pass --out")
+    if out_path.exists() and not out_path.is_dir():
+        raise SweepError(source, "out", f"{out_path} exists and is not a folder")
+    return out_path
 
 
 def _dotted_table(raw: Mapping, table: str, source: str) -> dict[str, Any]:
@@ -367,11 +398,6 @@ def _dotted_table(raw: Mapping, table: str, source: str) -> dict[str, Any]:
     return flat
 
 
-def _spec_value(spec: Spec, dotted: str):
-    table, key = dotted.split(".")
-    return getattr(getattr(spec, table), key)
-
-
 def _format_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -394,6 +420,44 @@ def point_name(values: Mapping[str, Any]) -> str:
     if len(name) > MAX_NAME:
         name = f"{name[:MAX_NAME - 14]}__{hashlib.sha1(name.encode()).hexdigest()[:12]}"
     return name
+
+
+def _raw_grid(raw: Mapping, source: str) -> dict[str, list]:
+    """``[grid]`` as written: spec key → non-empty list; at most :data:`MAX_POINTS` points."""
+    if "grid" not in raw:
+        raise SweepError(source, "grid", "missing required table [grid]")
+    grid_raw = _dotted_table(raw, "grid", source)
+    if not grid_raw:
+        raise SweepError(source, "grid", "must name at least one spec key, e.g. \"model.N\" = [100, 200]")
+    for key, values in grid_raw.items():
+        if not isinstance(values, list):
+            raise SweepError(source, f"grid.{key}", f"must be a list of values, got {toml_type_name(values)} {values!r}")
+        if not values:
+            raise SweepError(source, f"grid.{key}", "must not be an empty list")
+    count = math.prod(len(v) for v in grid_raw.values())
+    if count > MAX_POINTS:
+        raise SweepError(source, "grid", f"{count} points, more than {MAX_POINTS}")
+    return grid_raw
+
+
+def _typed_values(key: str, values: list, fixed_spec: Spec, source: str) -> tuple:
+    """The values of a grid key, each checked alone on the base with ``[set]``, typed as the spec types them (1 → 1.0)."""
+    table, name = key.split(".")
+    typed = []
+    for v in values:
+        if isinstance(v, (list, Mapping)):
+            raise SweepError(source, f"grid.{key}", f"values must be numbers, strings or booleans, got {toml_type_name(v)} {v!r}")
+        try:
+            fixed_spec.with_overrides({key: v})
+        except SpecError as exc:
+            if exc.key == key:
+                raise SweepError(source, f"grid.{key}", exc.reason) from None
+            # else a combination (e.g. N < K + 1 with the base's K) that other grid keys may fix: checked per point
+        typed.append(_coerce(SCHEMA[table][name].kind, v)[0])  # the type is right: a wrong one fails above with exc.key == key
+    dup = next((v for i, v in enumerate(typed) if v in typed[:i]), None)
+    if dup is not None:
+        raise SweepError(source, f"grid.{key}", f"repeats the value {dup!r}")
+    return tuple(typed)
 
 
 def parse_sweep(raw: Mapping[str, Any], *, source: str = "<string>", base_dir: str | os.PathLike | None = None,
@@ -425,119 +489,40 @@ def parse_sweep(raw: Mapping[str, Any], *, source: str = "<string>", base_dir: s
     for key in raw:
         if key not in TOP_LEVEL:
             raise SweepError(source, str(key), f"unknown key{_suggest(str(key), TOP_LEVEL)}; allowed: {', '.join(TOP_LEVEL)}")
-    name = _setting(source, "name", raw.get("name", default_name), "str",
-                    lambda v: "must be non-empty without a path separator" if not v.strip() or "/" in v or "\\" in v else None)
-    description = _setting(source, "description", raw.get("description", ""), "str")
-
+    name = _top(raw, "name", source, default_name)
+    description = _top(raw, "description", source, "")
     for key in ("base", "task"):
         if key not in raw:
             raise SweepError(source, key, "missing required key")
-    task_kind = _setting(source, "task", raw["task"], "str",
-                         lambda v: None if v in TASKS else f"must be one of {', '.join(map(repr, TASKS))}, got {v!r}{_suggest(v, TASKS)}")
-    for table in ("evidence", "predict"):
-        if table in raw and table != task_kind:
-            raise SweepError(source, table, f"[{table}] is only used with task = {table!r}, got task = {task_kind!r}")
-    ev = _task_table(raw, "evidence", source, {
-        "rungs": ("int", _at_least(1)), "max_rungs": ("int", _at_least(1)), "samples": ("int", _at_least(1)),
-        "warmup": ("int", _at_least(0)), "svi_steps": ("int", _at_least(1)), "ti": ("bool", None), "svi": ("bool", None),
-    })
-    evidence = EvidenceTask(**ev)
-    if evidence.max_rungs < evidence.rungs:
-        raise SweepError(source, "evidence.max_rungs", f"must be >= evidence.rungs = {evidence.rungs}, got {evidence.max_rungs}")
-    if not (evidence.ti or evidence.svi):
-        raise SweepError(source, "evidence.svi", "ti and svi are both false: at least one estimator family must run")
-    pr = _task_table(raw, "predict", source, {
-        "beta": ("float", lambda v: None if v > 0 else f"must be > 0, got {v!r}"), "num_points": ("int", _at_least(2)),
-        "seed": ("int", lambda v: None if 0 <= v <= _checks.MAX_SEED else f"must be between 0 and {_checks.MAX_SEED}, got {v!r}"),
-        "max_draws": ("int", _at_least(1)),
-    })
-    task = Task(task_kind, evidence, PredictTask(**pr))
-
-    base_text = _setting(source, "base", raw["base"], "str", lambda v: None if v.strip() else "must not be empty")
-    base_path = Path(base_dir) / os.path.expanduser(base_text)
-    if not base_path.is_file():
-        what = "is a folder, not a spec file" if base_path.is_dir() else "spec file not found"
-        raise SweepError(source, "base", f"{what}: {base_path}")
-    try:
-        base = load_spec(base_path)
-    except SpecError as exc:
-        raise SweepError(source, "base", str(exc)) from None
-
-    if out is not None:
-        out_path = Path(out).resolve()
-    elif "out" in raw:
-        out_text = _setting(source, "out", raw["out"], "str", lambda v: None if v.strip() else "must not be empty")
-        out_path = (Path(base_dir) / os.path.expanduser(out_text)).resolve()
-    else:
-        raise SweepError(source, "out", "missing: give out = \"FOLDER\" (relative to the sweep file) or pass --out")
-    if out_path.exists() and not out_path.is_dir():
-        raise SweepError(source, "out", f"{out_path} exists and is not a folder")
-
-    if "grid" not in raw:
-        raise SweepError(source, "grid", "missing required table [grid]")
-    grid_raw = _dotted_table(raw, "grid", source)
-    if not grid_raw:
-        raise SweepError(source, "grid", "must name at least one spec key, e.g. \"model.N\" = [100, 200]")
+    task = _parse_task(raw, source)
+    base = _load_base(raw, source, base_dir)
+    out_path = _out_folder(raw, source, base_dir, out)
+    grid_raw = _raw_grid(raw, source)
     fixed = _dotted_table(raw, "set", source)
-    for key, values in grid_raw.items():
-        if not isinstance(values, list):
-            raise SweepError(source, f"grid.{key}", f"must be a list of values, got {toml_type_name(values)} {values!r}")
-        if not values:
-            raise SweepError(source, f"grid.{key}", "must not be an empty list")
+    for key in grid_raw:
         if key in fixed:
             raise SweepError(source, f"set.{key}", f"is also a grid key (grid.{key}); give it in one of them")
-    count = math.prod(len(v) for v in grid_raw.values())
-    if count > MAX_POINTS:
-        raise SweepError(source, "grid", f"{count} points, more than {MAX_POINTS}")
 
     def overridden(overrides: dict, what: str) -> Spec:
         try:
             return base.with_overrides(overrides)
         except SpecError as exc:
-            if exc.key in grid_raw:
-                key = f"grid.{exc.key}"
-            elif exc.key in fixed:
-                key = f"set.{exc.key}"
-            else:
-                key = exc.key or "base"
+            key = f"grid.{exc.key}" if exc.key in grid_raw else f"set.{exc.key}" if exc.key in fixed else exc.key or "base"
             raise SweepError(source, key, f"{exc.reason}{what}") from None
 
     fixed_spec = overridden(fixed, "")
-    for key, values in grid_raw.items():  # each value alone, so that a bad value names its key
-        for v in values:
-            if isinstance(v, (list, Mapping)):
-                raise SweepError(source, f"grid.{key}", f"values must be numbers, strings or booleans, got {toml_type_name(v)} {v!r}")
-            try:
-                fixed_spec.with_overrides({key: v})
-            except SpecError as exc:
-                if exc.key == key:
-                    raise SweepError(source, f"grid.{key}", exc.reason) from None
-                # else a combination (e.g. N < K + 1 with the base's K) that other grid keys may fix: checked per point
-
-    keys = list(grid_raw)
-    built = []
-    coords: dict[str, dict[int, Any]] = {key: {} for key in keys}
-    for index in itertools.product(*(range(len(grid_raw[k])) for k in keys)):
-        given = {key: grid_raw[key][i] for key, i in zip(keys, index)}
-        label = ", ".join(f"{k} = {v!r}" for k, v in given.items())
-        spec = overridden({**fixed, **given}, f" (at the point {label})")
-        values = {key: _spec_value(spec, key) for key in keys}
-        for key, i in zip(keys, index):
-            coords[key].setdefault(i, values[key])
-        built.append((tuple(index), values, spec))
-    grid = {key: tuple(coords[key][i] for i in range(len(grid_raw[key]))) for key in keys}
-    for key, values in grid.items():
-        dup = next((v for i, v in enumerate(values) if v in values[:i]), None)
-        if dup is not None:
-            raise SweepError(source, f"grid.{key}", f"repeats the value {dup!r}")
+    grid = {key: _typed_values(key, values, fixed_spec, source) for key, values in grid_raw.items()}
     points = []
     names: dict[str, dict] = {}
-    for index, values, spec in built:
+    for index in itertools.product(*(range(len(v)) for v in grid.values())):
+        values = {key: grid[key][i] for key, i in zip(grid, index)}
+        label = ", ".join(f"{k} = {v!r}" for k, v in values.items())
+        spec = overridden({**fixed, **values}, f" (at the point {label})")
         folder = point_name(values)
         if folder in names:
             raise SweepError(source, "grid", f"the points {names[folder]} and {values} get the same folder name {folder!r}")
         names[folder] = values
-        points.append(Point(index, values, folder, out_path / folder, spec))
+        points.append(Point(tuple(index), values, folder, out_path / folder, spec))
     return Sweep(name, description, None, base, grid, fixed, task, out_path, tuple(points))
 
 
@@ -590,7 +575,7 @@ def _status(point: Point, task: Task) -> PointStatus:
     marker = _read_marker(point.folder)
     if marker is None:
         return PointStatus(point, "new", None)
-    same = (marker.get("task") == task.kind and marker.get("spec") == _normal(point.spec.to_dict())
+    same = (marker.get("task") == task.kind and point.spec.matches(marker.get("spec"))
             and marker.get("settings") == _normal(task.settings(point)))
     if marker.get("status") == "ok" and same and isinstance(marker.get("row"), dict) \
             and all((point.folder / f).is_file() for f in _task_files(task)):
@@ -679,7 +664,7 @@ def _fit(point: Point, progress_bar: bool) -> runs.RunData:
     run = point.folder / RUN_DIR
     if (run / "meta.json").is_file() and (run / "inference.nc").is_file():
         dt, meta = runs.load_run(run)
-        if meta.get("spec") != _normal(point.spec.to_dict()):
+        if not point.spec.matches(meta.get("spec")):
             raise ValueError(f"{run}: holds a finished run of another spec (the base spec or [set] changed since it was fitted); "
                              "remove the point folder or choose another out")
         return runs.RunData(dt, meta)
@@ -844,7 +829,7 @@ def format_progress(row: dict, done: int, total: int) -> str:
 @contextlib.contextmanager
 def _client(client, scheduler, workers, processes, log):
     """The Dask client to use: the given one, one connected to ``scheduler``, or a new LocalCluster's."""
-    from dask.distributed import Client, LocalCluster  # the optional engine: imported only when a sweep runs
+    from dask.distributed import Client, LocalCluster  # heavy (~1 s): imported when a sweep runs, not with the package
 
     if client is not None:
         yield client

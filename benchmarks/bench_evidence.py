@@ -51,7 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402  (standard library only: threads are pinned in main)
-    ROOT, evidence_group, name_list, pin_threads, size_list, theory_pair,
+    LADDER_OPTIONS, ROOT, evidence_group, ladder_settings, name_list, pin_threads, size_list, theory_pair,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -60,8 +60,8 @@ SPECS = ("pmo", "fmo")
 SIZES = (50, 100)
 QUICK_SIZES = (8,)
 TARGETS = {"N": 100, "se_per_n": 0.002, "cpu_s": 600.0}
-ESTIMATORS = ("ti", "stepping_stone", "elbo", "importance", "iwae")
 GROUPS = {"ti": ("ti", "stepping_stone"), "svi": ("elbo", "importance", "iwae")}
+ESTIMATORS = tuple(e for group in GROUPS.values() for e in group)
 KIND = {"ti": "consistent", "stepping_stone": "consistent (biased low at finite draws)", "elbo": "lower bound",
         "importance": "consistent (biased low when the weight ESS is small)", "iwae": "lower bound"}
 #: Settings that must agree for ``--resume`` to reuse rows.
@@ -94,12 +94,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     q = args.quick
     pick = lambda v, quick, full: v if v is not None else (quick if q else full)  # noqa: E731
     args.sizes = args.sizes or list(QUICK_SIZES if q else SIZES)
-    args.rungs = pick(args.rungs, 4, 12)
-    args.max_rungs = max(args.rungs, pick(args.max_rungs, 4, 20))
-    args.samples = pick(args.samples, 100, 500)
-    args.warmup = pick(args.warmup, 50, 200)
-    args.first_warmup = pick(args.first_warmup, 100, 500)
-    args.prior_draws = pick(args.prior_draws, 1000, 4000)
     args.svi_steps = pick(args.svi_steps, 300, 3000)
     args.svi_draws = pick(args.svi_draws, 1000, 4000)
     bad = [e for e in args.estimators if e not in GROUPS]
@@ -132,12 +126,8 @@ def _row(base: dict, name: str, group: str, est, wall: float, cpu: float, **extr
     return row
 
 
-def run_group(group: str, spec, problem, args, base: dict) -> list[dict]:
+def run_group(group: str, spec, problem, args, ladder, base: dict) -> list[dict]:
     """The rows of one group (:func:`analysis._common.evidence_group`, keys from ``--seed``), each with the group's cost."""
-    from bayes_sbm.settings import LadderSettings
-
-    ladder = LadderSettings(num_rungs=args.rungs, max_rungs=args.max_rungs, num_samples=args.samples,
-                            num_warmup=args.warmup, first_warmup=args.first_warmup, prior_draws=args.prior_draws)
     g = evidence_group(group, spec, problem, seed=args.seed, ladder=ladder, svi_steps=args.svi_steps,
                        svi_draws=args.svi_draws, svi_learning_rate=args.svi_learning_rate)
     f = dict(g.facts)
@@ -198,10 +188,10 @@ def main(argv=None) -> int:
     from bayes_sbm.specs import load_spec
 
     t_start = time.perf_counter()
+    ladder = ladder_settings(args)
     settings = {
         "quick": bool(args.quick), "threads": args.threads,
-        "ladder": {"num_rungs": args.rungs, "max_rungs": args.max_rungs, "num_samples": args.samples,
-                   "num_warmup": args.warmup, "first_warmup": args.first_warmup, "prior_draws": args.prior_draws},
+        "ladder": {name: getattr(ladder, name) for name in LADDER_OPTIONS.values()},
         "svi_steps": args.svi_steps, "svi_draws": args.svi_draws, "svi_learning_rate": args.svi_learning_rate,
         "seed": args.seed,
     }
@@ -244,7 +234,7 @@ def main(argv=None) -> int:
                 if all(any(r["spec"] == name and r["N"] == N and r["estimator"] == est for r in rows) for est in GROUPS[group]):
                     print(f"[skip] {name} N={N} {group}: rows already in {out}", flush=True)
                     continue
-                new = run_group(group, spec, problem, args, base)
+                new = run_group(group, spec, problem, args, ladder, base)
                 rows = [r for r in rows if not (r["spec"] == name and r["N"] == N and r["estimator"] in GROUPS[group])] + new
                 rows.sort(key=sort_key)
                 write_json_atomic(out, payload(False))

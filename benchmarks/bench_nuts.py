@@ -281,12 +281,12 @@ def run_row(args, N: int, variant: str, chain_method: str) -> dict:
     import numpy as np
     from numpyro.infer import MCMC, NUTS, init_to_median
 
-    from bayes_sbm import inference, model, theory
+    from bayes_sbm import band, inference, model, theory
 
     logz, parametrization, gradient, dense = VARIANTS[variant]
     dim = N * (N + 1) // 2
-    if parametrization == "band":  # (r + 1)N − r(r + 1)/2 free band entries, r = m = 2 data modes (THEORY.md §8)
-        dim = 3 * N - 3
+    if parametrization == "band":  # (m + 1)N − m(m + 1)/2 free band entries, m = K data modes (THEORY.md §8)
+        dim = sum(band.latent_size(N, model.band_width(args.K, N)))
     row = {
         "id": row_id(N, variant), "N": N, "variant": variant, "log_z": logz, "parametrization": parametrization,
         "gradient": gradient, "mass": "dense" if dense else "diag", "dim": dim,

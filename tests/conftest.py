@@ -1,4 +1,4 @@
-"""Shared fixtures: a seeded NumPy generator and GOE spectra.
+"""Shared fixtures and helpers: a seeded NumPy generator, GOE spectra, script runs and CSV checks.
 
 GOE spectra come from the Dumitriu–Edelman tridiagonal model (β = 1): its
 eigenvalues have exactly the GOE joint law, and it costs O(N²) instead of the
@@ -8,7 +8,9 @@ O(N³) of diagonalising a dense matrix, which keeps large-N checks cheap.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
+import math
 import os
 import runpy
 from pathlib import Path
@@ -73,3 +75,17 @@ def run_script_main(script, *args: str) -> str:
         os.environ.update(saved)
     assert rc == 0, buf.getvalue()[-3000:]
     return buf.getvalue()
+
+
+def csv_rows(path) -> list[dict]:
+    """The rows of a CSV file as dicts of text cells (header keys)."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def assert_finite(rows, cols) -> None:
+    """There are rows, and every cell of ``cols`` in each reads as a finite float."""
+    assert rows
+    for r in rows:
+        for c in cols:
+            assert math.isfinite(float(r[c])), (c, r)

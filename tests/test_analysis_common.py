@@ -25,34 +25,19 @@ if str(ROOT) not in sys.path:
 
 from analysis import _common  # noqa: E402
 
-SPEC = """\
-name = "tiny"
-description = "key-derivation check: study path vs bayes-sbm fit"
-
-[model]
-N = 6
-gamma = 0.5
-eta = 3.0
-
-[data]
-source = "teacher"
-omega = 2.5
-K = 2
-seed = 4
-
-[inference]
-method = "nuts"
-num_warmup = 50
-num_samples = 50
-num_chains = 1
-seed = 7
-"""
+#: The tiny spec: ``models/fmo.toml`` at N = 6, one chain of 50 + 50 draws, non-default seeds.
+TINY = {
+    "name": "tiny", "description": "key-derivation check: study path vs bayes-sbm fit", "model.N": 6, "data.seed": 4,
+    "inference.num_warmup": 50, "inference.num_samples": 50, "inference.num_chains": 1, "inference.seed": 7,
+}
 
 
 @pytest.fixture(scope="module")
 def spec_path(tmp_path_factory) -> Path:
+    from bayes_sbm.specs import load_spec
+
     path = tmp_path_factory.mktemp("spec") / "tiny.toml"
-    path.write_text(SPEC)
+    path.write_text(load_spec(ROOT / "models" / "fmo.toml").with_overrides(TINY).to_toml())
     return path
 
 
@@ -152,3 +137,15 @@ def test_theory_pair_matches_the_library():
     assert at_c.log_evidence_per_n == theory.log_evidence(c, 0.5, 3.0)
     assert at_limit.log_evidence_per_n == theory.log_evidence(_common.C_LIMIT, 0.5, 3.0)
     assert _common.component(at_c.lam_top, 0) == at_c.lam_top[0] and np.isnan(_common.component(None, 0))
+
+
+def test_ladder_settings_options_quick_and_defaults():
+    from argparse import Namespace
+
+    from bayes_sbm.settings import LadderSettings
+
+    unset = dict.fromkeys(_common.LADDER_OPTIONS)
+    assert _common.ladder_settings(Namespace(quick=False, **unset)) == LadderSettings(progress_bar=False)
+    quick = _common.ladder_settings(Namespace(quick=True, **unset | {"rungs": 6, "samples": 30}))
+    assert (quick.num_rungs, quick.max_rungs, quick.num_samples) == (6, 6, 30)  # max_rungs raised to num_rungs
+    assert quick.prior_draws == _common.QUICK_LADDER["prior_draws"] and quick.progress_bar is False

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import pytest
-from conftest import run_script_main
+from conftest import assert_finite as _finite
+from conftest import run_script_main as _run
 
-ROOT = Path(__file__).resolve().parents[1]
 POSTERIOR = "analysis/posterior_vs_theory/run.py"
 TEMPERED = "analysis/tempered_posteriors/run.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: diff is mean − theory_data_c of the same row (floats written with repr): equal up to rounding.
+DIFF_ATOL = 1e-12
 
 POSTERIOR_COLUMNS = (
     "spec", "phase", "N", "observable", "mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit",
@@ -33,20 +34,11 @@ TEMPERED_COLUMNS = (
 )
 
 
-_run = run_script_main
-
-
 def _read(path: Path) -> tuple[list[str], list[dict]]:
     with path.open() as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
         return list(reader.fieldnames or []), rows
-
-
-def _finite(rows, cols):
-    for r in rows:
-        for c in cols:
-            assert math.isfinite(float(r[c])), (c, r)
 
 
 def _png(path: Path) -> None:
@@ -95,7 +87,7 @@ def test_posterior_vs_theory_quick(posterior_out):
     for r in rows:
         assert int(r["divergences"]) >= 0
         assert float(r["mcse"]) > 0
-        assert abs(float(r["diff"]) - (float(r["mean"]) - float(r["theory_data_c"]))) < 1e-12
+        assert abs(float(r["diff"]) - (float(r["mean"]) - float(r["theory_data_c"]))) < DIFF_ATOL
     for name in ("diff_vs_n.png", "means_vs_n.png"):
         _png(out / name)
     table = (out / "table.md").read_text()

@@ -8,33 +8,16 @@ where the theory defines them.
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-from pathlib import Path
 
 import pytest
-from conftest import run_script_main
+from conftest import assert_finite as _finite
+from conftest import csv_rows as _read
+from conftest import run_script_main as _run
 
-ROOT = Path(__file__).resolve().parents[1]
 #: The one-sided first derivatives of (1/N) log Y agree across every boundary (THEORY §5 is
 #: continuous and, as measured, C¹); the finite-difference noise is ~1e-8 relative.
 FIRST_DERIVATIVE_REL_JUMP = 1e-5
-
-
-_run = run_script_main
-
-
-def _read(path: Path) -> list[dict]:
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
-
-
-def _finite(rows, cols):
-    for r in rows:
-        for c in cols:
-            v = float(r[c])
-            assert math.isfinite(v), (c, r)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,9 @@
-"""Smoke test: ``benchmarks/bench_nuts.py --quick`` runs (two variants fast, every variant slow) and writes the documented JSON.
+"""Smoke test: ``benchmarks/bench_nuts.py --quick`` runs and writes the documented JSON (both tests are slow).
 
-The benchmark's ``main`` runs in this process (no subprocess, no wall-clock timeout).
+:func:`test_bench_nuts_quick` checks the JSON in detail on two variants (the
+default dense one and the band one); :func:`test_bench_nuts_quick_all_variants`
+runs every variant. The benchmark's ``main`` runs in this process (no
+subprocess, no wall-clock timeout).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import pytest
 from conftest import run_script_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_nuts.py"
-#: Run by the fast smoke test; every variant runs in the slow one.
+#: The variants of the detailed check (the library default and the band model).
 FAST_VARIANTS = ("aligned-spectral-diag", "band-diag")
 VARIANTS = {
     "aligned-spectral-diag", "aligned-eigh-diag", "aligned-spectral-dense",
@@ -27,7 +30,7 @@ def _run(*args: str) -> str:
 
 @pytest.mark.slow
 def test_bench_nuts_quick(tmp_path):
-    """Fast smoke: the default dense variant and the band variant side by side."""
+    """The default dense variant and the band variant side by side, every documented key checked."""
     out = tmp_path / "x.json"
     stdout = _run("--quick", "--variants", ",".join(FAST_VARIANTS), "--out", str(out))
     assert "ESS/s λ1" in stdout

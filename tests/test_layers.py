@@ -4,6 +4,8 @@ Every ``import``/``from … import`` of a package module is parsed from the
 source, function-local ones included, so a cycle hidden by a lazy import
 fails here.  Function-local imports of package modules are not allowed at
 all; :data:`LOCAL_IMPORT_ALLOW` names the exceptions with their reasons.
+Function-local imports of other packages are allowed only for a heavy
+import that most uses of the module do not need (:data:`LOCAL_THIRD_PARTY_ALLOW`).
 """
 
 from __future__ import annotations
@@ -23,16 +25,38 @@ LOCAL_IMPORT_ALLOW: dict[tuple[str, str], str] = {
     ("__init__", "distribution"): "lazy attribute bayes_sbm.SphericalBoltzmann (importing the package stays cheap)",
 }
 
+#: (module, top-level package) pairs allowed as function-local imports of other packages, with the reason.
+LOCAL_THIRD_PARTY_ALLOW: dict[tuple[str, str], str] = {
+    ("sweep", "dask"): "dask.distributed takes ~1 s to import: only run_sweep needs it, not parsing or planning a sweep",
+}
+
+
+def _local_lines(tree: ast.AST) -> set[int]:
+    """Lines of the imports inside a function."""
+    return {inner.lineno for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for inner in ast.walk(node) if isinstance(inner, (ast.Import, ast.ImportFrom))}
+
+
+def _local_third_party_imports(module: str) -> list[tuple[str, int]]:
+    """(top-level package, line) of every function-local import of something outside ``bayes_sbm``."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    local = _local_lines(tree)
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or node.lineno not in local:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            names = [node.module] if node.level == 0 and node.module else []  # relative: a package module
+        else:
+            names = [a.name for a in node.names]
+        out += [(n.split(".")[0], node.lineno) for n in names if n.split(".")[0] != "bayes_sbm"]
+    return out
+
 
 def _package_imports(module: str) -> list[tuple[str, bool, int]]:
     """(imported package module, is function-local, line) for every import in ``module``."""
     tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    local_lines = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for inner in ast.walk(node):
-                if isinstance(inner, (ast.Import, ast.ImportFrom)):
-                    local_lines.add(inner.lineno)
+    local_lines = _local_lines(tree)
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -76,6 +100,13 @@ def test_no_function_local_package_imports(module):
     assert local == []
 
 
+@pytest.mark.parametrize("module", MODULES + ["__init__"])
+def test_function_local_imports_of_other_packages_are_listed(module):
+    local = [f"line {line}: {module} imports {package} inside a function"
+             for package, line in _local_third_party_imports(module) if (module, package) not in LOCAL_THIRD_PARTY_ALLOW]
+    assert local == []
+
+
 def test_the_checker_sees_upward_and_local_imports(tmp_path, monkeypatch):
     """The parser must be able to fail: a planted upward, function-local import is found."""
     fake = tmp_path / "sphere.py"
@@ -83,3 +114,5 @@ def test_the_checker_sees_upward_and_local_imports(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
     found = _package_imports("sphere")
     assert ("cli", True, 2) in found and ("runs", True, 3) in found
+    fake.write_text("import numpy\ndef f():\n    import scipy.linalg\n    from matplotlib import pyplot\n    from . import io\n")
+    assert _local_third_party_imports("sphere") == [("scipy", 3), ("matplotlib", 4)]

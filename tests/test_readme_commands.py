@@ -2,13 +2,15 @@
 
 The commands are read from the first ``bash`` block of the README's
 "Command line" section (every line that starts with ``bayes-sbm``), so the
-README cannot drift from what runs. Three checks:
+README cannot drift from what runs. The checks:
 
 * :func:`test_readme_commands_only_read_what_exists_or_came_before` (static,
   no computing): each command's input files and run folders are either in
   the repository or written by an earlier command of the list.
-* :func:`test_readme_commands_fast_subset`: the commands up to the first
-  ``diagnose`` (teacher, logz, theory, fit + diagnose) at tiny settings.
+* :func:`test_readme_commands_fast_subset`: the commands before the first
+  ``diagnose`` but ``fit`` (teacher, logz, theory) at tiny settings;
+  :func:`test_readme_commands_fit_and_diagnose` (slow) adds the fit and the
+  diagnose.
 * :func:`test_readme_commands_all` (slow): the whole list at tiny settings.
 
 Tiny settings: the commands run in a fresh folder (the test's ``tmp_path``)

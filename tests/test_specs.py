@@ -454,6 +454,27 @@ def test_dataclass_defaults_match_the_schema():
                 assert fields[key] == f.default, (table, key)
 
 
+def test_inference_table_maps_onto_every_settings_field():
+    """nuts_settings/svi_settings carry every NutsSettings/SviSettings field (but the progress bar) from a spec key."""
+    from bayes_sbm.settings import NutsSettings, SviSettings
+
+    inf = specs.InferenceSpec(num_warmup=7, num_chains=3, max_tree_depth=5, checkpoint_every=2, svi_guide="lowrank",
+                              svi_steps=11, svi_draws=13, svi_rank=4, svi_final_lr_fraction=0.5)
+    for settings, keys, cls in [(inf.nuts_settings(False), specs._NUTS_KEYS, NutsSettings),
+                                (inf.svi_settings(False), specs._SVI_KEYS, SviSettings)]:
+        assert set(keys.values()) == {f.name for f in specs.dataclasses.fields(cls)} - {"progress_bar"}
+        assert set(keys) <= set(SCHEMA["inference"])
+        assert all(getattr(settings, field) == getattr(inf, key) for key, field in keys.items())
+        assert settings.progress_bar is False
+
+
+def test_matches_compares_with_a_spec_read_back_from_json():
+    spec = load_spec(MODELS / "fmo.toml")
+    stored = json.loads(json.dumps(spec.to_dict()))
+    assert spec.matches(stored) and not spec.matches(spec.with_overrides({"model.N": 50}).to_dict())
+    assert not spec.matches(None)
+
+
 # --------------------------------------------------------------------------
 # the spec files in models/
 # --------------------------------------------------------------------------

@@ -52,8 +52,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    C_LIMIT, OMEGA, evidence_group, finish_study, fmt_num, int_list, md_head, md_row, name_list, pick_values,
-    pin_threads, read_csv, start_study, study_parser, theory_pair, write_csv,
+    C_LIMIT, OMEGA, evidence_group, finish_study, fmt_num, int_list, ladder_settings, md_head, md_row, name_list,
+    pick_values, pin_threads, read_csv, start_study, study_parser, theory_pair, write_csv,
 )
 
 pin_threads()  # before NumPy/JAX are imported
@@ -65,7 +65,6 @@ import numpy as np  # noqa: E402
 
 from bayes_sbm.plots import save_figure  # noqa: E402
 from bayes_sbm.runs import problem_from_spec  # noqa: E402
-from bayes_sbm.settings import LadderSettings  # noqa: E402
 from bayes_sbm.specs import load_spec  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -269,12 +268,7 @@ def main(argv=None) -> int:
     sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
     specs = pick_values(args.specs, q, QUICK_SPECS, SPECS)
     pick = lambda given, quick, full: given if given is not None else (quick if q else full)  # noqa: E731
-    rungs = pick(args.rungs, 4, 12)
-    ladder = LadderSettings(
-        num_rungs=rungs, max_rungs=max(rungs, pick(args.max_rungs, 4, 20)), num_samples=pick(args.samples, 100, 500),
-        num_warmup=pick(args.warmup, 50, 200), first_warmup=pick(args.first_warmup, 100, 500),
-        prior_draws=pick(args.prior_draws, 1000, 4000), progress_bar=False,
-    )
+    ladder = ladder_settings(args)
     svi_steps = pick(args.svi_steps, 300, None)
     svi_draws = pick(args.svi_draws, 1000, 4000)
     groups = [g for g, on in (("ti", not args.no_ti), ("svi", not args.no_svi)) if on]

@@ -25,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
-from analysis._common import finish_study, pin_threads, save_png, start_study, study_parser, write_csv  # noqa: E402
+from analysis._common import (  # noqa: E402
+    FULL_PRECISION_CSV, finish_study, pin_threads, save_png, start_study, study_parser, write_csv,
+)
 
 pin_threads()  # before NumPy is imported; Agg backend
 
@@ -71,8 +73,6 @@ PATHS = [
 FD_OFFSET = 1e-4
 #: Finite-difference step (relative), small against FD_OFFSET so stencils stay on one side.
 FD_STEP = 5e-6
-#: CSV cells: floats with 17 significant digits.
-CSV_FORMAT = {"none": "", "float_format": lambda v: f"{v:.17g}"}
 
 
 # --------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def main(argv=None) -> int:
             for i, e in enumerate(etas) for j, g in enumerate(gammas)
         ]
         write_csv(out / f"phase_map_{case}.csv", ["gamma", "eta", "phase", "d", "o", "mu", "M", "log_evidence"], rows,
-                  **CSV_FORMAT)
+                  **FULL_PRECISION_CSV)
         draw_diagram(case, gammas, etas, pm, out / f"phase_diagram_{case}.png")
 
     deriv_rows = []
@@ -287,7 +287,7 @@ def main(argv=None) -> int:
         lo, hi = GAMMA_RANGE if var == "gamma" else ETA_RANGE
         for xb, la, lb in locate_boundaries(CASES[case], var, fixed, lo, hi, n_path):
             deriv_rows.append(boundary_derivatives(case, var, fixed, xb, la, lb))
-    write_csv(out / "boundary_derivatives.csv", DERIV_HEADER, deriv_rows, **CSV_FORMAT)
+    write_csv(out / "boundary_derivatives.csv", DERIV_HEADER, deriv_rows, **FULL_PRECISION_CSV)
     draw_evidence(gammas, etas, maps, deriv_rows, out / "evidence_contours.png")
 
     max_jump = max((max(abs(r[12]), abs(r[15])) for r in deriv_rows), default=float("nan"))

@@ -26,7 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
-from analysis._common import finish_study, pin_threads, save_png, start_study, study_parser, write_csv  # noqa: E402
+from analysis._common import (  # noqa: E402
+    FULL_PRECISION_CSV, finish_study, pin_threads, save_png, start_study, study_parser, write_csv,
+)
 
 pin_threads()  # before NumPy is imported; Agg backend
 
@@ -45,8 +47,6 @@ BETA_ETA = 5.0
 BETA_GAMMAS = (1.7, 2.0, 3.0)
 BETA_RANGE = (0.05, 5.0)
 KL_FIELDS = ("fwd_typ", "rev_typ", "fwd_pp", "rev_pp")
-#: CSV cells: floats with 17 significant digits.
-CSV_FORMAT = {"none": "", "float_format": lambda v: f"{v:.17g}"}
 KL_TITLES = {
     "fwd_typ": r"typical forward $\langle D(P^*\|P_W)\rangle/N$",
     "rev_typ": r"typical reverse $\langle D(P_W\|P^*)\rangle/N$",
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     rows = kl_curves(ETAS, gammas)
     star_rows = kl_curves((ETA_STAR,), gammas)
     header = ["eta", "gamma", "phase", "d", "o", *KL_FIELDS, "phase_fwd_pp", "phase_rev_pp"]
-    write_csv(out / "kl_vs_gamma.csv", header, rows + star_rows, **CSV_FORMAT)
+    write_csv(out / "kl_vs_gamma.csv", header, rows + star_rows, **FULL_PRECISION_CSV)
     draw_double_descent(gammas, rows, star_rows, out / "double_descent.png")
 
     betas = np.linspace(*BETA_RANGE, n_beta)
@@ -208,12 +208,12 @@ def main(argv=None) -> int:
         )
     write_csv(out / "kl_vs_beta.csv",
               ["gamma", "eta", "beta", "forward_kl", "sampling_phase", "c_eff", "mu_tilde", "g_tilde"], beta_rows,
-              **CSV_FORMAT)
+              **FULL_PRECISION_CSV)
     write_csv(out / "temperature_windows.csv",
               ["gamma", "eta", "beta_c", "beta_edge", "beta_min", "kl_min", "kl_beta1", "posterior_phase", *SLOPE_KEYS],
               [[float(g), float(BETA_ETA), w["beta_c"], w["beta_edge"], w["beta_min"], w["kl_min"], w["kl_beta1"],
                 w["posterior_phase"], *(w[k] for k in SLOPE_KEYS)] for g, w in windows.items()],
-              **CSV_FORMAT)
+              **FULL_PRECISION_CSV)
     draw_temperature(betas, beta_rows, windows, out / "temperature_tuning.png")
 
     extrema = {
