@@ -34,8 +34,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -152,18 +151,20 @@ def _prior_chunk(key, scales, data, X, beta: float, N: int, num: int):
     return ll, lp
 
 
+def _in_chunks(key, num: int, chunk: int, draw):
+    """``draw(key_i, size)`` for ⌈num/size⌉ keys split from ``key`` (size = min(chunk, num), one jit shape);
+    the outputs (arrays or tuples of arrays, draws on the last axis) concatenated and cut to ``num`` draws."""
+    size = int(min(chunk, num))
+    parts = [jax.tree_util.tree_map(np.asarray, draw(k, size)) for k in jax.random.split(key, -(-num // size))]
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=-1)[..., :num], *parts)
+
+
 def _prior_draws(key, data: np.ndarray, X: np.ndarray, precision: float, num: int, chunk: int, beta: float = 1.0):
     """ℓ(W) (num,) and log p(X | βW) (M, num) for ``num`` GOE prior draws of the given precision, in jitted chunks."""
     N = data.shape[1]
-    chunk = int(min(chunk, num))
     scales = jnp.asarray(sbm_model.goe_scales(N, precision))
-    lls, lps = [], []
-    for i, k in enumerate(jax.random.split(key, -(-num // chunk))):
-        ll, lp = _prior_chunk(k, scales, jnp.asarray(data), jnp.asarray(X), beta, N, chunk)
-        n = min(chunk, num - i * chunk)
-        lls.append(np.asarray(ll)[:n])
-        lps.append(np.asarray(lp)[:, :n])
-    return np.concatenate(lls), np.concatenate(lps, axis=1)
+    data, X = jnp.asarray(data), jnp.asarray(X)
+    return _in_chunks(key, num, chunk, lambda k, size: _prior_chunk(k, scales, data, X, beta, N, size))
 
 
 @functools.partial(jax.jit, static_argnames=("N", "m", "num"))
@@ -182,13 +183,8 @@ def _prior_loglik(key, problem: PosteriorProblem, num: int, chunk: int = 2048) -
     """
     if problem.parametrization == "band":
         m = sbm_model.band_width(problem.frame.c.shape[0], problem.N)
-        chunk = int(min(chunk, num))
-        c = jnp.asarray(problem.frame.c)
-        parts = [
-            np.asarray(_band_prior_chunk(k, c, problem.K, problem.gamma * problem.eta, problem.N, m, chunk))
-            for k in jax.random.split(key, -(-num // chunk))
-        ]
-        return np.concatenate(parts)[:num]
+        c, precision = jnp.asarray(problem.frame.c), problem.gamma * problem.eta
+        return _in_chunks(key, num, chunk, lambda k, size: _band_prior_chunk(k, c, problem.K, precision, problem.N, m, size))
     X = np.zeros((0, problem.N))
     return _prior_draws(key, problem.data, X, problem.gamma * problem.eta, num, chunk)[0]
 
@@ -205,11 +201,15 @@ def prior_monte_carlo(key, problem: PosteriorProblem, num_draws: int = 1_000_000
 
 
 def _log_mean_exp_estimate(lw: np.ndarray, N: int, **info) -> EvidenceEstimate:
+    """``log mean exp(lw)`` with its delta-method SE ``sd(w)/(√n mean(w))``.
+
+    With ``ESS = (Σw)²/Σw²`` that SE is ``√(1/ESS − 1/n)`` (population sd), so
+    the weights are exponentiated once, in :func:`bayes_sbm._stats.log_mean_exp`.
+    """
     lw = np.asarray(lw, dtype=np.float64)
     value, ess = _stats.log_mean_exp(lw)
-    w = np.exp(lw - np.max(lw))
-    se = float(np.std(w) / (math.sqrt(w.size) * np.mean(w)))
-    return EvidenceEstimate.make(value, se, N, ess=ess, num_draws=int(w.size), **info)
+    se = math.sqrt(max(1.0 / ess - 1.0 / lw.size, 0.0))
+    return EvidenceEstimate.make(value, se, N, ess=ess, num_draws=int(lw.size), **info)
 
 
 def _rung_problem(problem: PosteriorProblem, t: float) -> PosteriorProblem:
@@ -275,7 +275,7 @@ def _interval_terms(a: Rung, b: Rung):
 
 def _ti_estimate(rungs: list, N: int) -> EvidenceEstimate:
     rungs = sorted(rungs, key=lambda r: r.t)
-    total, quad_err, var = 0.0, 0.0, 0.0
+    total, quad_err = 0.0, 0.0
     weights = np.zeros(len(rungs))
     for i in range(len(rungs) - 1):
         trap, corr = _interval_terms(rungs[i], rungs[i + 1])
@@ -302,7 +302,7 @@ def stepping_stone(rungs: list, N: int) -> EvidenceEstimate:
         top = lw.max()
         w = np.exp(lw - top)
         total += top + math.log(w.mean())
-        ess_w = _ess(np.asarray(a.loglik).reshape(1, -1)) if a.loglik.ndim == 1 else _ess(a.loglik)
+        ess_w = _ess(a.loglik)  # (draw,) → one chain
         var += float(np.var(w, ddof=1) / (ess_w * w.mean() ** 2))
     return EvidenceEstimate.make(total, math.sqrt(var), N, num_rungs=len(rungs))
 
@@ -540,7 +540,6 @@ def prior_monte_carlo_log_predictive(
     N = X.shape[1]
     pts = as_points(x, N)
     num = int(num_draws)
-    chunk = int(min(chunk, num))
     ll, lp = _prior_draws(key, X, pts, float(gamma) * float(eta), num, chunk, beta)
     lw = float(eta) * ll
     w = np.exp(lw - lw.max())

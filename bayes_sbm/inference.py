@@ -24,7 +24,9 @@ import dataclasses
 import hashlib
 import os
 import json
+import operator
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -57,6 +59,7 @@ __all__ = [
     "structured_guide",
     "make_guide",
     "spectral_draws",
+    "band_draws",
     "coupling_draws",
     "log_likelihood_draws",
     "SAMPLE_STATS_FIELDS",
@@ -98,6 +101,11 @@ class PosteriorProblem:
     def latent_site(self) -> str:
         return sbm_model.latent_site(self.parametrization)
 
+    @property
+    def latent_dim(self) -> int:
+        """Length of the latent vector (:func:`bayes_sbm.model.latent_dim`)."""
+        return sbm_model.latent_dim(self.parametrization, self.N, self.frame.c.shape[0])
+
     def model_kwargs(self, store_W: bool = False) -> dict[str, Any]:
         return dict(
             data=self.data,
@@ -118,9 +126,10 @@ def make_problem(
     _checks.one_of("gradient", gradient, ("spectral", "eigh"))
     sbm_model.validate_hyperparameters(gamma, eta, beta)
     frame = data_frame(data)
-    parametrization = sbm_model.choose_parametrization(parametrization, frame.Q.shape[0], frame.c.shape[0])
-    if parametrization == "band" and frame.c.shape[0] >= frame.Q.shape[0]:
-        raise ValueError(f"parametrization: 'band' needs fewer data modes than N (r = {frame.c.shape[0]}, N = {frame.Q.shape[0]}); use 'aligned'")
+    r, N = frame.c.shape[0], frame.Q.shape[0]
+    parametrization = sbm_model.choose_parametrization(parametrization, N, r)
+    if parametrization == "band":
+        sbm_model.band_width(r, N)  # ValueError unless r < N
     X = np.asarray(data, dtype=np.float64)
     return PosteriorProblem(X, float(gamma), float(eta), float(beta), parametrization, frame, gradient)
 
@@ -156,23 +165,20 @@ class SviResult(NamedTuple):
         numpyro.diagnostics.print_summary({k: self.samples[k] for k in sbm_model.SPECTRAL_SITES}, prob=prob, group_by_chain=True)
 
 
-#: Said once per process when ``"auto"`` has to run chains one after another.
+#: Warned by :func:`run_nuts` (with a progress bar) when ``"auto"`` has to run several chains one after another;
+#: Python's default warning filter shows it once per calling line.
 SEQUENTIAL_CHAINS_HINT = (
     "chains run one after another: for parallel chains on CPU call jax.config.update('jax_num_cpu_devices', n) "
     "(or export JAX_NUM_CPU_DEVICES=n) before JAX's first computation; bayes-sbm fit does this itself"
 )
-_hinted = []
 
 
 def choose_chain_method(settings: NutsSettings) -> str:
-    """Resolve ``"auto"``: parallel if ``jax.local_device_count() ≥ num_chains``, else sequential (with a hint)."""
+    """Resolve ``"auto"``: parallel if ``jax.local_device_count() ≥ num_chains``, else sequential."""
     if settings.chain_method != "auto":
         return settings.chain_method
     if settings.num_chains > 1 and jax.local_device_count() >= settings.num_chains:
         return "parallel"
-    if settings.num_chains > 1 and settings.progress_bar and not _hinted:
-        _hinted.append(True)
-        print(f"note: {SEQUENTIAL_CHAINS_HINT}")
     return "sequential"
 
 
@@ -257,7 +263,7 @@ def _save_checkpoint(folder: Path, signature: dict, samples: dict, stats: dict, 
 
 
 def _load_checkpoint(folder: Path, signature: dict, template_state):
-    """``(samples, stats, done, state, elapsed)`` from a checkpoint folder, or None if there is none.
+    """``(samples, stats, done, state, elapsed)`` from a checkpoint folder whose index exists.
 
     Nothing here can run code: the index is JSON, the arrays are read with
     ``allow_pickle=False`` after their SHA-256 matched the index, and the
@@ -265,8 +271,6 @@ def _load_checkpoint(folder: Path, signature: dict, template_state):
     Any mismatch raises ``ValueError`` naming the file.
     """
     index_path, arrays_path = folder / CHECKPOINT_INDEX, folder / CHECKPOINT_ARRAYS
-    if not index_path.exists():
-        return None
     try:
         index = json.loads(index_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -312,18 +316,11 @@ class _SegmentRunner:
     def _scan(self, length: int):
         if length not in self._compiled:
             kernel, kwargs = self.kernel, self.kwargs
+            fields = operator.attrgetter(*SAMPLE_STATS_FIELDS)  # dotted names, as NumPyro's MCMC reads them
 
             def body(state, _):
                 state = kernel.sample(state, (), kwargs)
-                extra = {
-                    "diverging": state.diverging,
-                    "energy": state.energy,
-                    "potential_energy": state.potential_energy,
-                    "num_steps": state.num_steps,
-                    "accept_prob": state.accept_prob,
-                    "adapt_state.step_size": state.adapt_state.step_size,
-                }
-                return state, (state.z, extra)
+                return state, (state.z, dict(zip(SAMPLE_STATS_FIELDS, fields(state))))
 
             self._compiled[length] = jax.jit(lambda state: lax.scan(body, state, None, length=length))
         return self._compiled[length]
@@ -379,12 +376,15 @@ def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettin
     )
     segment = settings.checkpoint_every if (checkpoint_dir and settings.checkpoint_every > 0) else settings.num_samples
     segment = max(1, min(segment, settings.num_samples))
+    chain_method = choose_chain_method(settings)
+    if settings.chain_method == "auto" and chain_method == "sequential" and settings.num_chains > 1 and settings.progress_bar:
+        warnings.warn(SEQUENTIAL_CHAINS_HINT, stacklevel=2)
     mcmc = MCMC(
         kernel,
         num_warmup=settings.num_warmup,
         num_samples=segment,
         num_chains=settings.num_chains,
-        chain_method=choose_chain_method(settings),
+        chain_method=chain_method,
         progress_bar=settings.progress_bar,
     )
     kwargs = problem.model_kwargs(store_W=False)
@@ -395,14 +395,13 @@ def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettin
     done = 0
     elapsed_before = 0.0
     if ckpt_dir is not None and (ckpt_dir / CHECKPOINT_INDEX).exists():
+        # init gives the state's tree structure and readies kernel.sample for the resumed segments
         template = kernel.init(key, settings.num_warmup, None, model_args=(), model_kwargs=kwargs)
-        loaded = _load_checkpoint(ckpt_dir, signature, template)
-        if loaded is not None:
-            samples, stats, done, state, elapsed_before = loaded
-            samples_parts, stats_parts = [samples], [stats]
-            mcmc.post_warmup_state = state
-            if settings.progress_bar:
-                print(f"resuming at draw {done}/{settings.num_samples} from {ckpt_dir}")
+        samples, stats, done, state, elapsed_before = _load_checkpoint(ckpt_dir, signature, template)
+        samples_parts, stats_parts = [samples], [stats]
+        mcmc.post_warmup_state = state
+        if settings.progress_bar:
+            print(f"resuming at draw {done}/{settings.num_samples} from {ckpt_dir}")
 
     def cat(parts):
         return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
@@ -435,7 +434,7 @@ def run_nuts(key, problem: PosteriorProblem, settings: NutsSettings = NutsSettin
                 print(f"checkpoint: {done}/{settings.num_samples} draws saved in {ckpt_dir}")
 
     total = elapsed_before + time.perf_counter() - t0
-    timing = {"total_s": total, "first_segment_s": first_segment_time or 0.0, "chain_method": choose_chain_method(settings)}
+    timing = {"total_s": total, "first_segment_s": first_segment_time or 0.0, "chain_method": chain_method}
     samples = cat(samples_parts)
     if problem.parametrization == "band":  # eigen-observables on the host, outside the gradient path
         samples |= spectral_draws(problem, samples[problem.latent_site])
@@ -514,13 +513,6 @@ def structured_guide(problem: PosteriorProblem):
     return guide
 
 
-def _latent_dim(problem: PosteriorProblem) -> int:
-    if problem.parametrization == "band":
-        m = sbm_model.band_width(problem.frame.c.shape[0], problem.N)
-        return sum(band.latent_size(problem.N, m))
-    return problem.N * (problem.N + 1) // 2
-
-
 def make_guide(problem: PosteriorProblem, name: str, rank: int | None = None):
     """Guide by name: ``"normal"`` (AutoNormal), ``"lowrank"`` (AutoLowRankMultivariateNormal), ``"structured"``."""
     model = sbm_model.sbm_posterior
@@ -530,7 +522,7 @@ def make_guide(problem: PosteriorProblem, name: str, rank: int | None = None):
         return AutoLowRankMultivariateNormal(model, init_loc_fn=init_to_median(num_samples=15), init_scale=1.0, rank=rank)
     if name == "structured" and problem.parametrization == "band":
         # band coordinates are near-prior N(0, 1) except the data block: a mean-field guide started at the prior
-        return AutoNormal(model, init_loc_fn=init_to_value(values={problem.latent_site: jnp.zeros(_latent_dim(problem))}), init_scale=1.0)
+        return AutoNormal(model, init_loc_fn=init_to_value(values={problem.latent_site: jnp.zeros(problem.latent_dim)}), init_scale=1.0)
     if name == "structured":
         return structured_guide(problem)
     raise ValueError(f"guide: expected 'normal', 'lowrank' or 'structured', got {name!r}")
@@ -587,6 +579,36 @@ def band_draws(problem: PosteriorProblem, latent):
     return sbm_model.band_from_latent_vector(jnp.asarray(latent), problem.N, m, problem.gamma * problem.eta)
 
 
+def _haar(key, num: int, n: int) -> np.ndarray:
+    """``num`` Haar-distributed orthogonal n×n matrices: QR of Gaussian matrices with R's diagonal made positive."""
+    g = np.asarray(jax.random.normal(key, (num, n, n), dtype=jnp.float64))
+    q, r = np.linalg.qr(g)
+    return q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[:, None, :]
+
+
+def _rotate_band(T: band.Band, H: np.ndarray) -> np.ndarray:
+    """``P T Pᵀ`` with ``P = diag(I_m, H)`` by blocks (THEORY.md §8): T (S draws), H (S, N−m, N−m) → (S, N, N).
+
+    The kept block ``T[:m, :m]`` stays, the cross block is ``H T[m:, :m]`` and
+    the bulk ``H T₂₂ Hᵀ``, where ``H T₂₂`` costs O(N²m) from the band storage:
+    one dense (N−m)³ product per draw instead of two N³ ones with a dense P.
+    """
+    lower = np.asarray(T.lower)  # entries outside the matrix are 0 (band_from_latent)
+    W = np.array(T.to_dense())
+    m, N = lower.shape[-2] - 1, lower.shape[-1]
+    n = N - m
+    W[:, m:, :m] = H @ W[:, m:, :m]
+    W[:, :m, m:] = np.swapaxes(W[:, m:, :m], -1, -2)
+    # (H T₂₂)[:, j] = Σ_k H[:, j+k] T₂₂[j+k, j] + Σ_k H[:, j−k] T₂₂[j, j−k], T₂₂[j+k, j] = lower[k, m+j+k]
+    HT = H * lower[:, None, 0, m:]
+    for k in range(1, min(m, n - 1) + 1):
+        d = lower[:, None, k, m + k :]
+        HT[..., : n - k] += H[..., k:] * d
+        HT[..., k:] += H[..., : n - k] * d
+    W[:, m:, m:] = HT @ np.swapaxes(H, -1, -2)
+    return W
+
+
 def spectral_draws(problem: PosteriorProblem, latent) -> dict:
     """Spectral sites of THEORY.md §4 for latent draws (..., dim) → dict of (..., *site_shape).
 
@@ -596,24 +618,23 @@ def spectral_draws(problem: PosteriorProblem, latent) -> dict:
     """
     flat, lead = _flatten_draws(latent)
     if problem.parametrization == "band":
-        r = problem.frame.c.shape[0]
-        obs = band.observables(band_draws(problem, flat), r)
+        obs = band.observables(band_draws(problem, flat), problem.frame.c.shape[0])  # r + 1 ≤ N eigenvalues
         out = {
-            "lam_top": obs.eigenvalues[:, : min(r + 1, problem.N)],
+            "lam_top": obs.eigenvalues,
             "u": obs.overlaps,
             "M": obs.condensate,
             "signal": obs.signal,
             "mu": obs.mu,
             "log_z_per_n": obs.log_z_per_n,
         }
-        return {k: np.asarray(v).reshape(lead + np.shape(v)[1:]) for k, v in out.items()}
-    pred = Predictive(
-        sbm_model.sbm_posterior,
-        posterior_samples={problem.latent_site: jnp.asarray(flat)},
-        return_sites=list(sbm_model.SPECTRAL_SITES),
-        batch_ndims=1,
-    )
-    out = pred(jax.random.PRNGKey(0), **problem.model_kwargs(store_W=False))
+    else:
+        pred = Predictive(
+            sbm_model.sbm_posterior,
+            posterior_samples={problem.latent_site: jnp.asarray(flat)},
+            return_sites=list(sbm_model.SPECTRAL_SITES),
+            batch_ndims=1,
+        )
+        out = pred(jax.random.PRNGKey(0), **problem.model_kwargs(store_W=False))
     return {k: np.asarray(v).reshape(lead + np.shape(v)[1:]) for k, v in out.items()}
 
 
@@ -628,16 +649,9 @@ def coupling_draws(problem: PosteriorProblem, latent, frame_coordinates: bool = 
     flat, lead = _flatten_draws(latent)
     N = problem.N
     if problem.parametrization == "band":
-        T = np.asarray(band_draws(problem, flat).to_dense())
-        m = sbm_model.band_width(problem.frame.c.shape[0], N)
-        key = jax.random.key(0) if key is None else key
-        g = np.asarray(jax.random.normal(key, (flat.shape[0], N - m, N - m), dtype=jnp.float64))
-        q, r_ = np.linalg.qr(g)
-        H = q * np.sign(np.diagonal(r_, axis1=-2, axis2=-1))[:, None, :]  # Haar: QR with positive diagonal
-        P = np.zeros((flat.shape[0], N, N))
-        P[:, :m, :m] = np.eye(m)
-        P[:, m:, m:] = H
-        W = P @ T @ np.swapaxes(P, -1, -2)
+        T = band_draws(problem, flat)
+        H = _haar(jax.random.key(0) if key is None else key, flat.shape[0], N - T.m)
+        W = _rotate_band(T, H)
         if not frame_coordinates:
             Q = problem.frame.Q
             W = Q @ W @ Q.T

@@ -24,8 +24,14 @@ Parametrisations (all exactly the same posterior):
     ``W = scale ⊙ sym(z)``, ``z ~ N(0, I)``, in the original frame.
 ``"centred"``
     The upper-triangle entries of W are the sample sites, with GOE scales.
+``"band"`` (THEORY.md §8)
+    The band matrix T of bandwidth r with ``W' = diag(I_r, H) T diag(I_r, H)ᵀ``
+    (H Haar): ``z`` holds the Gaussian band entries in prior-sd units and the
+    χ sites ξ; the likelihood sees the kept block ``T[:r, :r]`` and ``log Z(T)``
+    only, and the model has no deterministic sites (the spectral ones come from
+    ``inference.spectral_draws`` on the host).
 
-Sites: the latent vector (``"z"`` or ``"W_upper"``, length N(N+1)/2), the
+Sites: the latent vector (``"z"`` or ``"W_upper"``, length :func:`latent_dim`), the
 deterministic coupling matrix ``"W"`` (N, N) (optional, it is large), the
 observed ``"x"`` (in the aligned frame for ``"aligned"``) and the spectral
 observables of THEORY.md §4 as deterministic sites:
@@ -66,6 +72,7 @@ __all__ = [
     "symmetric_from_upper",
     "upper_from_symmetric",
     "latent_site",
+    "latent_dim",
     "choose_parametrization",
     "band_width",
     "band_from_latent_vector",
@@ -126,6 +133,14 @@ def latent_site(parametrization: str) -> str:
     return "W_upper" if parametrization == "centred" else "z"
 
 
+def latent_dim(parametrization: str, N: int, r: int) -> int:
+    """Length of the latent vector: N(N+1)/2 (dense parametrisations) or ``band.latent_size`` summed (band)."""
+    _checks.one_of("parametrization", parametrization, PARAMETRIZATIONS)
+    if parametrization == "band":
+        return sum(band.latent_size(N, band_width(r, N)))
+    return N * (N + 1) // 2
+
+
 def choose_parametrization(parametrization: str, N: int, r: int) -> str:
     """Resolve ``"auto"``: ``"band"`` when ``N ≥ max(BAND_MIN_N, BAND_MIN_RATIO·(r + 1))`` (few data modes), else ``"aligned"``."""
     _checks.one_of("parametrization", parametrization, PARAMETRIZATIONS + (AUTO,))
@@ -135,8 +150,15 @@ def choose_parametrization(parametrization: str, N: int, r: int) -> str:
 
 
 def band_width(r: int, N: int) -> int:
-    """Bandwidth m of the band model: m = r data modes (THEORY.md §8), at least 1, below N."""
-    return max(1, min(int(r), int(N) - 1))
+    """Bandwidth m = r of the band model: the kept axes are the r data modes (THEORY.md §8).
+
+    ``ValueError`` (naming the parametrisation) unless 1 ≤ r < N: with r = N
+    data modes nothing is left to reduce and the band model does not apply.
+    """
+    r, N = int(r), int(N)
+    if not 1 <= r < N:
+        raise ValueError(f"parametrization: 'band' needs 1 <= r < N data modes (r = {r}, N = {N}); use 'aligned'")
+    return r
 
 
 def band_from_latent_vector(latent, N: int, m: int, precision):
@@ -148,19 +170,6 @@ def band_from_latent_vector(latent, N: int, m: int, precision):
     n_gauss, _ = band.latent_size(N, m)
     latent = jnp.asarray(latent)
     return band.band_from_latent(latent[..., :n_gauss], latent[..., n_gauss:], N, m, precision)
-
-
-def _chi_dof(N: int, m: int) -> np.ndarray:
-    """ν = N − p of the χ entries T[p, p−m], p = m … N−1 (THEORY.md §8)."""
-    return np.arange(N - m, 0, -1, dtype=np.float64)
-
-
-def _top_block(lower, m: int):
-    """The kept block ``A_0 = T[:m, :m]`` (m, m) from band storage (..., m+1, N)."""
-    rows = []
-    for i in range(m):
-        rows.append([lower[..., abs(i - j), max(i, j)] for j in range(m)])
-    return jnp.stack([jnp.stack(row, axis=-1) for row in rows], axis=-2)
 
 
 class BandLikelihood(dist.Distribution):
@@ -194,19 +203,21 @@ class BandLikelihood(dist.Distribution):
         return 0.5 * quad - self.log_z
 
 
-def _band_model(frame: DataFrame, gamma, eta, N: int, K: int, r: int):
+def _band_model(frame: DataFrame, gamma, eta, site: str):
     """The band parametrisation (THEORY.md §8): latent ``z`` = (Gaussian entries, χ sites ξ)."""
-    m = band_width(r, N)
+    K, N = np.shape(frame.aligned)
+    m = band_width(frame.c.shape[0], N)
     n_gauss, n_chi = band.latent_size(N, m)
-    z = numpyro.sample("z", dist.Normal(jnp.zeros(n_gauss + n_chi), 1.0).to_event(1))
+    z = numpyro.sample(site, dist.Normal(jnp.zeros(n_gauss + n_chi), 1.0).to_event(1))
     T = band_from_latent_vector(z, N, m, gamma * eta)
-    # ξ of the χ entries: N(0, 1) times this factor is exactly the χ_ν law (normalised; band docs)
-    numpyro.factor("chi_law", jnp.sum(band.chi_log_density_correction(z[n_gauss:], _chi_dof(N, m))))
+    # ξ of the χ entries: N(0, 1) times this factor is exactly the χ_ν law (normalised; ν from band's own helper)
+    numpyro.factor("chi_law", jnp.sum(band.chi_log_density_correction(z[n_gauss:], band.chi_dof(N, m))))
     log_z = band.log_partition(T)
+    A0 = band.Band(T.lower[..., :m]).to_dense()  # the kept block T[:m, :m] (the first m columns of the storage)
     X = jnp.asarray(frame.aligned[:, :m])
     with handlers.scale(scale=eta):
         with numpyro.plate("data", K):
-            numpyro.sample("x", BandLikelihood(_top_block(T.lower, m), log_z), obs=X)
+            numpyro.sample("x", BandLikelihood(A0, log_z), obs=X)
 
 
 def _spectral_observables(W_frame, c_frame_basis, num_top: int):
@@ -253,8 +264,9 @@ def sbm_posterior(
     beta : float
         Sampling inverse temperature of the posterior predictive (recorded for
         ``bayes_sbm.predictive``); the likelihood of the data is at β = 1.
-    parametrization : {"aligned", "noncentred", "centred"}
-        See the module docstring.
+    parametrization : {"aligned", "noncentred", "centred", "band"}
+        See the module docstring and THEORY.md §8 (band); resolve ``"auto"``
+        with :func:`choose_parametrization` first.
     store_W : bool
         Record the (N, N) deterministic site ``"W"``.
     frame : DataFrame, optional
@@ -270,8 +282,7 @@ def sbm_posterior(
     if frame is None:
         frame = data_frame(data)
     if parametrization == "band":
-        K, N = np.shape(frame.aligned)
-        _band_model(frame, gamma, eta, N, K, frame.c.shape[0])
+        _band_model(frame, gamma, eta, site)
         return
     if parametrization == "aligned":
         X = frame.aligned
@@ -280,7 +291,7 @@ def sbm_posterior(
     K, N = X.shape
     r = frame.c.shape[0]
     scales = jnp.asarray(goe_scales(N, 1.0)) / jnp.sqrt(gamma * eta)
-    dim = N * (N + 1) // 2
+    dim = latent_dim(parametrization, N, r)
 
     if parametrization == "centred":
         upper = numpyro.sample(site, dist.Normal(jnp.zeros(dim), scales).to_event(1))

@@ -16,7 +16,7 @@ over posterior draws W_1 … W_S.  This module provides
   (:func:`predictive_log_density`) with its Jensen bias
   (:func:`predictive_log_density_with_bias`, :func:`log_mean_exp_bias`);
 * the **predictive** divergences ``D(P* ‖ P_pp)`` and ``D(P_pp ‖ P*)`` by
-  Monte Carlo over x (:func:`predictive_kls_mc`);
+  Monte Carlo over x (:func:`predictive_kls_mc`).
 
 The evidence-ratio identity at β = 1 and its brute-force prior Monte Carlo
 live in :mod:`bayes_sbm.evidence`; the run-folder application (``bayes-sbm
@@ -73,7 +73,7 @@ __all__ = [
     "predictive_kls_mc",
 ]
 
-#: One-paragraph explanation of the Jensen bias of the Monte Carlo predictive KLs (reported by :func:`predict_run`).
+#: One-paragraph explanation of the Jensen bias of the Monte Carlo predictive KLs (reported by :func:`bayes_sbm.reports.predict_run`).
 BIAS_NOTE = (
     "log P_pp(x) is estimated by log-mean-exp over S posterior draws; by Jensen's inequality this underestimates "
     "log P_pp(x), by Var_s[p(x|beta W_s)] / (2 S P_pp(x)^2) = (S/ESS_w(x) - 1)/(2S) to leading order (delta method; "
@@ -292,17 +292,16 @@ def _map(fn, xs):
 
 @jax.jit
 def _teacher_terms(scaled):
-    """For ``P* = p(·|scaled)``: ``(Σ* = E_*[xxᵀ], log Z*, E_*[log p*])``, exact (THEORY.md §1)."""
+    """For ``P* = p(·|scaled)``: ``(Σ* = E_*[xxᵀ], log Z*, E_*[log p*], λ, V)``, exact (THEORY.md §1), one eigh."""
     lam, V = jnp.linalg.eigh(scaled)
     log_z, g = sphere.log_partition_and_gradient(lam)
     m = 2.0 * g
-    return (V * m) @ V.T, log_z, 0.5 * jnp.sum(lam * m) - log_z
+    return (V * m) @ V.T, log_z, 0.5 * jnp.sum(lam * m) - log_z, lam, V
 
 
 @functools.partial(jax.jit, static_argnames=("num",))
-def _sample_one_sbm(key, scaled, num: int):
-    """``num`` exact draws of ``p(·|scaled)`` (one eigh), shape (num, N)."""
-    lam, V = jnp.linalg.eigh(scaled)
+def _sample_eigenbasis(key, lam, V, num: int):
+    """``num`` exact draws of the SBM with eigenpairs ``(λ, V)`` (from :func:`_teacher_terms`), shape (num, N)."""
     return sphere.sample_eigen(key, lam, num) @ V.T
 
 
@@ -489,7 +488,7 @@ def typical_kls(W_draws, teacher_W, beta: float = 1.0, *, ess=None, teacher_beta
     W, lead = _draws(W_draws)
     S, N = W.shape[0], W.shape[-1]
     scaled = jnp.asarray(teacher_beta * _teacher(teacher_W, N))
-    cov, log_z, teacher_self = _teacher_terms(scaled)
+    cov, log_z, teacher_self, _, _ = _teacher_terms(scaled)
     args = (scaled, cov, log_z, teacher_self)
     c = _chunk_size(N, S, chunk)
     fwd, rev = np.empty(S), np.empty(S)
@@ -521,44 +520,66 @@ def typical_kls(W_draws, teacher_W, beta: float = 1.0, *, ess=None, teacher_beta
 
 
 @jax.jit
-def _log_prob_chunk(X, W, beta):
-    """``log p(x_m | βW_c)`` for points (M, N) and draws (c, N, N) → (M, c)."""
-
-    def one(Wi):
-        log_z = sphere.log_partition(jnp.linalg.eigvalsh(beta * Wi))
-        return 0.5 * beta * jnp.sum((X @ Wi) * X, axis=1) - log_z
-
-    return _map(one, W).T
+def _log_z_chunk(W, beta):
+    """``log Z(βW_c)`` for draws (c, N, N) → (c,)."""
+    return _map(lambda Wi: sphere.log_partition(jnp.linalg.eigvalsh(beta * Wi)), W)
 
 
-def _log_moments(X: np.ndarray, W: np.ndarray, beta: float, chunk: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per point ``logsumexp_s lp`` and ``logsumexp_s 2·lp`` with ``lp = log p(x | βW_s)``; memory O(M + chunk·N²)."""
+def _log_z_draws(W: np.ndarray, beta: float, chunk: int | None) -> np.ndarray:
+    """``log Z(βW_s)`` of every draw (S,): one eigvalsh per draw, shared by all points and both KL directions."""
+    S = W.shape[0]
+    c = _chunk_size(W.shape[-1], S, chunk)
+    out = np.empty(S)
+    for start in range(0, S, c):
+        part, n = _padded(W, start, c)
+        out[start : start + n] = np.asarray(_log_z_chunk(part, beta))[:n]
+    return out
+
+
+@jax.jit
+def _log_prob_chunk(X, W, beta, log_z):
+    """``log p(x_m | βW_c)`` for points (M, N), draws (c, N, N) and their ``log Z(βW_c)`` (c,) → (M, c)."""
+
+    def one(args):
+        Wi, lz = args
+        return 0.5 * beta * jnp.sum((X @ Wi) * X, axis=1) - lz
+
+    return _map(one, (W, log_z)).T
+
+
+def _log_moments(X: np.ndarray, W: np.ndarray, log_z: np.ndarray, beta: float, chunk: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per point ``logsumexp_s lp`` and ``logsumexp_s 2·lp`` with ``lp = log p(x | βW_s)``; memory O(M + chunk·N²).
+
+    Draw chunks outside, point chunks inside: each chunk of matrices goes to
+    the device once, with the running maxima and sums of every point.
+    """
     S, N = W.shape[0], W.shape[-1]
     M = X.shape[0]
     c = _chunk_size(N, S, chunk)
     mc = _bucket(M, POINT_CHUNK)
-    lse1, lse2 = np.empty(M), np.empty(M)
+    blocks = []  # (first point, points, device block padded to mc rows with copies of its first point)
     for p0 in range(0, M, mc):
         xs = X[p0 : p0 + mc]
-        m_here = xs.shape[0]  # the last chunk is padded with copies of its first point
+        m_here = xs.shape[0]
         if m_here < mc:
             xs = np.concatenate([xs, np.broadcast_to(xs[:1], (mc - m_here, N))])
-        xs = jnp.asarray(xs)
-        top = np.full(m_here, -np.inf)
-        s1 = np.zeros(m_here)
-        s2 = np.zeros(m_here)
-        for start in range(0, S, c):
-            part, n = _padded(W, start, c)
-            lp = np.asarray(_log_prob_chunk(xs, part, beta))[:m_here, :n]
-            new_top = np.maximum(top, lp.max(axis=1))
-            shift = np.exp(top - new_top)  # exp(-inf) = 0 on the first chunk
+        blocks.append((p0, m_here, jnp.asarray(xs)))
+    top = np.full(M, -np.inf)
+    s1 = np.zeros(M)
+    s2 = np.zeros(M)
+    for start in range(0, S, c):
+        part, n = _padded(W, start, c)
+        lz, _ = _padded(log_z, start, c)
+        for p0, m_here, xs in blocks:
+            rows = slice(p0, p0 + m_here)
+            lp = np.asarray(_log_prob_chunk(xs, part, beta, lz))[:m_here, :n]
+            new_top = np.maximum(top[rows], lp.max(axis=1))
+            shift = np.exp(top[rows] - new_top)  # exp(-inf) = 0 on the first chunk
             e = np.exp(lp - new_top[:, None])
-            s1 = s1 * shift + e.sum(axis=1)
-            s2 = s2 * shift**2 + (e * e).sum(axis=1)
-            top = new_top
-        lse1[p0 : p0 + m_here] = top + np.log(s1)
-        lse2[p0 : p0 + m_here] = 2.0 * top + np.log(s2)
-    return lse1, lse2
+            s1[rows] = s1[rows] * shift + e.sum(axis=1)
+            s2[rows] = s2[rows] * shift**2 + (e * e).sum(axis=1)
+            top[rows] = new_top
+    return top + np.log(s1), 2.0 * top + np.log(s2)
 
 
 def predictive_log_density(x, W_draws, beta: float = 1.0, *, chunk: int | None = None) -> np.ndarray:
@@ -606,14 +627,23 @@ def predictive_log_density_with_bias(x, W_draws, beta: float = 1.0, *, effective
     """
     beta = _checks.positive_scalar("beta", beta)
     W, _ = _draws(W_draws)
-    S = W.shape[0]
     X = as_points(x, W.shape[-1])
-    lse1, lse2 = _log_moments(X, W, beta, chunk)
+    _check_effective_draws(effective_draws)
+    return _log_density_with_bias(X, W, _log_z_draws(W, beta, chunk), beta, effective_draws, chunk)
+
+
+def _check_effective_draws(effective_draws) -> None:
+    if effective_draws is not None and not float(effective_draws) > 0:
+        raise ValueError(f"effective_draws: must be > 0, got {effective_draws!r}")
+
+
+def _log_density_with_bias(X, W, log_z, beta: float, effective_draws, chunk) -> PredictiveLogDensity:
+    """:func:`predictive_log_density_with_bias` on validated arrays, with the draws' ``log Z(βW_s)`` given."""
+    S = W.shape[0]
+    lse1, lse2 = _log_moments(X, W, log_z, beta, chunk)
     weight_ess = np.exp(2.0 * lse1 - lse2)
     rel_var = np.maximum(S / weight_ess - 1.0, 0.0)  # Var_s[w] / mean_s[w]², plug-in
     s_eff = float(S if effective_draws is None else effective_draws)
-    if not s_eff > 0:
-        raise ValueError(f"effective_draws: must be > 0, got {effective_draws!r}")
     return PredictiveLogDensity(lse1 - math.log(S), -rel_var / (2.0 * s_eff), weight_ess, S)
 
 
@@ -705,13 +735,16 @@ def predictive_kls_mc(
     M = int(num_points)
     if M < 2:
         raise ValueError(f"num_points: need at least 2 points for a standard error, got {num_points}")
+    _check_effective_draws(effective_draws)
     scaled = _checks.positive_scalar("teacher_beta", teacher_beta) * _teacher(teacher_W, N)
-    teacher_log_z = float(_teacher_terms(jnp.asarray(scaled))[1])
+    _, teacher_log_z, _, lam_t, V_t = _teacher_terms(jnp.asarray(scaled))
+    teacher_log_z = float(teacher_log_z)
+    log_z = _log_z_draws(W, beta, chunk)  # each draw's log Z once, for both directions
     k_teacher, k_pick, k_x = jax.random.split(key, 3)
 
     # forward: x ~ P*
-    xt = np.asarray(_sample_one_sbm(k_teacher, jnp.asarray(scaled), M))
-    fwd_pp = predictive_log_density_with_bias(xt, W, beta, effective_draws=effective_draws, chunk=chunk)
+    xt = np.asarray(_sample_eigenbasis(k_teacher, lam_t, V_t, M))
+    fwd_pp = _log_density_with_bias(xt, W, log_z, beta, effective_draws, chunk)
     v_fwd = _sbm_log_prob(xt, scaled, teacher_log_z) - fwd_pp.log_density
 
     # reverse: x ~ P_pp, cross-fitted halves
@@ -726,7 +759,8 @@ def predictive_kls_mc(
         pick = gen[np.asarray(jax.random.randint(kp, (m,), 0, gen.size))]
         xs = _points_from_draws(kx, W, pick, beta, _chunk_size(N, m, chunk))
         s_eff = None if effective_draws is None else float(effective_draws) * score.size / S
-        res = predictive_log_density_with_bias(xs, W[score[0] : score[-1] + 1], beta, effective_draws=s_eff, chunk=chunk)
+        scored = slice(score[0], score[-1] + 1)
+        res = _log_density_with_bias(xs, W[scored], log_z[scored], beta, s_eff, chunk)
         v_rev.append(res.log_density - _sbm_log_prob(xs, scaled, teacher_log_z))
         bias_rev.append(res.bias)
         ess_rev.append(res.weight_ess)

@@ -7,14 +7,16 @@ import math
 import jax
 import numpy as np
 import pytest
-from numpyro.infer.util import log_density
+from numpyro.infer.util import log_density, log_likelihood
 
 import bayes_sbm  # noqa: F401  (float64)
+from bayes_sbm import band, model, sphere, teacher
 from bayes_sbm import data as data_mod
-from bayes_sbm import model, sphere, teacher
 
 #: Log densities are sums of O(N²) float64 terms of size ≤ 1e3: agreement to 1e-9 is rounding.
 LOG_DENSITY_ATOL = 1e-9
+#: Two float64 evaluations of the same O(1) matrix quantity at N ≤ 7 (eigh, products, sums): rounding only.
+MATRIX_ATOL = 1e-12
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def test_log_density_matches_direct_formula(small_data, parametrization, gamma, 
         ld, trace = log_density(model.sbm_posterior, (), kwargs, {model.latent_site(parametrization): z})
         expected, W = _direct(z, parametrization, small_data, gamma, eta, frame)
         assert abs(float(ld) - expected) < LOG_DENSITY_ATOL * max(1.0, abs(expected))
-        np.testing.assert_allclose(np.asarray(trace["W"]["value"]), W, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(trace["W"]["value"]), W, atol=MATRIX_ATOL)
 
 
 def test_spectral_sites_match_numpy(small_data):
@@ -83,26 +85,22 @@ def test_spectral_sites_match_numpy(small_data):
     W = np.asarray(trace["W"]["value"])
     lam, vec = np.linalg.eigh(W)
     spec = data_mod.data_spectrum(small_data)
-    np.testing.assert_allclose(np.asarray(trace["lam_top"]["value"]), lam[::-1][: spec.c.size + 1], atol=1e-12)
-    np.testing.assert_allclose(np.asarray(trace["u"]["value"]), (spec.e.T @ vec[:, -1]) ** 2, atol=1e-12)
-    np.testing.assert_allclose(np.asarray(trace["signal"]["value"]), np.einsum("ik,ij,jk->k", spec.e, W, spec.e), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(trace["lam_top"]["value"]), lam[::-1][: spec.c.size + 1], atol=MATRIX_ATOL)
+    np.testing.assert_allclose(np.asarray(trace["u"]["value"]), (spec.e.T @ vec[:, -1]) ** 2, atol=MATRIX_ATOL)
+    np.testing.assert_allclose(np.asarray(trace["signal"]["value"]), np.einsum("ik,ij,jk->k", spec.e, W, spec.e), atol=MATRIX_ATOL)
     # mu solves (1/N) Σ 1/(mu − λ_i) = 1 above the spectrum (THEORY.md §2)
     mu = float(trace["mu"]["value"])
-    assert mu > lam[-1] and abs(np.mean(1.0 / (mu - lam)) - 1.0) < 1e-12
+    assert mu > lam[-1] and abs(np.mean(1.0 / (mu - lam)) - 1.0) < MATRIX_ATOL
     assert 0.0 < float(trace["M"]["value"]) < 1.0
 
 
 def test_log_likelihood_is_untempered(small_data):
     """numpyro's log_likelihood ignores handlers.scale: per-point log p(x_a | W), whatever η."""
-    from numpyro.infer.util import log_likelihood
-
-    from bayes_sbm.sphere import log_partition
-
     N = small_data.shape[1]
     rng = np.random.default_rng(2)
     W_upper = rng.normal(size=N * (N + 1) // 2) * 0.3
     Wn = np.asarray(model.symmetric_from_upper(W_upper, N))
-    expected = 0.5 * np.einsum("ai,ij,aj->a", small_data, Wn, small_data) - float(log_partition(np.linalg.eigvalsh(Wn)))
+    expected = 0.5 * np.einsum("ai,ij,aj->a", small_data, Wn, small_data) - float(sphere.log_partition(np.linalg.eigvalsh(Wn)))
     for eta in (0.3, 2.5):
         ll = log_likelihood(model.sbm_posterior, {"W_upper": W_upper[None]}, data=small_data, gamma=1.0, eta=eta, parametrization="centred")["x"]
         np.testing.assert_allclose(np.asarray(ll)[0], expected, atol=LOG_DENSITY_ATOL)
@@ -154,19 +152,21 @@ def test_goe_scales_give_goe_trace_moment():
     rows, cols = np.triu_indices(N)
     expected = (N + 1) / p
     got = float(np.sum(np.where(rows == cols, 1.0, 2.0) * s**2))
-    assert abs(got - expected) < 1e-12
+    assert abs(got - expected) < MATRIX_ATOL
 
 
-def test_band_log_density_matches_independent_formula(small_data):
+@pytest.mark.parametrize("K", [1, 2], ids=["r1", "r2"])
+def test_band_log_density_matches_independent_formula(K):
     """Band model (THEORY.md §8): latent density = GOE band prior + Jacobian + η·loglik, all computed apart."""
-    from bayes_sbm import band
-
+    small_data = teacher.teacher_student_data(jax.random.key(3), 5, K, 2.5).data
     gamma, eta = 0.5, 3.0
     c = gamma * eta
     N = small_data.shape[1]
-    m = 2
-    ng, nc = band.latent_size(N, m)
     frame = data_mod.data_frame(small_data)
+    m = model.band_width(frame.c.size, N)
+    assert m == K  # one kept axis per data mode
+    ng, nc = band.latent_size(N, m)
+    assert model.latent_dim("band", N, frame.c.size) == ng + nc
     rng = np.random.default_rng(4)
     for _ in range(3):
         z = rng.normal(size=ng + nc)
@@ -175,7 +175,7 @@ def test_band_log_density_matches_independent_formula(small_data):
         T = model.band_from_latent_vector(z, N, m, c)
         dense, lower = np.asarray(T.to_dense()), np.asarray(T.lower)
         s = 1.0 / math.sqrt(c * N)
-        sd = np.concatenate([np.full(N, math.sqrt(2.0)), np.ones(ng - N)])  # band row 0 (diagonal), then row 1
+        sd = np.concatenate([np.full(N, math.sqrt(2.0)), np.ones(ng - N)])  # band row 0 (diagonal), then rows 1 … m−1
         nu = np.arange(N - m, 0, -1.0)
         log_jac = np.sum(np.log(s * sd)) + np.sum(np.log(lower[m, m:] * np.sqrt(2.0 / nu) / 2.0))
         x = small_data @ frame.Q
@@ -191,9 +191,39 @@ def test_band_log_density_matches_independent_formula(small_data):
     ("auto", 100, 30, "aligned"),
     ("band", 10, 2, "band"),
     ("centred", 500, 1, "centred"),
+    # the edges: N ≥ BAND_MIN_N and N ≥ BAND_MIN_RATIO·(r + 1), both inclusive
+    ("auto", model.BAND_MIN_N, 2, "band"),
+    ("auto", model.BAND_MIN_N - 1, 2, "aligned"),
+    ("auto", model.BAND_MIN_RATIO * 31, 30, "band"),
+    ("auto", model.BAND_MIN_RATIO * 31 - 1, 30, "aligned"),
 ])
 def test_auto_parametrization_rule(requested, N, r, expected):
     assert model.choose_parametrization(requested, N, r) == expected
+
+
+@pytest.mark.parametrize(("parametrization", "N", "r", "expected"), [
+    ("aligned", 5, 2, 15),
+    ("centred", 5, 5, 15),
+    ("band", 5, 2, 5 + 4 + 3),  # diagonal, first sub-diagonal (Gaussian), then the N − m χ entries
+    ("band", 6, 1, 6 + 5),
+])
+def test_latent_dim(parametrization, N, r, expected):
+    assert model.latent_dim(parametrization, N, r) == expected
+
+
+def test_latent_dim_is_the_model_site_length(small_data):
+    N, r = small_data.shape[1], data_mod.data_frame(small_data).c.size
+    for parametrization in model.PARAMETRIZATIONS:
+        dim = model.latent_dim(parametrization, N, r)
+        ld, trace = log_density(model.sbm_posterior, (), dict(data=small_data, gamma=1.0, eta=1.0, parametrization=parametrization),
+                                {model.latent_site(parametrization): np.zeros(dim)})
+        assert trace[model.latent_site(parametrization)]["value"].shape == (dim,) and np.isfinite(float(ld)), parametrization
+
+
+@pytest.mark.parametrize(("r", "N"), [(5, 5), (0, 5)])
+def test_band_width_needs_data_modes_below_n(r, N):
+    with pytest.raises(ValueError, match="parametrization: 'band' needs"):
+        model.band_width(r, N)
 
 
 def test_unknown_parametrization_is_named():

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from functools import partial
 
+import arviz as az
 import jax
 import numpy as np
 import pytest
@@ -21,8 +23,10 @@ from scipy.special import logsumexp
 
 import bayes_sbm  # noqa: F401  (float64)
 from bayes_sbm.settings import NutsSettings
-from bayes_sbm import evidence, inference, predictive, reports, runs, sphere, teacher
+from bayes_sbm import evidence, inference, predictive, reports, runs, specs, sphere, teacher
+from bayes_sbm.cli import main
 from bayes_sbm.distribution import SphericalBoltzmann, kl_divergence
+from bayes_sbm.io import run_metadata, save_npy_atomic, write_json_atomic
 
 #: Two independent Monte Carlo estimates agree within this many standard errors (4σ: false alarm 6e-5 per check).
 Z_SIGMAS = 4.0
@@ -40,6 +44,8 @@ SPHERE_RTOL = 1e-12
 DELTA_METHOD_REL = 0.15
 #: Trapezoid nodes on the circle (periodic analytic integrand: error ~ e^{-#nodes}, far below 1e-12).
 CIRCLE_NODES = 4096
+#: S identical draws: equal weights give ESS_w = S and a zero bias up to the rounding of S O(1) terms.
+EQUAL_WEIGHTS_TOL = 1e-12
 
 
 _log_z = jax.jit(sphere.log_partition)
@@ -128,17 +134,22 @@ def test_predictive_log_density_of_identical_draws_is_the_single_sbm(rng):
     want = _log_prob(W, beta, x)
     np.testing.assert_allclose(got, want, rtol=0, atol=EXACT_ATOL_PER_N * n)
     stats = predictive.predictive_log_density_with_bias(x, np.broadcast_to(W, (5, n, n)), beta)
-    np.testing.assert_allclose(stats.weight_ess, 5.0, rtol=1e-12)  # equal weights: ESS = S, bias 0
-    np.testing.assert_allclose(stats.bias, 0.0, atol=1e-12)
+    np.testing.assert_allclose(stats.weight_ess, 5.0, rtol=EQUAL_WEIGHTS_TOL)  # equal weights: ESS = S, bias 0
+    np.testing.assert_allclose(stats.bias, 0.0, atol=EQUAL_WEIGHTS_TOL)
 
 
-def test_predictive_log_density_is_log_mean_of_densities(rng):
+@pytest.mark.parametrize("point_chunk", [predictive.POINT_CHUNK, 4], ids=["one-point-block", "padded-point-blocks"])
+def test_predictive_log_density_is_log_mean_of_densities(rng, monkeypatch, point_chunk):
+    monkeypatch.setattr(predictive, "POINT_CHUNK", point_chunk)  # 4: 11 points in 3 blocks, the last one padded
     n, beta = 10, 0.8
     Ws = np.stack([_spike(rng, n, 2.0 + s) + _sym(rng, n, 0.4 / math.sqrt(n)) for s in range(7)])
     x = _sphere_points(rng, 11, n)
     lp = _log_prob(Ws, beta, x[:, None, :])  # (M, S)
-    got = predictive.predictive_log_density(x, Ws.reshape(7, n, n), beta, chunk=3)
-    np.testing.assert_allclose(got, logsumexp(lp, axis=1) - math.log(7), rtol=0, atol=EXACT_ATOL_PER_N * n)
+    got = predictive.predictive_log_density_with_bias(x, Ws.reshape(7, n, n), beta, chunk=3)
+    np.testing.assert_allclose(got.log_density, logsumexp(lp, axis=1) - math.log(7), rtol=0, atol=EXACT_ATOL_PER_N * n)
+    # weight ESS = (Σw)²/Σw² per point, from the same streamed sums
+    w = np.exp(lp - lp.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(got.weight_ess, w.sum(1) ** 2 / (w**2).sum(1), rtol=SAME_FORMULA_RTOL)
 
 
 def test_predictive_draws_lie_on_sphere_with_mixture_second_moment(rng):
@@ -228,8 +239,6 @@ def tiny_posterior(tiny_nuts):
 
 def _nuts_log_mean_se(W, x):
     """SE of log mean_s p(x|W_s) from NUTS draws (chain, draw, N, N): sd/(mean·√ESS) of the densities."""
-    import arviz as az
-
     f = np.exp(_log_prob(W, 1.0, x[:, None, None, :]))  # (M, chain, draw)
     return np.array([np.std(fm) / (np.mean(fm) * math.sqrt(float(az.ess(fm, method="mean")))) for fm in f])
 
@@ -246,7 +255,6 @@ def test_evidence_ratio_matches_nuts_predictive_density(rng, tiny_posterior):
 
 def test_evidence_ratio_with_an_evidence_estimator(rng, tiny_posterior):
     """log Y(D ∪ {x}) − log Y(D) with two independent prior-Monte-Carlo evidences (η = 1) vs the NUTS predictive."""
-    evidence = pytest.importorskip("bayes_sbm.evidence")
     data, W = tiny_posterior
     x = np.vstack([data[:1], _sphere_points(rng, 1, 3)])
     ratio = evidence.predictive_log_density_ratio(
@@ -269,19 +277,13 @@ _TINY_SPEC = {
 
 
 def _spec_dict(raw):
-    """``Spec.to_dict()`` of the raw spec when bayes_sbm.specs exists, else the raw tables."""
-    try:
-        from bayes_sbm import specs
-    except ImportError:
-        return raw
+    """``Spec.to_dict()`` of the raw spec (what runs.fit_spec writes into meta.json)."""
     return specs.parse_spec(raw, source="<test>").to_dict()
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_nuts, tmp_path_factory):
     """A run folder in the format of runs.fit_spec, written from the tiny NUTS fit (no second NUTS run)."""
-    from bayes_sbm.io import run_metadata, save_npy_atomic, write_json_atomic
-
     run = tmp_path_factory.mktemp("predict_run") / "run"
     run.mkdir()
     problem = tiny_nuts.problem
@@ -294,8 +296,6 @@ def tiny_run(tiny_nuts, tmp_path_factory):
 
 
 def test_predict_cli_on_a_run_folder(tiny_run, tmp_path, capsys):
-    from bayes_sbm.cli import main
-
     out = tmp_path / "predict.json"
     assert main(["predict", str(tiny_run), "--beta", "1.5", "--num-points", "200", "--json", str(out)]) == 0
     text = capsys.readouterr().out
@@ -312,10 +312,6 @@ def test_predict_cli_on_a_run_folder(tiny_run, tmp_path, capsys):
 
 def _rewrite_posterior(src, dst, edit):
     """Copy a run folder, drop its latent group and rewrite its posterior group with ``edit(dataset) -> dataset``."""
-    import shutil
-
-    import arviz as az
-
     shutil.copytree(src, dst)
     dt = az.from_netcdf(dst / "inference.nc", engine="h5netcdf")
     dt["posterior"] = edit(dt["posterior"].to_dataset())
@@ -327,8 +323,6 @@ def _rewrite_posterior(src, dst, edit):
 
 
 def test_predict_run_reads_W_or_latent_and_needs_one(tiny_nuts, tiny_run, tmp_path, capsys):
-    from bayes_sbm.cli import main
-
     r = reports.predict_run(tiny_run, 1.0, jax.random.key(1), num_points=200)
     assert set(r["theory"]) >= {"fwd_typ", "rev_typ", "fwd_pp", "rev_pp"} and r["theory"]["rev_typ"] is not None
 
@@ -348,9 +342,6 @@ def test_predict_run_reads_W_or_latent_and_needs_one(tiny_nuts, tiny_run, tmp_pa
 @pytest.mark.slow
 def test_predict_on_a_fit_spec_run(tmp_path):
     """End to end: runs.fit_spec writes the folder, predict_run reads it (a second, short NUTS run)."""
-    specs = pytest.importorskip("bayes_sbm.specs")
-    from bayes_sbm import runs
-
     raw = dict(_TINY_SPEC, inference={"num_warmup": 150, "num_samples": 150, "num_chains": 2, "seed": 1})
     runs.fit_spec(specs.parse_spec(raw, source="<test>"), tmp_path / "run", progress_bar=False)
     r = reports.predict_run(tmp_path / "run", 1.0, jax.random.key(0), num_points=200)
