@@ -30,14 +30,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import __version__, _checks, diagnostics, plots, reports, teacher, theory
-from .data import DATA_SUFFIXES, data_spectrum, save_data
+from . import __version__, _checks, diagnostics, plots, reports, sweep, teacher, theory
+from .data import DATA_SUFFIXES, data_spectrum, read_data, save_data
 from .io import load_npy, run_metadata, save_npy_atomic, write_json_atomic
-from .runs import fit_spec, load_run
+from .runs import check_run_folder, fit_spec, load_run
 from .settings import LadderSettings
 from .specs import load_spec
-from . import sweep
-from .data import read_data  # predict --heldout
 
 __all__ = ["main", "build_parser", "UserError", "THEORY_DOC", "theory_ref"]
 
@@ -379,8 +377,14 @@ def _cmd_evidence(args) -> int:
     ladder = _ladder(args.rungs, args.max_rungs, args.samples)
     progress = _Progress(args.quiet)
     progress.note(f"log evidence of {args.spec} (N = {spec.model.N}, gamma = {spec.model.gamma:g}, eta = {spec.model.eta:g})")
-    report = _evidence_report(spec, ladder, args.svi_steps, not args.no_ti, not args.no_svi, progress)
-    if "warnings" not in report:
+    titles = {
+        "ti": f"thermodynamic integration and stepping stone ({ladder.num_rungs} rungs, up to {ladder.max_rungs}, "
+              f"{ladder.num_samples} draws each)",
+        "svi": f"SVI: ELBO, importance sampling, IWAE ({args.svi_steps or spec.inference.svi_steps} steps)",
+    }
+    report = reports.evidence_report(spec, ladder=ladder, svi_steps=args.svi_steps, ti=not args.no_ti, svi=not args.no_svi,
+                                     stage=lambda family: progress.stage(titles[family], titled=False))
+    if "warnings" not in report:  # evidence_report always lists them; a stand-in report may not
         report["warnings"] = reports.evidence_warnings(report)
     progress.note(f"\n== log evidence vs theory ({theory_ref(5)}) ==")
     print(reports.format_evidence(report))
@@ -390,30 +394,6 @@ def _cmd_evidence(args) -> int:
     if args.json_out:
         _print_wrote([args.json_out])
     return 0
-
-
-def _evidence_report(spec, ladder: LadderSettings, svi_steps, ti: bool, svi: bool, progress: _Progress | None) -> dict:
-    """:func:`bayes_sbm.reports.evidence_report` with one timed stage per estimator family.
-
-    The same keys, seeds and numbers as one call with both families; with
-    ``progress`` None it is that one call.
-    """
-    if progress is None:
-        return reports.evidence_report(spec, ladder=ladder, svi_steps=svi_steps, ti=ti, svi=svi)
-    parts = []
-    if ti:
-        with progress.stage(f"thermodynamic integration and stepping stone ({ladder.num_rungs} rungs, up to {ladder.max_rungs}, "
-                            f"{ladder.num_samples} draws each)", titled=False):
-            parts.append(reports.evidence_report(spec, ladder=ladder, svi_steps=svi_steps, ti=True, svi=False))
-    if svi:
-        with progress.stage(f"SVI: ELBO, importance sampling, IWAE ({svi_steps or spec.inference.svi_steps} steps)", titled=False):
-            parts.append(reports.evidence_report(spec, ladder=ladder, svi_steps=svi_steps, ti=False, svi=True))
-    report = parts[0]
-    for extra in parts[1:]:
-        report["estimators"] = report["estimators"] | extra["estimators"]
-        report["seconds"] = report["seconds"] | extra["seconds"]
-    report["warnings"] = reports.evidence_warnings(report)
-    return report
 
 
 #: ``demo --quick``: every stage once at tiny settings (a smoke test; the numbers are far from the large-N theory).
@@ -451,21 +431,10 @@ def _default_spec_path(name: str) -> str:
     raise UserError(f"cannot find models/{name}; pass --spec")
 
 
-def _check_replaceable_run(path: Path, what: str) -> None:
-    """``path`` must be new, empty, or a finished run folder (the demo replaces its own runs)."""
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise UserError(f"{what}: {str(path)!r} exists and is not a folder")
-    entries = sorted(p.name for p in path.iterdir())
-    if entries and not ((path / "inference.nc").is_file() and (path / "meta.json").is_file()):
-        raise UserError(f"{what}: {str(path)!r} is not empty and is not a run folder ({', '.join(entries[:5])}); choose another --out")
-
-
 def _cmd_demo(args) -> int:
     out = _check_output_folder(args.out, "--out")
-    for name in ("nuts", "svi"):
-        _check_replaceable_run(out / name, "--out")
+    for name in ("nuts", "svi"):  # the demo replaces its own runs, never anything else
+        check_run_folder(out / name, overwrite=True)
     spec = _load_spec(args.spec or _default_spec_path("demo.toml"), "--spec")
     svi_spec = _load_spec(args.svi_spec or _default_spec_path("demo_svi.toml"), "--svi-spec")
     q = QUICK_DEMO if args.quick else DEMO

@@ -190,16 +190,14 @@ def read_data(path: str | os.PathLike) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: the file is empty (expected {'a NumPy .npy array' if suffix == '.npy' else 'comma-separated rows'} of shape (K, N))")
     if suffix == ".npy":
-        arr = load_npy(path)
+        arr = load_npy(path)  # a real numeric array (load_npy rejects complex, object and text dtypes)
     else:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "input contained no data": reported below as a shape error
-                arr = np.loadtxt(path, delimiter=",", ndmin=2)
+                arr = np.loadtxt(path, delimiter=",", ndmin=2)  # float64
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: not a numeric CSV ({_first_line(exc)})") from None
-    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{path}: expected a real numeric array of shape (K, N), got dtype {arr.dtype}")
     return _finite_rows(arr, str(path))
 
 
@@ -470,6 +468,5 @@ def load_transform(path: str | os.PathLike) -> DataTransform:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception as exc:  # zipfile/NumPy raise many types for a corrupt file; all mean "unreadable"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{path}: not a readable .npz transform ({first})") from None
+        raise ValueError(f"{path}: not a readable .npz transform ({_first_line(exc)})") from None
     return DataTransform.from_arrays(arrays, name=str(path))

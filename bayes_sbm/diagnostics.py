@@ -58,6 +58,7 @@ __all__ = [
     "Table",
     "run_parameters",
     "theory_from_datatree",
+    "theory_component",
     "summary_table",
     "sampling_report",
     "convergence_warnings",
@@ -211,12 +212,25 @@ def theory_from_datatree(dt, meta: dict | None = None) -> dict[str, Any] | None:
         return None
 
 
-def _theory_component(theory: dict | None, name: str, flat_index: int) -> float:
-    """Theory value of component ``flat_index`` of variable ``name`` (NaN if none)."""
+def theory_component(theory: dict | None, name: str, index: int | None) -> float:
+    """THEORY value of component ``index`` (flat, 0-based; None for a scalar) of variable ``name``; NaN if there is none."""
     if not theory or name not in theory:
         return math.nan
-    value = np.ravel(np.asarray(theory[name], dtype=float))
-    return float(value[flat_index]) if flat_index < value.size else math.nan
+    try:
+        value = np.ravel(np.asarray(theory[name], dtype=float))
+    except (TypeError, ValueError):
+        return math.nan
+    i = 0 if index is None else index
+    return float(value[i]) if i < value.size else math.nan
+
+
+def _method(dt) -> str:
+    """``"nuts"`` or ``"svi"``: the tree's ``method`` attribute, else whether it has sampler statistics."""
+    return str(dt.attrs.get("method", "nuts" if _has_sample_stats(dt) else "svi"))
+
+
+def _has_sample_stats(dt) -> bool:
+    return "sample_stats" in dt.children and len(dt["sample_stats"].data_vars) > 0
 
 
 # --------------------------------------------------------------------------
@@ -297,7 +311,7 @@ def summary_table(dt, var_names=SPECTRAL, theory: dict | None = None, meta: dict
                 row[col] = float(stats[col][i]) if stats[col] is not None else math.nan
             if constant[i]:  # constant draws: ArviZ reports ESS = draws, but no effective sample size is defined
                 row.update(mcse_mean=math.nan, ess_bulk=math.nan, ess_tail=math.nan, r_hat=math.nan)
-            th = _theory_component(theory, name, i)
+            th = theory_component(theory, name, i)
             row["theory"] = th
             row["diff"] = row["mean"] - th
             rows.append(row)
@@ -347,8 +361,8 @@ def sampling_report(dt, var_names=SPECTRAL, meta: dict | None = None, table: Tab
         latent coordinates) and non-finite draws.
     """
     chains, draws = _sample_sizes(dt)
-    has_stats = "sample_stats" in dt.children and len(dt["sample_stats"].data_vars) > 0
-    method = str(dt.attrs.get("method", "nuts" if has_stats else "svi"))
+    has_stats = _has_sample_stats(dt)
+    method = _method(dt)
     if table is None:
         table = summary_table(dt, var_names, theory={})
     report: dict[str, Any] = {"method": method, "chains": chains, "draws": draws}
@@ -569,13 +583,12 @@ def comparison_table(dts: dict, metas: dict | None = None, theories: dict | None
         th = theories.get(label)
         if th is None and c is not None:
             th = theory_from_datatree(dt, meta)
-        has_stats = "sample_stats" in dt.children and len(dt["sample_stats"].data_vars) > 0
         row: dict[str, Any] = {
             "run": label,
             "N": _run_size(dt, meta),
             "gamma": gamma,
             "eta": eta,
-            "method": str(dt.attrs.get("method", "nuts" if has_stats else "svi")),
+            "method": _method(dt),
             "phase": th["phase"] if th else "n/a",
         }
         post = dt["posterior"]
@@ -589,9 +602,7 @@ def comparison_table(dts: dict, metas: dict | None = None, theories: dict | None
                 mean, sd = float(np.mean(values)), float(np.std(values, ddof=1)) if values.size > 1 else math.nan
             else:
                 mean, sd = math.nan, math.nan
-            theory_value = math.nan
-            if th and name in th:
-                theory_value = float(np.ravel(th[name])[0 if index is None else index])
+            theory_value = theory_component(th, name, index)
             row.update({f"{short}_mean": mean, f"{short}_sd": sd, f"{short}_theory": theory_value, f"{short}_diff": mean - theory_value})
         rows.append(row)
     return Table(tuple(cols), tuple(rows))

@@ -88,6 +88,9 @@ COMPARED = OBSERVABLES[:3]
 #: Probability of the credible intervals drawn (equal-tailed; the forest plot adds a 50 % one).
 CI_PROB = 0.89
 
+#: The older, looser R-hat threshold (Gelman et al., BDA3), drawn in ``rhat.png`` next to ``diagnostics.RHAT_WARN``.
+RHAT_LOOSE = 1.1
+
 #: Style of every THEORY reference line (tests look for the dashed style).
 THEORY_STYLE = {"color": "#d62728", "linestyle": "--", "linewidth": 1.4, "zorder": 4}
 
@@ -189,18 +192,6 @@ def _label(name: str, sel: dict) -> str:
     return _LABELLER.make_label_flat(name, sel, {})
 
 
-def _theory_value(theory: Mapping | None, name: str, index) -> float:
-    """THEORY value of component ``index`` (flat, 0-based; None for a scalar) of ``name``; NaN if none."""
-    if not theory or name not in theory:
-        return math.nan
-    try:
-        value = np.ravel(np.asarray(theory[name], dtype=float))
-    except (TypeError, ValueError):
-        return math.nan
-    i = 0 if index is None else index
-    return float(value[i]) if i < value.size else math.nan
-
-
 def _is_svi(dt) -> bool:
     return str(dt.attrs.get("method", "")).lower() == "svi"
 
@@ -282,7 +273,7 @@ def _plot_trace(dt, names, theory, out: Path) -> Path:
         ax_dist.set_ylabel("density")
         ax_trace.set_xlabel("draw")
         ax_trace.set_ylabel(label)
-        value = _theory_value(theory, name, flat)
+        value = diagnostics.theory_component(theory, name, flat)
         if math.isfinite(value):
             ax_dist.axvline(value, **THEORY_STYLE)
             ax_trace.axhline(value, **THEORY_STYLE)
@@ -355,7 +346,7 @@ def _plot_rhat(dt, names, table: diagnostics.Table, out: Path) -> Path:
         ax.scatter(rhat[bad], y[bad], color="C3", zorder=3, label=f"> {diagnostics.RHAT_WARN}")
     ax.axvline(1.0, color="gray", lw=0.8)
     ax.axvline(diagnostics.RHAT_WARN, color="C1", linestyle="-.", lw=1.2, label=f"{diagnostics.RHAT_WARN}")
-    ax.axvline(1.1, color="C3", linestyle=":", lw=1.2, label="1.1")
+    ax.axvline(RHAT_LOOSE, color="C3", linestyle=":", lw=1.2, label=f"{RHAT_LOOSE}")
     if np.any(finite):
         ax.set_xlim(min(0.99, float(np.nanmin(rhat)) - 0.005), max(1.12, float(np.nanmax(rhat)) + 0.02))
     ax.legend(loc="lower right", fontsize=8)
@@ -383,7 +374,7 @@ def _plot_observables(dt, theory: Mapping | None, out: Path) -> Path | None:
         ax = pc.get_target(label, {})
         ax.set_xlabel(label)
         ax.set_ylabel("posterior density")
-        value = _theory_value(theory, name, index)
+        value = diagnostics.theory_component(theory, name, index)
         if math.isfinite(value):
             ax.axvline(value, **THEORY_STYLE)
     pc.get_viz("figure").suptitle(
@@ -529,6 +520,10 @@ def _theories_for(dts: Mapping[str, Any], theories: Mapping | None) -> dict[str,
     return {run: theories[run] if run in theories else diagnostics.theory_from_datatree(dt) for run, dt in dts.items()}
 
 
+#: Theory values this close (relative, floor 1) are one line: the same formula evaluated for runs with equal inputs.
+SAME_THEORY_RTOL = 1e-12
+
+
 def _theory_groups(values: Mapping[str, float]) -> list[list[str]]:
     """Runs grouped by equal (finite) theory value."""
     groups: list[list[str]] = []
@@ -536,7 +531,7 @@ def _theory_groups(values: Mapping[str, float]) -> list[list[str]]:
         if not math.isfinite(v):
             continue
         for group in groups:
-            if abs(values[group[0]] - v) <= 1e-12 * max(1.0, abs(v)):
+            if abs(values[group[0]] - v) <= SAME_THEORY_RTOL * max(1.0, abs(v)):
                 group.append(run)
                 break
         else:
@@ -621,7 +616,7 @@ def compare_plots(dts: Mapping[str, Any], out_dir: str | os.PathLike, theories: 
         raise ValueError("the runs share none of the observables λ_1, u_1, M")
     datasets = _pooled_common_size({run: ds[labels] for run, ds in datasets.items()})
     th = _theories_for(dts, theories)
-    values = {run: {label: _theory_value(th[run], name, index) for label, name, index in COMPARED if label in labels} for run in runs}
+    values = {run: {label: diagnostics.theory_component(th[run], name, index) for label, name, index in COMPARED if label in labels} for run in runs}
     trees = {run: _as_tree(ds) for run, ds in datasets.items()}
     _last_figures.clear()
     return [

@@ -18,6 +18,7 @@ Reports that are written as JSON return JSON-ready dicts in that layout.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -31,7 +32,7 @@ from . import _checks, _stats, diagnostics, evidence, inference, predictive, sph
 from .data import load_data
 from .io import load_npy
 from .distribution import SYMMETRY_ATOL, SphericalBoltzmann
-from .runs import load_run, load_run_transform, problem_from_spec
+from .runs import TEACHER_FILE, load_run, load_run_transform, problem_from_spec
 from .settings import LadderSettings, derive_keys
 
 __all__ = [
@@ -196,40 +197,46 @@ def evidence_warnings(report: dict) -> list[str]:
     return out
 
 
-def evidence_report(spec, *, ladder: LadderSettings | None = None, svi_steps=None, ti=True, svi=True, progress_bar=False) -> dict:
+def evidence_report(spec, *, ladder: LadderSettings | None = None, svi_steps=None, ti=True, svi=True, progress_bar=False,
+                    stage=None) -> dict:
     """All evidence estimators for a spec, in the JSON layout of ``bayes-sbm evidence --json``.
 
     ELBO and IWAE are lower bounds (``"kind": "lower bound"``), TI, stepping
     stone and importance sampling are estimates; ``warnings`` lists every
     number that cannot be trusted (:func:`evidence_warnings`).
+
+    ``stage``, when given, is called with ``"ti"`` or ``"svi"`` and returns a
+    context manager entered around that estimator family (the CLI's timed
+    progress stages); it changes no key, seed or number.
     """
+    stage = stage or (lambda family: contextlib.nullcontext())
     problem = problem_from_spec(spec)
     N = problem.N
     keys = derive_keys(spec.inference.seed)
-    th = float(theory.log_evidence(problem.frame.c, problem.gamma, problem.eta))
+    terms = theory.evidence_terms(problem.frame.c, problem.gamma, problem.eta)  # the saddle and the evidence, solved once
+    th = float(terms.log_evidence)
     report: dict[str, Any] = {"N": N, "K": problem.K, "gamma": problem.gamma, "eta": problem.eta, "c": problem.frame.c.tolist(),
-                              "theory": th * N, "theory_per_n": th,
-                              "phase": theory.posterior_saddle(problem.frame.c, problem.gamma, problem.eta).phase,
+                              "theory": th * N, "theory_per_n": th, "phase": terms.saddle.phase,
                               "estimators": {}, "seconds": {}}
     if ti:
-        t0 = time.perf_counter()
-        ladder = ladder or LadderSettings()
-        ladder = dataclasses.replace(ladder, progress_bar=progress_bar)
-        res = evidence.thermodynamic_integration(keys.ti, problem, ladder)
-        report["estimators"]["ti"] = res.ti.as_dict() | {"kind": "estimate"}
-        report["estimators"]["stepping_stone"] = res.stepping_stone.as_dict() | {"kind": "estimate"}
-        report["seconds"]["ti+stepping_stone"] = time.perf_counter() - t0
+        with stage("ti"):
+            t0 = time.perf_counter()
+            rungs = dataclasses.replace(ladder or LadderSettings(), progress_bar=progress_bar)
+            res = evidence.thermodynamic_integration(keys.ti, problem, rungs)
+            report["estimators"]["ti"] = res.ti.as_dict() | {"kind": "estimate"}
+            report["estimators"]["stepping_stone"] = res.stepping_stone.as_dict() | {"kind": "estimate"}
+            report["seconds"]["ti+stepping_stone"] = time.perf_counter() - t0
     if svi:
-        t0 = time.perf_counter()
-        base = spec.inference.svi_settings(progress_bar)
-        settings = dataclasses.replace(base, guide=base.guide if problem.parametrization in ("aligned", "band") else "normal",
-                            num_steps=svi_steps or base.num_steps, num_draws=10)
-        fit = inference.run_svi(keys.svi, problem, settings)
-        est = evidence.svi_evidence(keys.importance, fit)
-        kinds = {"elbo": "lower bound", "importance": "estimate", "iwae": "lower bound"}
-        for name in ("elbo", "importance", "iwae"):
-            report["estimators"][name] = est[name].as_dict() | {"kind": kinds[name]}
-        report["seconds"]["svi"] = time.perf_counter() - t0
+        with stage("svi"):
+            t0 = time.perf_counter()
+            base = spec.inference.svi_settings(progress_bar)
+            settings = dataclasses.replace(base, guide=base.guide if problem.parametrization in ("aligned", "band") else "normal",
+                                           num_steps=svi_steps or base.num_steps, num_draws=10)
+            est = evidence.svi_evidence(keys.importance, inference.run_svi(keys.svi, problem, settings))
+            kinds = {"elbo": "lower bound", "importance": "estimate", "iwae": "lower bound"}
+            for name in ("elbo", "importance", "iwae"):
+                report["estimators"][name] = est[name].as_dict() | {"kind": kinds[name]}
+            report["seconds"]["svi"] = time.perf_counter() - t0
     report["warnings"] = evidence_warnings(report)
     return report
 
@@ -261,32 +268,82 @@ def _teacher_matrix(W, N: int, name: str, data_path: Path) -> np.ndarray:
     return W
 
 
-def _posterior_couplings(dt, data: np.ndarray, gamma: float, eta: float, run: Path) -> np.ndarray:
-    """W draws (chain, draw, N, N) from the posterior group: ``W`` if stored, else rebuilt from the latent ``z``."""
-    post = dt["posterior"]
-    names = set(post.data_vars)
-    latent_group = next((g for g in ("unconstrained_posterior", "posterior") if g in dt.children and "z" in dt[g].data_vars), None)
-    N = data.shape[1]
-    if "W" in names:
-        return np.asarray(post["W"].values, dtype=np.float64)
-    if latent_group is not None:
-        z = np.asarray(dt[latent_group]["z"].values, dtype=np.float64)
-        par = str(dt.attrs.get("parametrization", "aligned"))
-        problem = inference.make_problem(data, gamma, eta, 1.0, par)
+class _FittedRun(NamedTuple):
+    """A run folder read for ``predict``: its tree and meta, the fitted data (equal to ``observed_data``) and γ, η."""
+
+    path: Path
+    dt: Any
+    meta: dict
+    data: np.ndarray
+    data_path: Path
+    gamma: float
+    eta: float
+
+
+def _load_fitted_run(run_dir) -> _FittedRun:
+    """``RUN/inference.nc``, ``meta.json`` and ``data.npy``, checked against each other before any computing."""
+    run = Path(run_dir)
+    dt, meta = load_run(run)
+    data_path = run / "data.npy"
+    if not data_path.is_file():
+        raise FileNotFoundError(f"{run}: no data.npy")
+    data = load_data(data_path)
+    try:
+        observed = np.asarray(dt["observed_data"]["x"].values) if "observed_data" in dt.children else None
+    except KeyError:
+        observed = None
+    if observed is None or observed.shape != data.shape or not np.array_equal(observed, data):
+        raise ValueError(f"{data_path}: differs from the run's observed_data in inference.nc (the run folder was modified)")
+    try:
         const = dt["constant_data"]
-        if "Q" in const.data_vars:  # the exact frame of the fit (the SVD's signs may differ between machines)
-            problem = dataclasses.replace(problem, frame=problem.frame._replace(Q=np.asarray(const["Q"].values)))
-        chains, draws = z.shape[:2]
-        flat = z.reshape((chains * draws, -1))
-        W = np.empty((flat.shape[0], N, N))
-        step = max(1, predictive.CHUNK_NUMBERS // (N * N))
-        for s in range(0, flat.shape[0], step):
-            W[s : s + step] = inference.coupling_draws(problem, flat[s : s + step], key=jax.random.fold_in(jax.random.key(0), s))
-        return W.reshape((chains, draws, N, N))
-    raise ValueError(
-        f"{run}: the posterior stores neither the couplings 'W' nor the latent 'z' (fit stores z only for N <= 30 by default); "
-        "refit with latent storage (to_datatree(store_latent=True)) or with store_W to use 'bayes-sbm predict'"
-    )
+        gamma, eta = float(const["gamma"].values), float(const["eta"].values)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{run / 'inference.nc'}: no usable constant_data gamma/eta ({_checks.one_line(exc)})") from None
+    return _FittedRun(run, dt, meta, data, data_path, gamma, eta)
+
+
+def _thinned(index_count: int, chains: int, max_draws: int | None) -> np.ndarray:
+    """Draw indices per chain, thinned evenly so that chains × draws ≤ max_draws (at least one per chain)."""
+    if max_draws is None or chains * index_count <= int(max_draws):
+        return np.arange(index_count)
+    per_chain = max(1, int(max_draws) // chains)
+    return np.unique(np.linspace(0, index_count - 1, per_chain).round().astype(int))
+
+
+def _coupling_draws(fit: _FittedRun, key, max_draws: int | None, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+    """(W draws (chain, draw, N, N), kept draw indices), thinned to ``max_draws`` before anything is built.
+
+    The stored ``W`` if any, else rebuilt from the latent ``z`` through
+    :func:`bayes_sbm.inference.coupling_draws` (in the fit's frame
+    ``constant_data.Q`` when stored: the SVD's signs may differ between
+    machines); ``key`` draws the Haar rotations of band runs.
+    """
+    dt, N = fit.dt, fit.data.shape[1]
+    post = dt["posterior"]
+    if "W" in post.data_vars:
+        W = post["W"]
+        keep = _thinned(W.shape[1], W.shape[0], max_draws)
+        return np.asarray(W.values[:, keep], dtype=np.float64), keep
+    group = next((g for g in ("unconstrained_posterior", "posterior") if g in dt.children and "z" in dt[g].data_vars), None)
+    if group is None:
+        raise ValueError(
+            f"{fit.path}: the posterior stores neither the couplings 'W' nor the latent 'z'; refit with latent storage "
+            f"(to_datatree(store_latent=True)) or with store_W to {purpose}"
+        )
+    z = np.asarray(dt[group]["z"].values, dtype=np.float64)
+    keep = _thinned(z.shape[1], z.shape[0], max_draws)
+    z = z[:, keep]
+    problem = inference.make_problem(fit.data, fit.gamma, fit.eta, 1.0, str(dt.attrs.get("parametrization", "aligned")))
+    const = dt["constant_data"]
+    if "Q" in const.data_vars:
+        problem = dataclasses.replace(problem, frame=problem.frame._replace(Q=np.asarray(const["Q"].values)))
+    chains, draws = z.shape[:2]
+    flat = z.reshape((chains * draws, -1))
+    W = np.empty((flat.shape[0], N, N))
+    step = max(1, predictive.CHUNK_NUMBERS // (N * N))
+    for s in range(0, flat.shape[0], step):
+        W[s : s + step] = inference.coupling_draws(problem, flat[s : s + step], key=jax.random.fold_in(key, s))
+    return W.reshape((chains, draws, N, N)), keep
 
 
 def _teacher_from_run(spec: dict, data: np.ndarray, run: Path) -> np.ndarray:
@@ -372,41 +429,26 @@ def predict_run(
     """
     beta = _checks.positive_scalar("beta", beta)
     num_points = _checks.positive_int("num_points", num_points, minimum=2)
-    run = Path(run_dir)
-    dt, meta = load_run(run)
-    data_path = run / "data.npy"
-    if not data_path.exists():
-        raise FileNotFoundError(f"{run}: no data.npy")
-    data = load_data(data_path)
-    try:
-        observed = np.asarray(dt["observed_data"]["x"].values) if "observed_data" in dt.children else None
-    except KeyError:
-        observed = None
-    if observed is None or observed.shape != data.shape or not np.array_equal(observed, data):
-        raise ValueError(f"{data_path}: differs from the run's observed_data in inference.nc (the run folder was modified)")
+    if max_draws is not None:
+        max_draws = _checks.positive_int("max_draws", max_draws)
+    fit = _load_fitted_run(run_dir)
+    run, data, data_path, gamma, eta = fit.path, fit.data, fit.data_path, fit.gamma, fit.eta
     K, N = data.shape
-    try:
-        const = dt["constant_data"]
-        gamma, eta = float(const["gamma"].values), float(const["eta"].values)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{run / 'inference.nc'}: no usable constant_data gamma/eta ({_checks.one_line(exc)})") from None
     # the teacher before the posterior couplings: a wrong one fails before the heavy computing
     source = "given"
+    stored_teacher = run / TEACHER_FILE
     if teacher_W is not None:
         teacher_W = _teacher_matrix(teacher_W, N, teacher_name, data_path)
-    elif (run / "teacher.npy").exists():
-        teacher_W = _teacher_matrix(load_npy(run / "teacher.npy"), N, str(run / "teacher.npy"), data_path)
-        source = "from RUN/teacher.npy"
+    elif stored_teacher.is_file():
+        teacher_W = _teacher_matrix(load_npy(stored_teacher), N, str(stored_teacher), data_path)
+        source = f"from RUN/{TEACHER_FILE}"
     else:
-        teacher_W = _teacher_from_run(meta.get("spec", {}), data, run)
+        teacher_W = _teacher_from_run(fit.meta.get("spec", {}), data, run)
         source = "regenerated from the spec's data seed"
     teacher_W = predictive._teacher(teacher_W, N)
-    W = _posterior_couplings(dt, data, gamma, eta, run)
+    # thinned before the couplings are built; a band run's Haar rotations come from a fixed key, apart from the Monte Carlo's
+    W, _ = _coupling_draws(fit, jax.random.key(0), max_draws, "use 'bayes-sbm predict'")
     chains, draws = W.shape[:2]
-    if max_draws is not None and chains * draws > int(max_draws):
-        per_chain = max(1, int(max_draws) // chains)
-        W = W[:, np.linspace(0, draws - 1, per_chain).round().astype(int)]
-        draws = W.shape[1]
     key = jax.random.key(0) if key is None else key
 
     typ = predictive.typical_kls(W, teacher_W, beta, ess="auto")
@@ -585,44 +627,6 @@ class HeldoutReport(NamedTuple):
         }
 
 
-def _thinned(index_count: int, chains: int, max_draws: int | None) -> np.ndarray:
-    """Draw indices per chain, thinned evenly so that chains × draws ≤ max_draws (at least one per chain)."""
-    if max_draws is None or chains * index_count <= int(max_draws):
-        return np.arange(index_count)
-    per_chain = max(1, int(max_draws) // chains)
-    return np.unique(np.linspace(0, index_count - 1, per_chain).round().astype(int))
-
-
-def _heldout_couplings(dt, data: np.ndarray, gamma: float, eta: float, run: Path, key, max_draws: int | None):
-    """(W draws (chain, draw, N, N), kept draw indices): stored ``W`` or rebuilt from ``z``, thinned before building."""
-    post = dt["posterior"]
-    N = data.shape[1]
-    if "W" in post.data_vars:
-        W = post["W"]
-        keep = _thinned(W.shape[1], W.shape[0], max_draws)
-        return np.asarray(W.values[:, keep], dtype=np.float64), keep
-    group = next((g for g in ("unconstrained_posterior", "posterior") if g in dt.children and "z" in dt[g].data_vars), None)
-    if group is None:
-        raise ValueError(
-            f"{run}: the posterior stores neither the couplings 'W' nor the latent 'z'; refit with latent storage "
-            "(to_datatree(store_latent=True)) or with store_W to evaluate held-out data"
-        )
-    z = np.asarray(dt[group]["z"].values, dtype=np.float64)
-    keep = _thinned(z.shape[1], z.shape[0], max_draws)
-    z = z[:, keep]
-    problem = inference.make_problem(data, gamma, eta, 1.0, str(dt.attrs.get("parametrization", "aligned")))
-    const = dt["constant_data"] if "constant_data" in dt.children else None
-    if const is not None and "Q" in const.data_vars:  # the exact frame of the fit
-        problem = dataclasses.replace(problem, frame=problem.frame._replace(Q=np.asarray(const["Q"].values)))
-    chains, draws = z.shape[:2]
-    flat = z.reshape((chains * draws, -1))
-    W = np.empty((flat.shape[0], N, N))
-    step = max(1, predictive.CHUNK_NUMBERS // (N * N))
-    for s in range(0, flat.shape[0], step):  # band: fresh Haar rotations per draw from `key`
-        W[s : s + step] = inference.coupling_draws(problem, flat[s : s + step], key=jax.random.fold_in(key, s))
-    return W.reshape((chains, draws, N, N)), keep
-
-
 def _effective_draws(dt, keep: np.ndarray, S: int) -> float:
     """Bulk ESS of the training log-likelihood (summed over points) over the kept draws, capped at S; S when unavailable."""
     try:
@@ -670,28 +674,18 @@ def heldout_report(run_dir, heldout_x, betas, key=None, max_draws: int | None = 
         raise ValueError("betas: need at least one beta")
     if max_draws is not None:
         max_draws = _checks.positive_int("max_draws", max_draws)
-    run = Path(run_dir)
-    dt, meta = load_run(run)
-    data_path = run / "data.npy"
-    if not data_path.is_file():
-        raise FileNotFoundError(f"{run}: no data.npy")
-    data = load_data(data_path)
-    N = data.shape[1]
+    fit = _load_fitted_run(run_dir)
+    run, N = fit.path, fit.data.shape[1]
     X = np.asarray(heldout_x)
     if X.ndim == 2 and X.shape[1] != N:
         raise ValueError(f"{heldout_name}: has N = {X.shape[1]} columns, the run {run} has N = {N}")
     transform = load_run_transform(run, N)
     X = transform.apply(X, name=heldout_name)
-    try:
-        const = dt["constant_data"]
-        gamma, eta = float(const["gamma"].values), float(const["eta"].values)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{run / 'inference.nc'}: no usable constant_data gamma/eta ({_checks.one_line(exc)})") from None
     key = jax.random.key(0) if key is None else key
-    W, keep = _heldout_couplings(dt, data, gamma, eta, run, key, max_draws)
+    W, keep = _coupling_draws(fit, key, max_draws, "evaluate held-out data")
     W = W.reshape((-1, N, N))
     S = W.shape[0]
-    s_eff = _effective_draws(dt, keep, S)
+    s_eff = _effective_draws(fit.dt, keep, S)
     W_bar = W.mean(axis=0)[None]
 
     M, B = X.shape[0], betas.size

@@ -8,7 +8,7 @@ A run folder ``RUN/`` holds
   warnings, and for NUTS ESS/R-hat over every latent coordinate
   (``latent_summary``);
 * ``spec.toml`` — the spec actually fitted; ``data.npy`` — the data fitted;
-  ``teacher.npy`` — the teacher couplings W* (teacher data);
+  ``teacher.npy`` — the teacher couplings W* (teacher data, drawn once with the data);
 * ``transform.npz`` — the data transform fitted on the training rows
   (:class:`bayes_sbm.data.DataTransform`; identity for teacher data), also
   summarised in ``meta.json`` ``"transform"``; ``heldout.npy`` — held-out
@@ -54,6 +54,7 @@ __all__ = [
     "RunData",
     "TRANSFORM_FILE",
     "HELDOUT_FILE",
+    "TEACHER_FILE",
     "load_spec_data",
     "prepare_spec_data",
     "load_run_transform",
@@ -61,6 +62,7 @@ __all__ = [
     "latent_summary",
     "posterior_predictive_draws",
     "to_datatree",
+    "check_run_folder",
     "fit_spec",
     "load_run",
 ]
@@ -91,14 +93,21 @@ def load_spec_data(spec) -> np.ndarray:
 # --- data transform and held-out split (bayes_sbm.data.DataTransform); begin ---
 #: The recorded data transform and the held-out rows of a run folder.
 TRANSFORM_FILE, HELDOUT_FILE = "transform.npz", "heldout.npy"
+#: The teacher couplings W* of a run on teacher data.
+TEACHER_FILE = "teacher.npy"
 
 
 def prepare_spec_data(spec) -> PreparedData:
     """Training points, raw held-out rows and the transform of a spec's ``[data]`` table (teacher data: identity)."""
+    return _prepare_spec_data(spec)[0]
+
+
+def _prepare_spec_data(spec) -> tuple[PreparedData, np.ndarray | None]:
+    """:func:`prepare_spec_data` and the teacher couplings W* drawn with teacher data (None for a data file)."""
     d, N = spec.data, spec.model.N
     if d.source == "teacher":
         td = teacher.teacher_student_data(jax.random.key(d.seed), N, d.K, d.omega)
-        return PreparedData(td.data, None, DataTransform.identity(N), np.arange(d.K), np.arange(0))
+        return PreparedData(td.data, None, DataTransform.identity(N), np.arange(d.K), np.arange(0)), np.asarray(td.teacher.W)
     raw = read_data(d.resolved_path)
     if raw.shape[1] != N:
         raise ValueError(f"{spec.path}: model.N: the data file {d.resolved_path} has N = {raw.shape[1]} columns, the spec says {N}")
@@ -110,7 +119,7 @@ def prepare_spec_data(spec) -> PreparedData:
             raise ValueError(f"{spec.path}: data.heldout_path: {d.resolved_heldout_path} has N = {held.shape[1]} columns, the spec says {N}")
         prepared.transform.apply(held, name=d.resolved_heldout_path)  # fails before fitting if a row cannot be transformed
         prepared = prepared._replace(heldout_raw=held)
-    return prepared
+    return prepared, None
 
 
 def load_run_transform(run_dir, N: int) -> DataTransform:
@@ -321,21 +330,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an ``--out`` that holds anything but a finished run to replace (with ``overwrite``)."""
+def check_run_folder(out_dir, *, overwrite: bool = False, what: str = "--out") -> Path:
+    """Refuse a run folder that :func:`fit_spec` may not write, before any computing.
+
+    ``out_dir`` may be missing or empty; a finished run (``inference.nc`` and
+    ``meta.json``) only with ``overwrite`` (it is then replaced as a whole);
+    anything else never.  ``ValueError`` starting with ``what`` otherwise.
+    """
+    out = Path(out_dir)
     if not out.exists():
-        return
+        return out
     if not out.is_dir():
-        raise ValueError(f"--out: {out} exists and is not a folder")
+        raise ValueError(f"{what}: {out} exists and is not a folder")
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
-        return
-    is_run = (out / "inference.nc").is_file() and (out / "meta.json").is_file()
-    if is_run and overwrite:
-        return
-    if is_run:
-        raise ValueError(f"--out: {out} already holds a finished run; choose another folder or pass --overwrite to replace it")
-    raise ValueError(f"--out: {out} is not empty and is not a run folder ({', '.join(entries[:5])}); choose another folder")
+        return out
+    if not ((out / "inference.nc").is_file() and (out / "meta.json").is_file()):
+        raise ValueError(f"{what}: {out} is not empty and is not a run folder ({', '.join(entries[:5])}); choose another folder")
+    if not overwrite:
+        raise ValueError(f"{what}: {out} already holds a finished run; choose another folder or pass --overwrite to replace it")
+    return out
 
 
 def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False, overwrite: bool = False,
@@ -361,18 +375,22 @@ def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False,
     RunData
         ``(datatree, meta)``.
     """
-    out = Path(out_dir)
-    _check_out(out, overwrite)
-    prepared = prepare_spec_data(spec)  # data transform and held-out split
+    out = check_run_folder(out_dir, overwrite=overwrite)
+    prepared, teacher_W = _prepare_spec_data(spec)  # data transform and held-out split; the teacher drawn with its data
     data = prepared.train
     problem = problem_from_spec(spec, data)
     with _run_lock(out):
         stage = out.with_name(out.name + STAGING_SUFFIX)
         stage.mkdir(parents=True, exist_ok=True)
         for leftover in stage.iterdir():  # an interrupted attempt: only its checkpoint may be resumed, nothing else kept
-            if leftover.name != "checkpoint":
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        result = _fit_into(spec, problem, data, stage, progress_bar=progress_bar, store_W=store_W, prepared=prepared)
+            if leftover.name == "checkpoint":
+                continue
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        result = _fit_into(spec, problem, data, stage, progress_bar=progress_bar, store_W=store_W, prepared=prepared,
+                           teacher_W=teacher_W)
         if not keep_checkpoint:
             shutil.rmtree(stage / "checkpoint", ignore_errors=True)
         if out.exists():  # empty, or a finished run that overwrite=True replaces as a whole
@@ -386,7 +404,8 @@ def fit_spec(spec, out_dir, *, progress_bar: bool = True, store_W: bool = False,
     return result
 
 
-def _fit_into(spec, problem, data, folder: Path, *, progress_bar: bool, store_W: bool, prepared: PreparedData | None = None) -> RunData:
+def _fit_into(spec, problem, data, folder: Path, *, progress_bar: bool, store_W: bool, prepared: PreparedData,
+              teacher_W: np.ndarray | None) -> RunData:
     seed = spec.inference.seed
     keys = derive_keys(seed)
     t0 = time.perf_counter()
@@ -424,11 +443,9 @@ def _fit_into(spec, problem, data, folder: Path, *, progress_bar: bool, store_W:
     except ValueError as exc:  # theory undefined for these inputs: say so, keep the run
         meta["theory"] = {"error": str(exc)}
     save_npy_atomic(folder / "data.npy", data)
-    if prepared is not None:  # data transform and held-out rows
-        _save_prepared(folder, prepared, meta)
-    if spec.data.source == "teacher":  # the teacher couplings, so `predict` never has to regenerate them
-        td = teacher.teacher_student_data(jax.random.key(spec.data.seed), spec.model.N, spec.data.K, spec.data.omega)
-        save_npy_atomic(folder / "teacher.npy", td.teacher.W)
+    _save_prepared(folder, prepared, meta)  # data transform and held-out rows
+    if teacher_W is not None:  # the teacher couplings, so `predict` never has to regenerate them
+        save_npy_atomic(folder / TEACHER_FILE, teacher_W)
     write_text_atomic(folder / "spec.toml", spec.to_toml())  # the spec actually fitted (overrides included)
     write_netcdf_atomic(folder / "inference.nc", dt)
     meta["warnings"] = diagnostics.convergence_warnings(dt, meta)

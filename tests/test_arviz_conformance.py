@@ -15,6 +15,7 @@ import jax
 import matplotlib
 import numpy as np
 import pytest
+from arviz_plots import PlotCollection
 
 matplotlib.use("Agg")
 
@@ -67,8 +68,14 @@ def test_standard_arviz_calls(run_tree, call):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-sample warnings (Pareto k, ESS) are expected at this size
         out = CALLS[call](run_tree)
-    assert out is not None
     if call == "summary":
         # the observables only: λ_1..λ_3, u_1, u_2, M, signal_1, signal_2, μ, log Z / N
         assert len(out) == 3 + 2 + 1 + 2 + 1 + 1
+    elif call == "loo":  # one pointwise log-likelihood per data point, every draw used
+        assert np.isfinite(out.elpd) and np.isfinite(out.se)
+        assert (out.n_data_points, out.n_samples) == (run_tree["observed_data"].sizes["point"], CHAINS * DRAWS)
+    elif call == "compare":
+        assert list(out.index) == ["a", "b"]
+    else:  # a plot: a figure with something drawn on it
+        assert isinstance(out, PlotCollection) and out.get_viz("figure").axes
     matplotlib.pyplot.close("all")

@@ -33,6 +33,10 @@ N = 4
 TRAIN = [0, 2, 4]
 HELD = [1, 3, 5]
 BETAS = [0.5, 1.0, 2.0]
+#: The report against the brute force: the same float64 formulas summed in another order (log Z per draw, log-mean-exp).
+BRUTE_RTOL, BRUTE_ATOL = 1e-9, 1e-10
+#: Standard errors and MCSEs divide by ESS-like counts: one more rounding step than the values.
+BRUTE_SE_RTOL = 1e-8
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -249,13 +253,13 @@ def test_heldout_report_matches_brute_force(fitted):
     assert rep.num_draws == 30 and rep.num_points == 3 and rep.N == N
     means, plug_means = [], []
     for i, (lme, ess_w, plug) in enumerate(_reference(raw, W, raw[HELD], BETAS)):
-        np.testing.assert_allclose(rep.log_density[i], lme, rtol=1e-9, atol=1e-10)
-        np.testing.assert_allclose(rep.weight_ess[i], ess_w, rtol=1e-9)
-        np.testing.assert_allclose(rep.mcse[i], np.sqrt(np.maximum(30 / ess_w - 1, 0) / rep.effective_draws), rtol=1e-8)
-        np.testing.assert_allclose(rep.plugin_log_density[i], plug, rtol=1e-9, atol=1e-10)
-        np.testing.assert_allclose(rep.mean[i], lme.mean(), rtol=1e-9, atol=1e-10)
-        np.testing.assert_allclose(rep.se[i], lme.std(ddof=1) / math.sqrt(3), rtol=1e-8)
-        np.testing.assert_allclose(rep.plugin_se[i], plug.std(ddof=1) / math.sqrt(3), rtol=1e-8)
+        np.testing.assert_allclose(rep.log_density[i], lme, rtol=BRUTE_RTOL, atol=BRUTE_ATOL)
+        np.testing.assert_allclose(rep.weight_ess[i], ess_w, rtol=BRUTE_RTOL)
+        np.testing.assert_allclose(rep.mcse[i], np.sqrt(np.maximum(30 / ess_w - 1, 0) / rep.effective_draws), rtol=BRUTE_SE_RTOL)
+        np.testing.assert_allclose(rep.plugin_log_density[i], plug, rtol=BRUTE_RTOL, atol=BRUTE_ATOL)
+        np.testing.assert_allclose(rep.mean[i], lme.mean(), rtol=BRUTE_RTOL, atol=BRUTE_ATOL)
+        np.testing.assert_allclose(rep.se[i], lme.std(ddof=1) / math.sqrt(3), rtol=BRUTE_SE_RTOL)
+        np.testing.assert_allclose(rep.plugin_se[i], plug.std(ddof=1) / math.sqrt(3), rtol=BRUTE_SE_RTOL)
         means.append(lme.mean())
         plug_means.append(plug.mean())
     assert rep.best_beta == BETAS[int(np.argmax(means))]
@@ -281,8 +285,8 @@ def test_heldout_report_rebuilds_couplings_from_the_latent(fitted, tmp_path):
     dt.to_netcdf(run / "inference.nc", engine="h5netcdf")
     a = reports.heldout_report(root / "run", raw[HELD], [1.0])
     b = reports.heldout_report(run, raw[HELD], [1.0])
-    np.testing.assert_allclose(b.log_density, a.log_density, rtol=1e-9, atol=1e-10)
-    np.testing.assert_allclose(b.plugin_log_density, a.plugin_log_density, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(b.log_density, a.log_density, rtol=BRUTE_RTOL, atol=BRUTE_ATOL)
+    np.testing.assert_allclose(b.plugin_log_density, a.plugin_log_density, rtol=BRUTE_RTOL, atol=BRUTE_ATOL)
 
 
 def test_heldout_report_errors(fitted):
@@ -295,6 +299,16 @@ def test_heldout_report_errors(fitted):
         reports.heldout_report(root / "run", x, [1.0], heldout_name="h.npy")
     with pytest.raises(ValueError, match="betas"):
         reports.heldout_report(root / "run", raw[HELD], [1.0, -1.0])
+
+
+def test_heldout_report_refuses_a_modified_run(fitted, tmp_path):
+    """data.npy no longer the data the run fitted: refused before any scoring, as by ``predict``."""
+    root, raw = fitted
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    np.save(run / "data.npy", _unit_rows(np.random.default_rng(1).normal(size=(len(TRAIN), N))))
+    with pytest.raises(ValueError, match=r"data\.npy: differs from the run's observed_data"):
+        reports.heldout_report(run, raw[HELD], [1.0])
 
 
 # --------------------------------------------------------------------------

@@ -11,9 +11,11 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
-from bayes_sbm import runs, specs
+from bayes_sbm import runs, specs, teacher
 
 SPEC = {
     "model": {"N": 4, "gamma": 1.0, "eta": 1.0},
@@ -32,8 +34,9 @@ def stub_fit(monkeypatch):
     """Replace the fit by a writer of a run's files; ``calls`` counts fits, ``crash`` makes the next one fail."""
     state = {"calls": 0, "crash": False}
 
-    def fake(spec, problem, data, folder, *, progress_bar, store_W, **_):
+    def fake(spec, problem, data, folder, *, progress_bar, store_W, **kw):
         state["calls"] += 1
+        state["data"], state["teacher_W"] = data, kw["teacher_W"]
         (folder / "spec.toml").write_text(spec.to_toml())
         (folder / "data.npy").write_bytes(b"")
         (folder / "inference.nc").write_text("nc")
@@ -51,6 +54,31 @@ def test_a_run_appears_whole_and_leaves_nothing_beside_it(spec, stub_fit, tmp_pa
     runs.fit_spec(spec, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert json.loads((out / "meta.json").read_text()) == {"call": 1}
+
+
+def test_the_fit_gets_the_teacher_drawn_with_the_data(spec, stub_fit, tmp_path):
+    """The teacher W* saved as RUN/teacher.npy is the one the data were drawn from (one draw, handed to the fit)."""
+    td = teacher.teacher_student_data(jax.random.key(SPEC["data"]["seed"]), 4, 2, 2.5)
+    runs.fit_spec(spec, tmp_path / "run")
+    np.testing.assert_array_equal(stub_fit["data"], td.data)
+    np.testing.assert_array_equal(stub_fit["teacher_W"], td.teacher.W)
+
+
+def test_check_run_folder(tmp_path):
+    """What fit_spec (and the demo, before its fits) accept as a run folder; errors start with the given name."""
+    assert runs.check_run_folder(tmp_path / "new") == tmp_path / "new"
+    (tmp_path / "empty").mkdir()
+    runs.check_run_folder(tmp_path / "empty")
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "inference.nc").write_text("nc")
+    (done / "meta.json").write_text("{}")
+    runs.check_run_folder(done, overwrite=True)
+    with pytest.raises(ValueError, match=r"^RUN: .*done already holds a finished run"):
+        runs.check_run_folder(done, what="RUN")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"^--out: .*afile exists and is not a folder"):
+        runs.check_run_folder(tmp_path / "afile", overwrite=True)
 
 
 def test_a_finished_run_is_refused_then_replaced_as_a_whole(spec, stub_fit, tmp_path):
