@@ -90,6 +90,7 @@ __all__ = [
     "Band",
     "BandSaddlePoint",
     "BandObservables",
+    "EdgeObservables",
     "reduce",
     "band_from_dense",
     "latent_size",
@@ -104,6 +105,7 @@ __all__ = [
     "log_partition",
     "log_partition_and_saddle",
     "observables",
+    "edge_observables",
     "NUM_NODES",
     "SADDLE_POINTS",
     "SADDLE_MAX_ROUNDS",
@@ -1405,3 +1407,109 @@ def observables(T, r: int) -> BandObservables:
         signal=shape(signal),
         trace_sq=shape(trace_sq),
     )
+
+
+class EdgeObservables(NamedTuple):
+    """The condensate of a draw resolved over its top modes (THEORY.md §4, edge phases FMe and SG).
+
+    In an edge phase the §4 condensate sits on the bulk edge; at finite N the
+    top eigenvalues there are O(N^(-2/3)) apart and the condensate is shared
+    by several of them, so the top-mode ``M`` and ``u_1`` of
+    :class:`BandObservables` see only a part of it.  These observables resolve
+    it: exact per-mode occupations, their overlaps with the data axes, and the
+    window-free condensate along each data axis.
+
+    Attributes
+    ----------
+    eigenvalues : ndarray, shape (..., w)
+        Top w eigenvalues λ_1 ≥ … ≥ λ_w of T.
+    occupations : ndarray, shape (..., w)
+        ``f_k = E[(v_k·x)²]/N = (2/N) ∂log Z/∂λ_k = (1/N)⟨(z − λ_k)⁻¹⟩`` under
+        p(x | T) on the sphere (exact, by the contour of :func:`log_partition`);
+        summed over all N modes they give 1, and ``f_1`` is ``M``.
+    overlaps : ndarray, shape (..., w, r)
+        ``(v_k · e_j)²`` of the top w eigenvectors with the first r axes.
+    data_condensate : ndarray, shape (..., r)
+        ``Q_j = E[(e_j·x)²]/N = (2/N) ∂log Z/∂T_jj = Σ_k f_k (v_k·e_j)²`` (all
+        modes): the weight of p(x | T) along data axis j.  No window: it tends
+        to ``M u_j`` of §4 in condensed phases (the bulk adds O(1/N)) and to 0
+        in paramagnetic ones, however the condensate is shared among modes.
+    """
+
+    eigenvalues: np.ndarray
+    occupations: np.ndarray
+    overlaps: np.ndarray
+    data_condensate: np.ndarray
+
+
+@jax.jit
+def _data_condensate_batch(lower):
+    """``(2/N) ∂log Z/∂T_jj`` for every j of a flat batch (B, m+1, N): E[x_j²]/N, by the Takahashi VJP."""
+    grad = jax.grad(lambda lo: jnp.sum(_contour_batch(lo, num_nodes=NUM_NODES).log_z))(lower)
+    return 2.0 * grad[:, 0, :] / lower.shape[-1]
+
+
+def _top_eigenpairs(lower, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top w eigenpairs of one band (m+1, N), descending, by LAPACK's banded solver (O(N² m))."""
+    m, n = lower.shape[0] - 1, lower.shape[1]
+    ab = np.zeros((m + 1, n))
+    for k in range(m + 1):
+        ab[k, : n - k] = lower[k, k:]  # LAPACK lower band storage: ab[k, j] = T[j + k, j]
+    vals, vecs = scipy.linalg.eig_banded(ab, lower=True, select="i", select_range=(n - w, n - 1), check_finite=False)
+    return vals[::-1], vecs[:, ::-1]
+
+
+def edge_observables(T, r: int, num_modes: int) -> EdgeObservables:
+    """Per-mode occupations, overlaps and data-axis condensates of a batch of band draws (host).
+
+    Parameters
+    ----------
+    T : Band, lower of shape (..., m+1, N)
+    r : int
+        Number of data axes (the first r coordinates of the band frame), 1 ≤ r ≤ N.
+    num_modes : int
+        Number w of top modes resolved, 1 ≤ w ≤ N.
+
+    Returns
+    -------
+    EdgeObservables
+
+    Notes
+    -----
+    Cost per draw: one banded eigensolve for w pairs (O(N² m)), the contour of
+    :func:`log_partition` and its reverse-mode gradient (O(N m²) per node).
+    """
+    lower = np.asarray(_lower_of(T))
+    m, n = lower.shape[-2] - 1, lower.shape[-1]
+    r, w = int(r), int(num_modes)
+    if not 1 <= r <= n:
+        raise ValueError(f"r: need 1 <= r <= N = {n}, got {r}")
+    if not 1 <= w <= n:
+        raise ValueError(f"num_modes: need 1 <= num_modes <= N = {n}, got {w}")
+    batch = lower.shape[:-2]
+    flat = np.where(_valid_mask(m, n), lower, 0.0).reshape((-1, m + 1, n))
+    count = flat.shape[0]
+    chunk = min(count, OBSERVABLES_CHUNK)
+    eig = np.empty((count, w))
+    vec = np.empty((count, w, r))
+    occ = np.empty((count, w))
+    q = np.empty((count, r))
+    for start in range(0, count, chunk):
+        block = flat[start : start + chunk]
+        size = block.shape[0]
+        if size < chunk:
+            block = np.concatenate([block, np.repeat(block[:1], chunk - size, axis=0)])
+        ct = _contour_batch(jnp.asarray(block), num_nodes=NUM_NODES)
+        weights, offsets, mu = (np.asarray(a)[:size] for a in (ct.weights, ct.offsets, ct.mu))
+        q[start : start + size] = np.asarray(_data_condensate_batch(jnp.asarray(block)))[:size, :r]
+        for b in range(size):
+            vals, vecs = _top_eigenpairs(block[b], w)
+            eig[start + b] = vals
+            vec[start + b] = vecs[:r].T ** 2
+            gap = mu[b] + offsets[b][None, :] - vals[:, None]
+            occ[start + b] = np.sum((weights[b][None, :] / gap).imag, axis=-1) / n
+
+    def shape(a):
+        return a.reshape(batch + a.shape[1:])
+
+    return EdgeObservables(eigenvalues=shape(eig), occupations=shape(occ), overlaps=shape(vec), data_condensate=shape(q))

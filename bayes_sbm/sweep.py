@@ -14,6 +14,11 @@ names a base model spec, a grid of spec keys and a task::
     model.N = [20, 40]
     data.seed = [0, 1]
 
+A grid may also run over model specs: ``spec = ["../pmo.toml", "../fme.toml"]``
+in ``[grid]`` (instead of ``base``; files relative to the sweep file, their
+``name`` fields distinct) makes the spec one more grid dimension, with the
+spec names as its coordinates (e.g. phase spec × N × seed).
+
     [set]                           # optional: spec keys set on every point
     inference.num_samples = 200
 
@@ -117,6 +122,8 @@ __all__ = [
 TASKS = ("fit", "evidence", "predict")
 #: Top-level keys and tables of a sweep file.
 TOP_LEVEL = ("name", "description", "base", "task", "out", "grid", "set", "evidence", "predict")
+#: The ``[grid]`` key whose values are model spec files (the spec as a grid dimension, instead of ``base``).
+SPEC_GRID_KEY = "spec"
 #: Largest number of grid points (a larger product is a typo, not a sweep).
 MAX_POINTS = 100_000
 #: Point folder names longer than this are cut and end in a hash of the full name.
@@ -257,7 +264,9 @@ class Sweep:
     path : pathlib.Path or None
         The sweep file (None when parsed from a mapping).
     base : specs.Spec
-        The base spec (``[set]`` not applied).
+        The base spec (``[set]`` not applied); with a ``spec`` grid, the first one.
+    bases : dict
+        Spec name → base spec of a ``spec`` grid (``{}`` for a single ``base``).
     grid : dict
         Grid key → tuple of validated values, in file order.
     fixed : dict
@@ -278,6 +287,12 @@ class Sweep:
     task: Task
     out: Path
     points: tuple[Point, ...]
+    bases: dict = field(default_factory=dict)
+
+    def base_files(self) -> list[str]:
+        """The base spec file(s) as strings (one per ``spec`` grid value)."""
+        specs_ = list(self.bases.values()) or [self.base]
+        return ["" if b.path is None else str(b.path) for b in specs_]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -288,7 +303,8 @@ class Sweep:
         return {
             "name": self.name, "description": self.description,
             "sweep_file": None if self.path is None else str(self.path),
-            "base": None if self.base.path is None else str(self.base.path), "base_spec": self.base.to_dict(),
+            "base": self.base_files() if self.bases else (None if self.base.path is None else str(self.base.path)),
+            "base_spec": {n: b.to_dict() for n, b in self.bases.items()} if self.bases else self.base.to_dict(),
             "grid": {k: list(v) for k, v in self.grid.items()}, "set": dict(self.fixed),
             "task": self.task.kind, "settings": self.task.settings(), "out": str(self.out),
             "points": [p.name for p in self.points],
@@ -361,6 +377,33 @@ def _load_base(raw: Mapping, source: str, base_dir: Path) -> Spec:
         raise SweepError(source, "base", str(exc)) from None
 
 
+def _load_bases(raw: Mapping, source: str, base_dir: Path) -> dict[str, Spec]:
+    """``[grid] spec = [files]``: name → spec, in file order (names distinct); ``{}`` when the grid has no ``spec``."""
+    grid = raw.get("grid")
+    if not isinstance(grid, Mapping) or SPEC_GRID_KEY not in grid:
+        return {}
+    key = f"grid.{SPEC_GRID_KEY}"
+    if "base" in raw:
+        raise SweepError(source, "base", f"give either base or [grid] {SPEC_GRID_KEY} = [spec files], not both")
+    files = grid[SPEC_GRID_KEY]
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f.strip() for f in files):
+        raise SweepError(source, key, f"must be a non-empty list of spec file names, got {toml_type_name(files)} {files!r}")
+    bases: dict[str, Spec] = {}
+    for f in files:
+        path = base_dir / os.path.expanduser(f)
+        if not path.is_file():
+            what = "is a folder, not a spec file" if path.is_dir() else "spec file not found"
+            raise SweepError(source, key, f"{what}: {path}")
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            raise SweepError(source, key, str(exc)) from None
+        if spec.name in bases:
+            raise SweepError(source, key, f"two spec files have the name {spec.name!r} ({bases[spec.name].path}, {path})")
+        bases[spec.name] = spec
+    return bases
+
+
 def _out_folder(raw: Mapping, source: str, base_dir: Path, out: str | os.PathLike | None) -> Path:
     if out is not None:
         out_path = Path(out).resolve()
@@ -422,19 +465,22 @@ def point_name(values: Mapping[str, Any]) -> str:
     return name
 
 
-def _raw_grid(raw: Mapping, source: str) -> dict[str, list]:
-    """``[grid]`` as written: spec key → non-empty list; at most :data:`MAX_POINTS` points."""
+def _raw_grid(raw: Mapping, source: str, spec_count: int = 0) -> dict[str, list]:
+    """``[grid]`` as written (without ``spec``, of ``spec_count`` files): spec key → non-empty list; at most :data:`MAX_POINTS` points."""
     if "grid" not in raw:
         raise SweepError(source, "grid", "missing required table [grid]")
+    given = raw["grid"]
+    if isinstance(given, Mapping) and SPEC_GRID_KEY in given:
+        raw = {**raw, "grid": {k: v for k, v in given.items() if k != SPEC_GRID_KEY}}
     grid_raw = _dotted_table(raw, "grid", source)
-    if not grid_raw:
+    if not grid_raw and not spec_count:
         raise SweepError(source, "grid", "must name at least one spec key, e.g. \"model.N\" = [100, 200]")
     for key, values in grid_raw.items():
         if not isinstance(values, list):
             raise SweepError(source, f"grid.{key}", f"must be a list of values, got {toml_type_name(values)} {values!r}")
         if not values:
             raise SweepError(source, f"grid.{key}", "must not be an empty list")
-    count = math.prod(len(v) for v in grid_raw.values())
+    count = max(spec_count, 1) * math.prod(len(v) for v in grid_raw.values())
     if count > MAX_POINTS:
         raise SweepError(source, "grid", f"{count} points, more than {MAX_POINTS}")
     return grid_raw
@@ -491,39 +537,44 @@ def parse_sweep(raw: Mapping[str, Any], *, source: str = "<string>", base_dir: s
             raise SweepError(source, str(key), f"unknown key{_suggest(str(key), TOP_LEVEL)}; allowed: {', '.join(TOP_LEVEL)}")
     name = _top(raw, "name", source, default_name)
     description = _top(raw, "description", source, "")
+    bases = _load_bases(raw, source, base_dir)
     for key in ("base", "task"):
-        if key not in raw:
-            raise SweepError(source, key, "missing required key")
+        if key not in raw and not (key == "base" and bases):
+            raise SweepError(source, key, "missing required key" + (f" (or [grid] {SPEC_GRID_KEY} = [spec files])" if key == "base" else ""))
     task = _parse_task(raw, source)
-    base = _load_base(raw, source, base_dir)
+    base = next(iter(bases.values())) if bases else _load_base(raw, source, base_dir)
     out_path = _out_folder(raw, source, base_dir, out)
-    grid_raw = _raw_grid(raw, source)
+    grid_raw = _raw_grid(raw, source, len(bases))
     fixed = _dotted_table(raw, "set", source)
     for key in grid_raw:
         if key in fixed:
             raise SweepError(source, f"set.{key}", f"is also a grid key (grid.{key}); give it in one of them")
 
-    def overridden(overrides: dict, what: str) -> Spec:
+    def overridden(spec_base: Spec, overrides: dict, what: str) -> Spec:
         try:
-            return base.with_overrides(overrides)
+            return spec_base.with_overrides(overrides)
         except SpecError as exc:
             key = f"grid.{exc.key}" if exc.key in grid_raw else f"set.{exc.key}" if exc.key in fixed else exc.key or "base"
             raise SweepError(source, key, f"{exc.reason}{what}") from None
 
-    fixed_spec = overridden(fixed, "")
-    grid = {key: _typed_values(key, values, fixed_spec, source) for key, values in grid_raw.items()}
+    fixed_specs = {name: overridden(b, fixed, f" (spec {name})" if bases else "") for name, b in (bases or {None: base}).items()}
+    grid = {SPEC_GRID_KEY: tuple(bases)} if bases else {}
+    for key, values in grid_raw.items():
+        typed = [_typed_values(key, values, fs, source) for fs in fixed_specs.values()]
+        grid[key] = typed[0]
     points = []
     names: dict[str, dict] = {}
     for index in itertools.product(*(range(len(v)) for v in grid.values())):
         values = {key: grid[key][i] for key, i in zip(grid, index)}
         label = ", ".join(f"{k} = {v!r}" for k, v in values.items())
-        spec = overridden({**fixed, **values}, f" (at the point {label})")
+        spec_base = bases[values[SPEC_GRID_KEY]] if bases else base
+        spec = overridden(spec_base, {**fixed, **{k: v for k, v in values.items() if k != SPEC_GRID_KEY}}, f" (at the point {label})")
         folder = point_name(values)
         if folder in names:
             raise SweepError(source, "grid", f"the points {names[folder]} and {values} get the same folder name {folder!r}")
         names[folder] = values
         points.append(Point(tuple(index), values, folder, out_path / folder, spec))
-    return Sweep(name, description, None, base, grid, fixed, task, out_path, tuple(points))
+    return Sweep(name, description, None, base, grid, fixed, task, out_path, tuple(points), bases)
 
 
 def load_sweep(path: str | os.PathLike, *, out: str | os.PathLike | None = None) -> Sweep:
@@ -784,7 +835,7 @@ def write_results(sweep: Sweep, rows: list[dict]) -> tuple[Path, Path]:
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update({
         "sweep": sweep.name, "description": sweep.description, "task": sweep.task.kind,
-        "base": "" if sweep.base.path is None else str(sweep.base.path),
+        "base": ", ".join(sweep.base_files()),
         "sweep_file": "" if sweep.path is None else str(sweep.path),
         "set": json.dumps(sweep.fixed), "settings": json.dumps(sweep.task.settings()),
         "created_at": _now(), "creation_library": "bayes_sbm", "creation_library_version": __version__,

@@ -485,6 +485,38 @@ def test_observables_match_dense():
     np.testing.assert_allclose(obs.trace_sq, np.sum(D * D, axis=(-2, -1)), rtol=TRACE_RTOL)
 
 
+def test_edge_observables_match_dense():
+    n, m, r = 12, 2, 2
+    kinds, lowers = kinds_batch(n, m, 21)
+    pick = [kinds.index(k) for k in ("pm", "spike3", "spike50", "shift")]
+    lowers = lowers[pick + pick]  # 8 draws: the compiled shape of the value checks
+    edge = band.edge_observables(band.Band(lowers), r, num_modes=n)  # every mode: the sum rules close
+    D = dense(lowers)
+    lam, vec = np.linalg.eigh(D)
+    lam, vec = lam[..., ::-1], vec[..., ::-1]
+    np.testing.assert_allclose(edge.eigenvalues, lam, atol=OBS_ATOL)
+    np.testing.assert_allclose(edge.overlaps, np.swapaxes(vec[..., :r, :], -1, -2) ** 2, atol=OBS_ATOL)
+    # f_k = (2/N) ∂log Z/∂λ_k by the eigenvalue route (sphere's own contour and derivative)
+    f = 2.0 * np.asarray(sphere.partition_gradient(lam)) / n
+    np.testing.assert_allclose(edge.occupations, f, atol=OBS_ATOL)
+    np.testing.assert_allclose(edge.occupations.sum(-1), 1.0, atol=OBS_ATOL)  # quadrature averages, like f_k
+    # Q_j = Σ_k f_k (v_k·e_j)² over all modes, against the band gradient route
+    np.testing.assert_allclose(edge.data_condensate, np.einsum("bk,bjk->bj", f, vec[:, :r, :] ** 2), atol=OBS_ATOL)
+    top3 = band.edge_observables(band.Band(lowers[:2]), 1, num_modes=3)
+    np.testing.assert_allclose(top3.occupations, edge.occupations[:2, :3], atol=OBS_ATOL)
+    assert top3.overlaps.shape == (2, 3, 1) and top3.data_condensate.shape == (2, 1)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"r": 0, "num_modes": 2}, "r: need"),
+    ({"r": 2, "num_modes": 0}, "num_modes: need"),
+    ({"r": 2, "num_modes": 13}, "num_modes: need"),
+])
+def test_edge_observables_refuse_bad_sizes(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        band.edge_observables(band.Band(make_band("pm", 12, 2, 1)), **kwargs)
+
+
 @pytest.mark.slow
 def test_observables_large():
     n, m, r = 1000, 2, 2

@@ -19,6 +19,7 @@ import xarray as xr
 from conftest import csv_rows as read_csv
 
 from bayes_sbm import cli, reports, runs, sweep
+from bayes_sbm.specs import load_spec
 from bayes_sbm.sweep import SweepError, load_sweep, parse_sweep, plan, point_name, run_point, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -184,6 +185,40 @@ def test_points_are_the_cartesian_product_with_deterministic_folders(tmp_path):
     assert len({p.name for p in sw.points}) == 8
     assert [p.name for p in load_sweep(path).points] == [p.name for p in sw.points]  # deterministic
     assert load_sweep(path, out=tmp_path / "elsewhere").points[0].folder == (tmp_path / "elsewhere" / first.name).resolve()
+
+
+def test_a_grid_over_spec_files(tmp_path):
+    """``[grid] spec = [files]``: the spec is a grid dimension named by the specs' names, each point built on its own spec."""
+    path = write_sweep(tmp_path, HEADER.replace(f'base = "{FMO}"\n', "")
+                       + f'[grid]\nspec = ["{FMO}", "{REPO / "models" / "sg.toml"}"]\nmodel.N = [5, 6]\n')
+    sw = load_sweep(path)
+    assert list(sw.grid) == ["spec", "model.N"] and sw.grid["spec"] == ("fmo", "sg") and sw.shape == (2, 2)
+    assert [p.name for p in sw.points] == ["spec=fmo__model.N=5", "spec=fmo__model.N=6", "spec=sg__model.N=5", "spec=sg__model.N=6"]
+    fmo, sg = load_spec(FMO), load_spec(REPO / "models" / "sg.toml")
+    last = sw.points[-1]
+    assert (last.spec.model.gamma, last.spec.model.eta, last.spec.model.N) == (sg.model.gamma, sg.model.eta, 6)
+    assert sw.points[0].spec.model.gamma == fmo.model.gamma and last.spec.inference.num_samples == 20  # [set] on every spec
+    assert sw.to_dict()["base"] == [str(FMO), str(REPO / "models" / "sg.toml")]
+    rows = [{**p.values, "point": p.name, "status": "ok", "error": None, "seconds": 1.0, "lam_1_mean": float(i)}
+            for i, p in enumerate(sw.points)]
+    _, nc_path = sweep.write_results(sw, rows)
+    with xr.open_dataset(nc_path, engine="h5netcdf") as ds:
+        assert ds["lam_1_mean"].dims == ("spec", "model.N") and list(ds["spec"].values) == ["fmo", "sg"]
+        assert ds["lam_1_mean"].sel(spec="sg", **{"model.N": 5}).item() == 2.0
+
+
+@pytest.mark.parametrize("grid_line, extra, key, reason", [
+    ('spec = "x.toml"', "", "grid.spec", "must be a non-empty list of spec file names"),
+    ("spec = []", "", "grid.spec", "must be a non-empty list"),
+    ('spec = ["nothere.toml"]', "", "grid.spec", "spec file not found"),
+    (f'spec = ["{FMO}", "{FMO}"]', "", "grid.spec", "two spec files have the name 'fmo'"),
+    (f'spec = ["{FMO}"]', f'base = "{FMO}"\n', "base", "give either base or [grid] spec"),
+])
+def test_bad_spec_grids(tmp_path, grid_line, extra, key, reason):
+    path = write_sweep(tmp_path, extra + HEADER.replace(f'base = "{FMO}"\n', "") + f"[grid]\n{grid_line}\nmodel.N = [5]\n")
+    with pytest.raises(SweepError) as info:
+        load_sweep(path)
+    assert info.value.key == key and reason in info.value.reason and str(path) in str(info.value)
 
 
 def test_point_names_of_strings_floats_and_long_grids():
