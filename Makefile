@@ -71,10 +71,14 @@ theory-figures: venv
 	$(PY) analysis/phase_diagrams/run.py
 	$(PY) analysis/teacher_student_curves/run.py
 
-# NUTS studies (long: run with RESUME=--resume to continue an interrupted run)
+# NUTS studies (long: run with RESUME=--resume to continue an interrupted run).  The large-N studies run their
+# grids as sweeps on Dask: a LocalCluster here, or SCHEDULER=tcp://host:8786 for a running cluster (README);
+# a rerun skips the finished points.
 .PHONY: posterior-study tempered-study
+SCHEDULER ?=
+DASK_ARGS = $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 posterior-study: venv
-	$(PY) analysis/posterior_vs_theory/run.py $(RESUME)
+	$(PY) analysis/posterior_vs_theory/run.py $(DASK_ARGS)
 
 tempered-study: venv
 	$(PY) analysis/tempered_posteriors/run.py $(RESUME)
@@ -82,7 +86,7 @@ tempered-study: venv
 # Evidence and teacher-student studies (THEORY.md §5-6; long, RESUME=--resume continues) and the evidence benchmark
 .PHONY: evidence-study temperature-study double-descent-study identity-study bench-evidence
 evidence-study: venv
-	$(PY) analysis/evidence_vs_theory/run.py $(RESUME)
+	$(PY) analysis/evidence_vs_theory/run.py $(DASK_ARGS)
 
 temperature-study: venv
 	$(PY) analysis/temperature_tuning/run.py $(RESUME)

@@ -81,6 +81,11 @@ __all__ = [
     "teacher_student_fit",
     "EvidenceGroup",
     "evidence_group",
+    "FINITE_SIZE_LAWS",
+    "size_points",
+    "fit_finite_size_law",
+    "extrapolations",
+    "sweep_from_file",
 ]
 
 #: The checkout (the folder holding ``bayes_sbm/``, ``analysis/``, ``models/``).
@@ -668,3 +673,105 @@ def evidence_group(group: str, spec, problem, *, seed: int | None = None, ladder
              "guide": guide, "elbo_trace_final": float(fit.elbo[-max(1, len(fit.elbo) // 10):].mean()) / problem.N,
              "importance_ess": float(est["importance"].info.get("ess", math.nan))}
     return EvidenceGroup({k: est[k] for k in ("elbo", "importance", "iwae")}, wall_fit + wall_is, cpu_fit + cpu_is, facts)
+
+
+# --------------------------------------------------------------------------
+# finite-size scaling (the large-N studies)
+# --------------------------------------------------------------------------
+#: Finite-size laws d(N) = a + b N^(−p) tried on a difference from theory: name → p.
+#: 1/N: outlier phases and self-averaging sums; N^(−2/3): an eigenvalue at a bulk edge; slower ones near transitions.
+FINITE_SIZE_LAWS = {"1/N": 1.0, "N^-2/3": 2.0 / 3.0, "N^-1/2": 0.5, "N^-1/3": 1.0 / 3.0}
+
+
+def size_points(rows: Sequence[dict], select: Callable[[dict], bool], *, value: str = "diff", se: str = "mcse"):
+    """(N, d(N), SE) over sizes of the selected rows: the mean over seeds at each N.
+
+    The SE is the combined per-row SE (one seed), or the seed-to-seed
+    standard error when that is larger (several seeds).
+    """
+    import numpy as np
+
+    by_n: dict[int, list[dict]] = {}
+    for r in rows:
+        if select(r) and math.isfinite(float(r[value])) and math.isfinite(float(r[se])):
+            by_n.setdefault(int(r["N"]), []).append(r)
+    Ns, ds, ses = [], [], []
+    for N in sorted(by_n):
+        d = np.array([float(r[value]) for r in by_n[N]])
+        e = np.array([float(r[se]) for r in by_n[N]])
+        err = math.sqrt(float(np.sum(e**2))) / d.size
+        if d.size > 1:
+            err = max(err, float(np.std(d, ddof=1)) / math.sqrt(d.size))
+        Ns.append(N)
+        ds.append(float(d.mean()))
+        ses.append(err)
+    return np.array(Ns, float), np.array(ds), np.array(ses)
+
+
+def fit_finite_size_law(N, d, se, p: float) -> dict:
+    """Weighted least squares of ``d = a + b N^(−p)`` (weights 1/SE²).
+
+    Returns ``a`` (the N → ∞ limit of d), ``se_a`` (scaled by √(χ²/dof)
+    when χ²/dof > 1: scatter beyond the SEs widens the extrapolation, never
+    narrows it), ``b``, ``chi2_dof`` and ``num_sizes``; NaNs with fewer than
+    three sizes (no degree of freedom left to judge the law).
+    """
+    import numpy as np
+
+    N, d, se = (np.asarray(a, float) for a in (N, d, se))
+    ok = np.isfinite(d) & np.isfinite(se) & (se > 0)
+    N, d, se = N[ok], d[ok], se[ok]
+    out = {"a": math.nan, "se_a": math.nan, "b": math.nan, "chi2_dof": math.nan, "num_sizes": int(N.size)}
+    if N.size < 3:
+        return out
+    X = np.stack([np.ones_like(N), N ** (-p)], axis=1) / se[:, None]
+    y = d / se
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    cov = np.linalg.inv(X.T @ X)
+    chi2_dof = float(np.sum((X @ coef - y) ** 2) / (N.size - 2))
+    return {"a": float(coef[0]), "se_a": float(math.sqrt(cov[0, 0] * max(1.0, chi2_dof))), "b": float(coef[1]),
+            "chi2_dof": chi2_dof, "num_sizes": int(N.size)}
+
+
+def extrapolations(N, d, se, laws: dict[str, float] | None = None) -> list[dict]:
+    """Every law of ``laws`` (default :data:`FINITE_SIZE_LAWS`) fitted to d(N): rows with ``law``, ``p``, the fit,
+    ``z = a/SE(a)`` and ``best`` (the smallest χ²/dof; the fastest law on ties)."""
+    laws = FINITE_SIZE_LAWS if laws is None else laws
+    fits = [{"law": name, "p": p, **fit_finite_size_law(N, d, se, p)} for name, p in laws.items()]
+    finite = [f for f in fits if math.isfinite(f["chi2_dof"])]
+    best = min(finite, key=lambda f: f["chi2_dof"])["law"] if finite else None
+    for f in fits:
+        f["z"] = f["a"] / f["se_a"] if math.isfinite(f["se_a"]) and f["se_a"] > 0 else math.nan
+        f["best"] = f["law"] == best
+    return fits
+
+
+def sweep_from_file(path: Path, out: Path, *, specs: Sequence[str] | None = None, grid: dict | None = None,
+                    fixed: dict | None = None, tables: dict | None = None):
+    """A study's sweep: the sweep file ``path`` with its ``[grid] spec`` narrowed to ``specs`` (spec file stems),
+    grid keys and ``[set]`` keys replaced (dotted key → value), task tables updated, and point folders under ``out``."""
+    import tomllib
+
+    from bayes_sbm import sweep
+
+    raw = tomllib.loads(Path(path).read_text())
+
+    def flat(table: dict) -> dict:  # TOML dotted keys come back nested; quoted "table.key" ones flat
+        out: dict = {}
+        for k, v in (table or {}).items():
+            out |= {f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v}
+        return out
+
+    raw_grid = dict(raw["grid"])
+    spec_files = raw_grid.pop("spec", None)
+    new_grid: dict = {}
+    if spec_files is not None:
+        by_stem = {Path(f).stem: f for f in spec_files}
+        new_grid["spec"] = [by_stem[s] for s in specs] if specs else spec_files
+    new_grid |= {k: v for k, v in flat(raw_grid).items()} | {k: list(v) for k, v in (grid or {}).items() if v is not None}
+    raw["grid"] = new_grid
+    raw["set"] = flat(raw.get("set", {})) | dict(fixed or {})
+    for table, values in (tables or {}).items():
+        raw[table] = {**raw.get(table, {}), **values}
+    raw.pop("out", None)
+    return sweep.parse_sweep(raw, source=str(path), base_dir=Path(path).parent, default_name=Path(path).stem, out=out)

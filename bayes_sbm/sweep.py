@@ -897,6 +897,9 @@ def _client(client, scheduler, workers, processes, log):
             yield c
         return
     n = int(workers or os.cpu_count() or 1)
+    if not processes and n > 1:  # NumPyro's effect-handler stack is one per process: two model traces at once corrupt it
+        log(f"workers as threads: 1 worker, not {n} (NumPyro models cannot run in two threads of one process)")
+        n = 1
     kwargs = {"env": pinned_env()} if processes else {}
     nanny_log = logging.getLogger("distributed.nanny")
     level = nanny_log.level
@@ -930,7 +933,8 @@ def run_sweep(sweep: Sweep, *, client=None, scheduler: str | None = None, worker
         wait until this many workers are connected.
     processes : bool
         LocalCluster workers as processes (one thread each, pinned by
-        :func:`pinned_env`); False runs them as threads of this process.
+        :func:`pinned_env`); False runs one worker as a thread of this
+        process (NumPyro's handler stack is per process: never two at once).
     progress_bar : bool
         NumPyro progress bars in the workers.
     on_result : callable, optional

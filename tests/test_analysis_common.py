@@ -149,3 +149,65 @@ def test_ladder_settings_options_quick_and_defaults():
     quick = _common.ladder_settings(Namespace(quick=True, **unset | {"rungs": 6, "samples": 30}))
     assert (quick.num_rungs, quick.max_rungs, quick.num_samples) == (6, 6, 30)  # max_rungs raised to num_rungs
     assert quick.prior_draws == _common.QUICK_LADDER["prior_draws"] and quick.progress_bar is False
+
+
+# ---------------------------------------------------------------------------
+# finite-size scaling (the large-N studies)
+# ---------------------------------------------------------------------------
+#: A noiseless law is recovered to rounding of a 2×2 least-squares solve.
+EXACT_FIT_ATOL = 1e-10
+#: Noisy data: the fitted limit lies within this many of its own SEs of the truth (a 4-sigma bound: fails with p ~ 6e-5).
+FIT_Z = 4.0
+SIZES = np.array([100.0, 200.0, 400.0, 1000.0, 2000.0])
+
+
+@pytest.mark.parametrize("law, p", list(_common.FINITE_SIZE_LAWS.items()))
+def test_fit_recovers_a_noiseless_law(law, p):
+    d = 0.3 - 2.0 * SIZES ** (-p)
+    f = _common.fit_finite_size_law(SIZES, d, np.full(SIZES.size, 1e-3), p)
+    assert f["a"] == pytest.approx(0.3, abs=EXACT_FIT_ATOL) and f["b"] == pytest.approx(-2.0, abs=EXACT_FIT_ATOL)
+    assert f["chi2_dof"] < EXACT_FIT_ATOL and f["num_sizes"] == 5
+    best = [r for r in _common.extrapolations(SIZES, d, np.full(SIZES.size, 1e-3)) if r["best"]]
+    assert [r["law"] for r in best] == [law]  # the generating law fits best
+
+
+def test_fit_matches_weighted_polyfit_and_its_se_covers_the_truth():
+    rng = np.random.default_rng(3)
+    se = np.array([0.004, 0.003, 0.002, 0.002, 0.001])
+    hits = []
+    for _ in range(200):
+        d = 0.1 + 1.5 / SIZES + rng.normal(0.0, se)
+        f = _common.fit_finite_size_law(SIZES, d, se, 1.0)
+        # an independent weighted least squares: numpy.polyfit on x = 1/N with weights 1/se
+        slope, intercept = np.polyfit(1.0 / SIZES, d, 1, w=1.0 / se)
+        assert f["a"] == pytest.approx(intercept, abs=EXACT_FIT_ATOL) and f["b"] == pytest.approx(slope, abs=EXACT_FIT_ATOL)
+        hits.append(abs(f["a"] - 0.1) < FIT_Z * f["se_a"])
+    assert all(hits)
+
+
+def test_fit_inflates_the_se_by_the_excess_scatter_and_needs_three_sizes():
+    d = np.array([0.0, 1.0, 0.0, 1.0, 0.0])  # scatter 100x the stated SEs
+    tight = _common.fit_finite_size_law(SIZES, d, np.full(5, 0.01), 1.0)
+    assert tight["chi2_dof"] > 100
+    cov = np.linalg.inv(np.stack([np.ones(5), 1.0 / SIZES], 1).T @ np.stack([np.ones(5), 1.0 / SIZES], 1) / 0.01**2)
+    assert tight["se_a"] == pytest.approx(np.sqrt(cov[0, 0] * tight["chi2_dof"]), rel=1e-9)
+    two = _common.fit_finite_size_law(SIZES[:2], d[:2], np.full(2, 0.01), 1.0)
+    assert np.isnan(two["a"]) and two["num_sizes"] == 2
+
+
+def test_size_points_average_seeds_and_take_the_larger_se():
+    rows = [{"N": 100, "diff": 0.1, "mcse": 0.01}, {"N": 100, "diff": 0.3, "mcse": 0.01}, {"N": 200, "diff": 0.05, "mcse": 0.02},
+            {"N": 200, "diff": float("nan"), "mcse": 0.02}]
+    N, d, se = _common.size_points(rows, lambda r: True)
+    assert list(N) == [100, 200] and d == pytest.approx([0.2, 0.05])
+    assert se[0] == pytest.approx(np.std([0.1, 0.3], ddof=1) / np.sqrt(2))  # seed spread 0.1 > MCSE 0.007
+    assert se[1] == pytest.approx(0.02)  # one finite row: its own MCSE
+
+
+def test_sweep_from_file_narrows_the_grid(tmp_path):
+    path = ROOT / "models" / "sweeps" / "posterior_vs_theory.toml"
+    sw = _common.sweep_from_file(path, tmp_path / "runs", specs=["fme", "sg"], grid={"model.N": [100, 200], "data.seed": None},
+                                 fixed={"inference.num_samples": 10})
+    assert sw.grid["spec"] == ("fme", "sg") and sw.grid["model.N"] == (100, 200) and sw.grid["data.seed"] == (0,)
+    assert all(p.spec.inference.num_samples == 10 and p.spec.model.parametrization == "band" for p in sw.points)
+    assert sw.points[0].folder == (tmp_path / "runs" / "spec=fme__model.N=100__data.seed=0").resolve()

@@ -49,16 +49,19 @@ def _check_folder(out: Path, names) -> None:
 def test_evidence_vs_theory_quick(tmp_path):
     out = tmp_path / "evidence_vs_theory"
     _run("analysis/evidence_vs_theory/run.py", "--quick", "--out", str(out))
-    _check_folder(out, ("evidence_vs_theory.csv", "table.md", "estimates_vs_phase.png", "diff_vs_n.png", "metadata.json"))
+    _check_folder(out, ("evidence_vs_theory.csv", "finite_size.csv", "table.md", "estimates_vs_phase.png", "diff_vs_n.png",
+                        "metadata.json"))
     rows = _rows(out / "evidence_vs_theory.csv")
-    _finite(rows, ("per_n", "se_per_n", "theory_data_c", "diff", "theory_limit", "diff_limit", "cpu_s"))
+    _finite(rows, ("per_n", "se_per_n", "theory_data_c", "diff", "theory_limit", "diff_limit", "wall_s"))
     assert {r["estimator"] for r in rows} == {"ti", "stepping_stone", "elbo", "importance", "iwae"}
-    assert {r["spec"] for r in rows} == {"pmo", "fmo"} and {r["N"] for r in rows} == {"8"}
+    assert {r["spec"] for r in rows} == {"pmo", "fmo"} and {r["N"] for r in rows} == {"8", "10", "12"}
     assert all(float(r["se_per_n"]) > 0 for r in rows)
+    fss = _rows(out / "finite_size.csv")
+    assert sum(f["best"] == "True" for f in fss) == 10  # one best law per (spec, estimator): three sizes suffice
     assert "| spec | phase | N |" in (out / "table.md").read_text()
-    # --resume: every (spec, N, group) is already there, so nothing is recomputed
-    stdout = _run("analysis/evidence_vs_theory/run.py", "--quick", "--out", str(out), "--resume")
-    assert stdout.count("[skip]") == 2
+    # a rerun finds every point finished: nothing is recomputed
+    stdout = _run("analysis/evidence_vs_theory/run.py", "--quick", "--out", str(out))
+    assert "[1/6]" not in stdout
     assert _rows(out / "evidence_vs_theory.csv") == rows
 
 

@@ -1,11 +1,13 @@
 """Smoke tests of the posterior studies (``analysis/posterior_vs_theory``, ``analysis/tempered_posteriors``).
 
 Each study's ``main`` runs in this process with ``--quick`` into a temporary
-directory (NUTS fits at N ≤ 16 with 100 + 100 draws; about a minute each, so
-these are marked slow); the tests check that every promised file is there,
-that the CSVs have the documented columns and finite posterior means, that
-each run folder can be read back, and that ``--resume`` skips the rows already
-written. The ``--help`` checks are fast and stay in the default suite.
+directory (posterior_vs_theory: a sweep of 4 band fits at N = 60, 80 with
+60 + 60 draws on one in-process Dask worker; tempered_posteriors: NUTS fits at
+N ≤ 16; about a minute each, so these are marked slow); the tests check that
+every promised file is there, that the CSVs have the documented columns and
+finite posterior means, that each run folder can be read back, and that a
+rerun skips what is finished. The ``--help`` checks are fast and stay in the
+default suite.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DIFF_ATOL = 1e-12
 
 POSTERIOR_COLUMNS = (
-    "spec", "phase", "N", "observable", "mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit",
-    "r_hat_max", "min_ess", "divergences", "sampling_s",
+    "spec", "phase", "N", "seed", "observable", "mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit",
+    "r_hat", "min_ess", "divergences", "fit_s",
 )
+POSTERIOR_OBSERVABLES = {"lam_1", "u_1", "M", "signal_1", "log_z_per_n", "Q_1", "M_4", "M_8", "u_4", "u_8"}
 TEMPERED_COLUMNS = (
     "eta", "N", "quantity", "value", "se", "theory_data_c", "diff", "theory_limit", "diff_limit",
     "phase", "phase_limit", "r_hat", "min_ess", "divergences", "sampling_s",
@@ -51,10 +54,13 @@ def _no_temporaries(out: Path) -> None:
     assert not [p for p in out.rglob(".*") if p.is_file()]
 
 
-@pytest.mark.parametrize("script", [POSTERIOR, TEMPERED])
-def test_study_help(script):
+@pytest.mark.parametrize("script, flags", [
+    (POSTERIOR, ("--out", "--quick", "--sizes", "--specs", "--seeds", "--scheduler", "--workers", "--analyse-only")),
+    (TEMPERED, ("--out", "--quick", "--sizes", "--resume", "--num-warmup", "--num-samples", "--models")),
+])
+def test_study_help(script, flags):
     stdout = _run(script, "--help")
-    for flag in ("--out", "--quick", "--sizes", "--resume", "--num-warmup", "--num-samples", "--models"):
+    for flag in flags:
         assert flag in stdout
 
 
@@ -77,41 +83,36 @@ def test_posterior_vs_theory_quick(posterior_out):
     out = posterior_out
     cols, rows = _read(out / "posterior_vs_theory.csv")
     assert list(cols[: len(POSTERIOR_COLUMNS)]) == list(POSTERIOR_COLUMNS)
-    # quick: specs fmo, pmo at N = 10, 16; five observables each
-    assert {(r["spec"], int(r["N"])) for r in rows} == {("fmo", 10), ("fmo", 16), ("pmo", 10), ("pmo", 16)}
-    assert {r["observable"] for r in rows} == {"lam_1", "u_1", "M", "signal_1", "log_z_per_n"}
-    assert len(rows) == 20
-    _finite(rows, ["mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit", "r_hat_max", "min_ess", "sampling_s"])
+    # quick: specs fmo, fme at N = 60, 80 (band); ten observables each
+    assert {(r["spec"], int(r["N"])) for r in rows} == {("fmo", 60), ("fmo", 80), ("fme", 60), ("fme", 80)}
+    assert {r["observable"] for r in rows} == POSTERIOR_OBSERVABLES and len(rows) == 40
+    _finite(rows, ["mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit", "min_ess", "fit_s"])
     assert {r["phase"] for r in rows if r["spec"] == "fmo"} == {"FMo"}
-    assert {r["phase"] for r in rows if r["spec"] == "pmo"} == {"PMo"}
+    assert {r["phase"] for r in rows if r["spec"] == "fme"} == {"FMe"}
     for r in rows:
-        assert int(r["divergences"]) >= 0
-        assert float(r["mcse"]) > 0
+        assert int(r["divergences"]) >= 0 and float(r["mcse"]) > 0
         assert abs(float(r["diff"]) - (float(r["mean"]) - float(r["theory_data_c"]))) < DIFF_ATOL
-    for name in ("diff_vs_n.png", "means_vs_n.png"):
+    for name in ("diff_vs_n.png", "means_vs_n.png", "edge_condensate.png"):
         _png(out / name)
-    table = (out / "table.md").read_text()
-    assert table.count("\n| fmo |") + table.count("\n| pmo |") == 20
+    _, fss = _read(out / "finite_size.csv")
+    assert fss and all(int(f["num_sizes"]) == 2 and f["a"] == "nan" for f in fss)  # two sizes: no law is fitted
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["settings"]["quick"] is True and "numpy" in meta["versions"]
-    # run folders readable by load_run / `bayes-sbm diagnose`, with the spec actually fitted
+    assert meta["settings"]["quick"] is True and "numpy" in meta["versions"] and not meta["failed"]
+    # run folders of the sweep, readable by load_run / `bayes-sbm diagnose`, with the spec actually fitted
     from bayes_sbm.runs import load_run
-    from bayes_sbm.specs import load_spec
 
-    for spec in ("fmo", "pmo"):
-        for N in (10, 16):
-            run = out / "runs" / f"{spec}_N{N}"
-            dt, m = load_run(run)
-            assert m["spec"]["model"]["N"] == N and "posterior" in dt.children
-            assert load_spec(run / "spec.toml").model.N == N
+    for spec in ("fmo", "fme"):
+        for N in (60, 80):
+            dt, m = load_run(out / "runs" / f"spec={spec}__model.N={N}__data.seed=0" / "run")
+            assert m["spec"]["model"]["N"] == N and m["spec"]["model"]["parametrization"] == "band" and "posterior" in dt.children
     _no_temporaries(out)
 
 
 @pytest.mark.slow
-def test_posterior_vs_theory_resume_skips_done_rows(posterior_out):
+def test_posterior_vs_theory_rerun_skips_finished_points(posterior_out):
     before = (posterior_out / "posterior_vs_theory.csv").read_text()
-    stdout = _run(POSTERIOR, "--quick", "--resume", "--out", str(posterior_out))
-    assert stdout.count("[skip]") == 4 and "[fit]" not in stdout
+    stdout = _run(POSTERIOR, "--quick", "--out", str(posterior_out))
+    assert "[1/4]" not in stdout  # no point was run again
     assert (posterior_out / "posterior_vs_theory.csv").read_text() == before
 
 

@@ -11,10 +11,15 @@ ladder (:func:`bayes_sbm.evidence.thermodynamic_integration`), and the ELBO,
 the importance-sampling estimate and the importance-weighted bound from an
 SVI fit with the structured guide (:func:`bayes_sbm.evidence.svi_evidence`).
 
-For each phase spec ``models/{pmo,pme,fmo,fme,sg}.toml`` (K = 2 rank-one
-teacher, ω = 2.5, teacher seed 0) and each N, the spec is evaluated at that N
-(``spec.with_overrides({"model.N": N})``) and each estimate is compared with
-two theory values:
+The estimates run as one sweep (:mod:`bayes_sbm.sweep`, task ``evidence``,
+the grid of ``models/sweeps/evidence_vs_theory.toml``: the five phase specs
+``models/{pmo,pme,fmo,fme,sg}.toml`` (K = 2 rank-one teacher, ω = 2.5,
+teacher seed 0) × N ∈ {100, 400, 1000}, band representation of THEORY.md §8,
+10 → 14 rungs × 300 NUTS draws) on Dask distributed: a LocalCluster here or
+``--scheduler tcp://HOST:8786``.  Each point keeps its full report
+(``runs/<point>/evidence.json``, the JSON of ``bayes-sbm evidence --json``);
+a rerun skips finished points.  Each estimate is compared with two theory
+values:
 
 * ``theory_data_c`` — THEORY.md §5 at the finite-N data spectrum c = eig(C)
   of the data actually used (``diff = estimate − theory_data_c``: the
@@ -22,26 +27,32 @@ two theory values:
 * ``theory_limit`` — at the N → ∞ spectrum c = (1.6, 0.4)
   (``diff_limit`` also carries the O(1/√N) fluctuation of the data spectrum).
 
+Finite-size extrapolation: per (spec, estimator) the difference d(N) is fitted
+as a + b N^(−p) (p ∈ {1, 2/3, 1/2, 1/3}, weighted by the SE;
+:func:`analysis._common.extrapolations`) and the law with the smallest χ² is
+reported with a ± SE(a) and z = a/SE(a): the N → ∞ value is theory + a.
+
 Keys: ``bayes_sbm.settings.derive_keys(spec.inference.seed)`` (``.ti``,
 ``.svi``, ``.importance``), as in ``bayes-sbm evidence``
-(``bayes_sbm.reports.evidence_report``); the ladder/SVI sizes are options here.
+(``bayes_sbm.reports.evidence_report``).
 
 Outputs (in ``--out``, default ``analysis/evidence_vs_theory/results``):
 
 * ``evidence_vs_theory.csv`` — one row per (spec, N, estimator): estimate and
-  SE per N, both theory values and differences, wall and CPU seconds of the
+  SE per N, both theory values and differences, the seconds of the
   estimator's group (TI+SS share one ladder, ELBO/importance/IWAE one SVI
   fit), ESS and ladder facts;
-* ``table.md`` — the finite-N vs theory table;
+* ``finite_size.csv`` — one row per (spec, estimator, law);
+* ``table.md`` — the extrapolation table, then the finite-N table;
 * ``estimates_vs_phase.png`` — per N: estimates ± SE by phase with both theory
   values (top) and estimate − theory(data c) ± SE (bottom);
 * ``diff_vs_n.png`` — per spec: |estimate − theory| against N (log–log), a
   1/N guide (the finite-size trend);
-* ``metadata.json`` — versions, seeds, settings, timings.
+* ``metadata.json`` — versions, seeds, settings, the sweep, timings;
+* ``runs/`` — the sweep folder.
 
-``--resume`` keeps rows already in the CSV and skips (spec, N, group) whose
-estimators are all there.  ``--quick``: N = 8, specs pmo and fmo, 4 rungs ×
-100 draws (warm-up 100/50), 300 SVI steps (a smoke test, not a result).
+``--quick``: N ∈ {8, 10, 12}, specs pmo and fmo, 4 rungs × 100 draws, 300 SVI
+steps, one worker thread (a smoke test, not a result).
 """
 
 from __future__ import annotations
@@ -52,27 +63,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    C_LIMIT, OMEGA, evidence_group, finish_study, fmt_num, int_list, ladder_settings, md_head, md_row, name_list,
-    pick_values, pin_threads, read_csv, start_study, study_parser, theory_pair, write_csv,
+    C_LIMIT, FINITE_SIZE_LAWS, OMEGA, ROOT, extrapolations, finish_study, fmt_num, md_head, md_row, pin_threads,
+    size_points, start_study, study_parser, sweep_from_file, write_csv,
 )
 
 pin_threads()  # before NumPy/JAX are imported
 
+import json  # noqa: E402
 import math  # noqa: E402
+import time  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bayes_sbm import sweep, theory  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
-from bayes_sbm.runs import problem_from_spec  # noqa: E402
-from bayes_sbm.specs import load_spec  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 SPECS = ("pmo", "pme", "fmo", "fme", "sg")
-SIZES = (50, 100)
+SWEEP_FILE = ROOT / "models" / "sweeps" / "evidence_vs_theory.toml"
 QUICK_SPECS = ("pmo", "fmo")
-QUICK_SIZES = (8,)
+QUICK_SIZES = (8, 10, 12)
+#: --quick: the [evidence] settings of a smoke test.
+QUICK_EVIDENCE = {"rungs": 4, "max_rungs": 4, "samples": 100, "warmup": 50, "svi_steps": 300}
 ESTIMATORS = ("ti", "stepping_stone", "elbo", "importance", "iwae")
 GROUPS = {"ti": ("ti", "stepping_stone"), "svi": ("elbo", "importance", "iwae")}
 LABELS = {"ti": "TI", "stepping_stone": "stepping stone", "elbo": "ELBO", "importance": "importance", "iwae": "IWAE (64)"}
@@ -84,8 +98,9 @@ COLUMNS = (
     "log_evidence", "se", "wall_s", "cpu_s", "ess", "num_rungs", "quadrature_correction_per_n",
     "c_1", "c_2", "gamma", "eta", "seed", "settings",
 )
-STRING_COLUMNS = ("spec", "phase", "phase_limit", "estimator", "group", "settings")
-CSV_NAME = "evidence_vs_theory.csv"
+FSS_COLUMNS = ("spec", "phase", "estimator", "law", "p", "num_sizes", "a", "se_a", "z", "b", "chi2_dof", "best",
+               "theory_limit", "extrapolated")
+CSV_NAME, FSS_NAME = "evidence_vs_theory.csv", "finite_size.csv"
 
 
 # --------------------------------------------------------------------------
@@ -97,38 +112,55 @@ def _sort_key(r: dict):
 
 
 # --------------------------------------------------------------------------
-# estimators
+# rows from the sweep's evidence reports
 # --------------------------------------------------------------------------
-def _row(base: dict, name: str, group: str, est, wall: float, cpu: float, **extra) -> dict:
-    per_n, se_n = est.per_n, est.se_per_n
-    diff = per_n - base["theory_data_c"]
-    return base | {
-        "estimator": name, "group": group, "per_n": per_n, "se_per_n": se_n,
-        "diff": diff, "diff_limit": per_n - base["theory_limit"],
-        "z": diff / se_n if se_n > 0 else math.nan,
-        "log_evidence": est.log_evidence, "se": est.se, "wall_s": wall, "cpu_s": cpu,
-        "ess": math.nan, "num_rungs": math.nan, "quadrature_correction_per_n": math.nan,
-    } | extra
+def report_rows(point, report: dict) -> list[dict]:
+    """One row per estimator of a point's ``evidence.json`` (:func:`bayes_sbm.reports.evidence_report`)."""
+    c = list(report["c"]) + [math.nan]
+    g, e = float(report["gamma"]), float(report["eta"])
+    limit = theory.observable_reference(C_LIMIT, g, e)
+    seconds = report.get("seconds", {})
+    base = {"spec": point.values["spec"], "N": int(report["N"]), "gamma": g, "eta": e, "seed": point.spec.inference.seed,
+            "phase": report["phase"], "phase_limit": limit.phase, "theory_data_c": float(report["theory_per_n"]),
+            "theory_limit": float(limit.log_evidence_per_n), "c_1": float(c[0]), "c_2": float(c[1]),
+            "settings": point.folder.name}
+    rows = []
+    for name, est in report.get("estimators", {}).items():
+        group = "ti" if name in GROUPS["ti"] else "svi"
+        per_n, se_n = float(est["per_n"]), float(est["se_per_n"])
+        diff = per_n - base["theory_data_c"]
+        wall = seconds.get("ti+stepping_stone" if group == "ti" else "svi", math.nan)
+        rows.append(base | {
+            "estimator": name, "group": group, "per_n": per_n, "se_per_n": se_n, "diff": diff,
+            "diff_limit": per_n - base["theory_limit"], "z": diff / se_n if se_n > 0 else math.nan,
+            "log_evidence": float(est["log_evidence"]), "se": float(est["se"]), "wall_s": wall, "cpu_s": math.nan,
+            "ess": float(est.get("ess", math.nan)), "num_rungs": float(est.get("num_rungs", math.nan)),
+            "quadrature_correction_per_n": float(est.get("quadrature_correction", math.nan)) / base["N"],
+        })
+    return rows
 
 
-def group_rows(group: str, spec, problem, base: dict, **options) -> list[dict]:
-    """The rows of one estimator group (:func:`analysis._common.evidence_group`)."""
-    g = evidence_group(group, spec, problem, **options)
-    f = g.facts
-    if group == "ti":
-        ti = {"ess": f["min_rung_ess"], "num_rungs": float(f["num_rungs"])}  # float: the SVI rows hold NaN here
-        extra = {"ti": ti | {"quadrature_correction_per_n": f["quadrature_correction_per_n"]}, "stepping_stone": ti}
-    else:
-        extra = {"importance": {"ess": f["importance_ess"]}}
-    return [_row(base, name, group, est, g.wall_s, g.cpu_s, **extra.get(name, {})) for name, est in g.estimates.items()]
+def finite_size_rows(rows: list[dict]) -> list[dict]:
+    """Every finite-size law fitted to d(N) per (spec, estimator)."""
+    out = []
+    for spec in _specs_in(rows):
+        for est in ESTIMATORS:
+            sel = [r for r in rows if r["spec"] == spec and r["estimator"] == est]
+            if not sel:
+                continue
+            N, d, se = size_points(sel, lambda r: True, se="se_per_n")
+            for f in extrapolations(N, d, se):
+                out.append({"spec": spec, "phase": sel[0]["phase_limit"], "estimator": est, **f,
+                            "theory_limit": sel[0]["theory_limit"], "extrapolated": sel[0]["theory_limit"] + f["a"]})
+    return out
 
 
 # --------------------------------------------------------------------------
 # outputs
 # --------------------------------------------------------------------------
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict], fss: list[dict]) -> str:
     head = ("spec", "phase", "N", "estimator", "(1/N) log Y ± SE", "theory (data c)", "diff", "diff/SE",
-            "theory (N→∞)", "diff (N→∞)", "ESS", "CPU s (group)")
+            "theory (N→∞)", "diff (N→∞)", "ESS", "wall s (group)")
     lines = [
         "# (1/N) log Y vs THEORY.md §5",
         "",
@@ -137,6 +169,18 @@ def markdown_table(rows: list[dict]) -> str:
         "the CPU seconds are those of the shared group. ESS: smallest rung ESS (TI/SS) or importance-weight ESS. "
         "ELBO and IWAE are lower bounds (in expectation).",
         "",
+        "## N → ∞ extrapolation",
+        "",
+        "d(N) = estimate − theory (data c) fitted as a + b N^(−p) (weighted by the SE; the law with the smallest χ² shown); "
+        "N → ∞ value = theory (c = 1.6, 0.4) + a; z = a / SE(a).",
+        "",
+        *md_head(("spec", "phase (N→∞)", "estimator", "law", "sizes", "N → ∞ value ± SE", "theory", "z", "χ²/dof")),
+        *[md_row([f["spec"], f["phase"], LABELS.get(f["estimator"], f["estimator"]), f["law"], str(f["num_sizes"]),
+                  f"{fmt_num(f['extrapolated'])} ± {fmt_num(f['se_a'])}", fmt_num(f["theory_limit"]), fmt_num(f["z"], 2),
+                  fmt_num(f["chi2_dof"], 2)]) for f in fss if f["best"]],
+        "",
+        "## Finite N",
+        "",
         *md_head(head),
     ]
     for r in rows:
@@ -144,7 +188,7 @@ def markdown_table(rows: list[dict]) -> str:
         cells = [r["spec"], r["phase"], str(r["N"]), LABELS.get(r["estimator"], r["estimator"]),
                  f"{fmt_num(r['per_n'])} ± {fmt_num(r['se_per_n'])}", fmt_num(r["theory_data_c"]), fmt_num(r["diff"]),
                  fmt_num(r["z"], 2), fmt_num(r["theory_limit"]), fmt_num(r["diff_limit"]),
-                 f"{ess:.0f}" if math.isfinite(ess) else "–", fmt_num(r["cpu_s"], 1)]
+                 f"{ess:.0f}" if math.isfinite(ess) else "–", fmt_num(r["wall_s"], 1)]
         lines.append(md_row(cells))
     return "\n".join(lines) + "\n"
 
@@ -245,96 +289,72 @@ def plot_diff_vs_n(rows: list[dict], path: Path) -> Path:
 # main
 # --------------------------------------------------------------------------
 def parser():
-    p = study_parser(__doc__, HERE / "results", "smoke test: N = 8, specs pmo, fmo, 4 rungs x 100 draws, 300 SVI steps",
-                     "keep rows already in the CSV and skip their (spec, N, group)", models="the phase specs")
-    p.add_argument("--sizes", type=int_list, help=f"values of N, comma separated (default {','.join(map(str, SIZES))}; 200 optional)")
-    p.add_argument("--specs", type=name_list, help=f"phase specs (default {','.join(SPECS)})")
-    p.add_argument("--rungs", type=int, help="initial TI rungs (default 12)")
-    p.add_argument("--max-rungs", type=int, help="TI rungs after adaptive bisection (default 20)")
-    p.add_argument("--samples", type=int, help="NUTS draws per rung (default 500)")
-    p.add_argument("--warmup", type=int, help="NUTS warm-up per rung after the first (default 200)")
-    p.add_argument("--first-warmup", type=int, help="NUTS warm-up of the first rung (default 500)")
-    p.add_argument("--prior-draws", type=int, help="exact GOE draws at t = 0 (default 4000)")
-    p.add_argument("--svi-steps", type=int, help="SVI steps (default: the spec's, 3000)")
-    p.add_argument("--svi-draws", type=int, help="guide draws for the SVI evidence (default 4000)")
+    p = study_parser(__doc__, HERE / "results", f"smoke test: N in {QUICK_SIZES}, specs {QUICK_SPECS}, {QUICK_EVIDENCE}")
+    p.add_argument("--sizes", type=int, nargs="+", help="values of N (default: the sweep file's)")
+    p.add_argument("--specs", nargs="+", choices=SPECS, help="phase specs (default: all five)")
+    p.add_argument("--rungs", type=int, help="initial TI rungs (default: the sweep file's)")
+    p.add_argument("--max-rungs", type=int, help="TI rungs after adaptive bisection")
+    p.add_argument("--samples", type=int, help="NUTS draws per rung")
+    p.add_argument("--warmup", type=int, help="NUTS warm-up per rung")
+    p.add_argument("--svi-steps", type=int, help="SVI steps (default: the spec's)")
     p.add_argument("--no-ti", action="store_true", help="skip TI / stepping stone")
     p.add_argument("--no-svi", action="store_true", help="skip the SVI estimators")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a LocalCluster on this machine)")
+    p.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
+    p.add_argument("--analyse-only", action="store_true", help="no estimating: analyse the points already finished")
     return p
+
+
+def make_sweep(args, out: Path) -> sweep.Sweep:
+    given = {"rungs": args.rungs, "max_rungs": args.max_rungs, "samples": args.samples, "warmup": args.warmup,
+             "svi_steps": args.svi_steps}
+    table = (QUICK_EVIDENCE if args.quick else {}) | {k: v for k, v in given.items() if v is not None}
+    if args.no_ti:
+        table["ti"] = False
+    if args.no_svi:
+        table["svi"] = False
+    return sweep_from_file(SWEEP_FILE, out / "runs", specs=args.specs or (QUICK_SPECS if args.quick else None),
+                           grid={"model.N": args.sizes or (QUICK_SIZES if args.quick else None)},
+                           fixed={"model.parametrization": "aligned"} if args.quick else None, tables={"evidence": table})
 
 
 def main(argv=None) -> int:
     args, out, t_start = start_study(parser(), argv)
-    q = args.quick
-    sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
-    specs = pick_values(args.specs, q, QUICK_SPECS, SPECS)
-    pick = lambda given, quick, full: given if given is not None else (quick if q else full)  # noqa: E731
-    ladder = ladder_settings(args)
-    svi_steps = pick(args.svi_steps, 300, None)
-    svi_draws = pick(args.svi_draws, 1000, 4000)
-    groups = [g for g, on in (("ti", not args.no_ti), ("svi", not args.no_svi)) if on]
-    settings_text = (f"rungs={ladder.num_rungs}/{ladder.max_rungs} samples={ladder.num_samples} warmup={ladder.first_warmup}/"
-                     f"{ladder.num_warmup} prior={ladder.prior_draws} svi_steps={svi_steps or 'spec'} svi_draws={svi_draws}")
-
-    csv_path = out / CSV_NAME
-    rows = read_csv(csv_path, strings=STRING_COLUMNS, ints=("N", "seed")) if args.resume else []
-
-    def have(spec, N, group):
-        names = {r["estimator"] for r in rows if r["spec"] == spec and int(r["N"]) == N}
-        return set(GROUPS[group]) <= names
-
-    timings = {}
-    for name in specs:
-        base_spec = load_spec(args.models / f"{name}.toml")
-        for N in sizes:
-            todo = [g for g in groups if not have(name, N, g)]
-            if not todo:
-                print(f"[skip] {name} N={N}: rows already in {csv_path.name}", flush=True)
-                continue
-            spec = base_spec.with_overrides({"model.N": int(N)})
-            problem = problem_from_spec(spec)
-            c = problem.frame.c
-            g, e = problem.gamma, problem.eta
-            at_c, at_limit = theory_pair(c, g, e)
-            base = {
-                "spec": name, "N": int(N), "gamma": g, "eta": e, "seed": spec.inference.seed, "settings": settings_text,
-                "phase": at_c.phase, "phase_limit": at_limit.phase,
-                "theory_data_c": at_c.log_evidence_per_n, "theory_limit": at_limit.log_evidence_per_n,
-                "c_1": float(c[0]), "c_2": float(c[1]) if c.size > 1 else math.nan,
-            }
-            for group in todo:
-                new = group_rows(group, spec, problem, base, ladder=ladder, svi_steps=svi_steps, svi_draws=svi_draws)
-                names = {r["estimator"] for r in new}
-                rows = [r for r in rows if not (r["spec"] == name and int(r["N"]) == N and r["estimator"] in names)] + new
-                rows.sort(key=_sort_key)
-                write_csv(csv_path, COLUMNS, rows)  # after every group: an interrupted study resumes from here
-                timings[f"{name}_N{N}_{group}"] = {"wall_s": new[0]["wall_s"], "cpu_s": new[0]["cpu_s"]}
-                print(f"[{group}] {name} N={N} ({base['phase']}): theory(c) {base['theory_data_c']:+.5f}  "
-                      f"theory(∞) {base['theory_limit']:+.5f}  [{new[0]['wall_s']:.1f} s wall, {new[0]['cpu_s']:.1f} s CPU]",
-                      flush=True)
-                for r in new:
-                    print(f"    {LABELS[r['estimator']]:>15s}: {r['per_n']:+.5f} ± {r['se_per_n']:.5f}  diff {r['diff']:+.5f}",
-                          flush=True)
-
+    sw = make_sweep(args, out)
+    t0 = time.perf_counter()
+    if args.analyse_only:
+        result_rows = sweep.read_rows(sw)
+    else:
+        result_rows = sweep.run_sweep(sw, scheduler=args.scheduler, workers=args.workers, processes=not args.quick).rows
+    sweep_wall = time.perf_counter() - t0
+    rows, failed = [], []
+    for point, row in zip(sw.points, result_rows):
+        if row.get("status") != "ok":
+            failed.append({"point": point.name, "status": row.get("status"), "error": row.get("error")})
+            continue
+        rows += report_rows(point, json.loads((point.folder / sweep.EVIDENCE_FILE).read_text()))
     rows.sort(key=_sort_key)
-    write_csv(csv_path, COLUMNS, rows)
-    figs = []
-    if rows:
-        figs = [plot_estimates(rows, out / "estimates_vs_phase.png"), plot_diff_vs_n(rows, out / "diff_vs_n.png")]
+    fss = finite_size_rows(rows)
+    write_csv(out / CSV_NAME, COLUMNS, rows)
+    write_csv(out / FSS_NAME, FSS_COLUMNS, fss)
+    for f in failed:
+        print(f"[failed] {f['point']}: {f['error']}", flush=True)
+    for f in fss:
+        if f["best"]:
+            print(f"{f['spec']:>4s} {LABELS[f['estimator']]:>15s}: N→∞ {f['extrapolated']:+.5f} ± {f['se_a']:.5f} ({f['law']}), "
+                  f"theory {f['theory_limit']:+.5f}, z = {f['z']:+.2f}", flush=True)
+    figs = [plot_estimates(rows, out / "estimates_vs_phase.png"), plot_diff_vs_n(rows, out / "diff_vs_n.png")] if rows else []
     finish_study(
-        out, "evidence_vs_theory", t_start, files=[CSV_NAME], table=markdown_table(rows), figures=figs, seed=None,
-        checks="THEORY.md §5 (1/N) log Y vs TI, stepping stone, ELBO, importance, IWAE (§7)",
-        quick=bool(q),
-        settings={
-            "sizes": list(sizes), "specs": list(specs), "ladder": {k: getattr(ladder, k) for k in (
-                "num_rungs", "max_rungs", "power", "quadrature_tol", "num_warmup", "first_warmup", "num_samples",
-                "num_chains", "prior_draws", "target_accept")},
-            "svi": {"guide": "structured (spec)", "steps": svi_steps or "spec", "evidence_draws": svi_draws, "iw_group": 64},
-            "seeds": "spec inference.seed (0): settings.derive_keys (.ti, .svi, .importance); teacher seed: spec data.seed (0)",
-            "c_limit": list(C_LIMIT), "omega": OMEGA, "resume": bool(args.resume),
-        },
-        timings=timings,
+        out, "evidence_vs_theory", t_start, files=[CSV_NAME, FSS_NAME], table=markdown_table(rows, fss), figures=figs, seed=None,
+        checks="THEORY.md §5 (1/N) log Y vs TI, stepping stone, ELBO, importance, IWAE (§7), extrapolated to N → ∞",
+        quick=bool(args.quick),
+        settings={"sweep": sw.to_dict(), "scheduler": args.scheduler or "LocalCluster", "laws": FINITE_SIZE_LAWS,
+                  "seeds": "spec inference.seed (0): settings.derive_keys (.ti, .svi, .importance); teacher seed: spec data.seed (0)",
+                  "c_limit": list(C_LIMIT), "omega": OMEGA},
+        timings={"sweep_wall_s": sweep_wall, "point_seconds": {p.name: r.get("seconds") for p, r in zip(sw.points, result_rows)}},
+        failed=failed,
     )
-    return 0
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

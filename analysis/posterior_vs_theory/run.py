@@ -1,47 +1,60 @@
-"""Posterior means against the large-N spectral saddle point (THEORY.md §4, §7).
+"""Posterior means against the large-N spectral saddle point, with finite-size extrapolation (THEORY.md §4, §7).
 
-Checks the first item of THEORY.md §7: "for a teacher–student data set at
-N ∈ {50, 100, 200, (400)}, in every phase: posterior means of λ_1, u_1, M,
-e_kᵀWe_k and (1/N) log Z(W) … report the finite-N value, the theory value and
-their difference, and show that the difference shrinks as N grows."
+Checks the first item of THEORY.md §7 at large N: for a teacher–student data
+set in every phase, the posterior means of λ_1, u_1, M, e_1ᵀWe_1 and
+(1/N) log Z(W), their difference from the theory, and that the difference
+vanishes as N → ∞ — measured as a finite-size law fitted over N and its
+extrapolated N → ∞ value with a standard error.
 
-For each phase spec ``models/{pmo,pme,fmo,fme,sg}.toml`` (K = 2 rank-one
-teacher, ω = 2.5, teacher seed 0) and each N, the spec is refitted with NUTS
-at that N (``spec.with_overrides({"model.N": N})``), and the posterior mean
-(± MCSE) of five observables is compared with two THEORY.md §4 values:
+The fits run as one sweep (:mod:`bayes_sbm.sweep`, the grid of
+``models/sweeps/posterior_vs_theory.toml``: the five phase specs
+``models/{pmo,pme,fmo,fme,sg}.toml`` × N ∈ {100, 200, 400, 1000, 2000} × teacher
+seed, band representation of THEORY.md §8, 2 chains × (300 + 300) NUTS draws)
+on Dask distributed: a LocalCluster of single-threaded workers here, or an
+existing cluster with ``--scheduler tcp://HOST:8786`` (the same study at
+N = 10⁴ on a cluster is ``--sizes ... 10000 --scheduler ...``).  Each point is
+a run folder written atomically; a rerun skips finished points.
 
-* ``theory_data_c`` — the saddle point at the *finite-N data spectrum*
-  c = eig(C) of the data actually fitted (``meta["theory"]`` of the run);
-  the difference ``diff = mean − theory_data_c`` isolates the finite-size
-  corrections of the posterior itself;
-* ``theory_limit`` — the saddle point at the N → ∞ data spectrum
-  c = (2 − 1/ω, 1/ω) = (1.6, 0.4) (:func:`bayes_sbm.theory.posterior_saddle`);
-  ``diff_limit`` also contains the O(1/√N) fluctuation of the data spectrum.
+Observables per draw W (THEORY.md §4 "measurable finite-N counterparts"):
+``lam_1``, ``u_1`` = (v_1·e_1)², ``M`` = (2/N)∂log Z/∂λ_1, ``signal_1`` =
+e_1ᵀWe_1, ``log_z_per_n``; and, for the edge phases, the condensate resolved
+over the top modes (:func:`bayes_sbm.band.edge_observables`):
 
-Observables (THEORY.md §4 "measurable finite-N counterparts"): ``lam_1`` (top
-eigenvalue λ_1), ``u_1`` (overlap² (v_1·e_1)²), ``M`` (condensate),
-``signal_1`` (e_1ᵀWe_1, theory (ξ_1 − 1)/a_1) and ``log_z_per_n``
-((1/N) log Z(W), theory ½(S(μ_Z) − 1)).
+* ``Q_1`` = E_{p(x|W)}[(e_1·x)²]/N = (2/N)∂log Z/∂W_11 — the weight of the
+  Gibbs measure along the top data axis.  It needs no choice of modes: in a
+  condensed phase it is M·u_1 + O(1/N) (the condensate carries a fraction M of
+  |x|², a fraction u_1 of it along e_1; the bulk adds e_1ᵀ(z−W)⁻¹e_1/N), in a
+  paramagnetic one O(1/N).  Theory: ``M u_1`` of §4.
+* ``M_w`` = Σ_{k≤w} f_k, the occupation f_k = (2/N)∂log Z/∂λ_k summed over the
+  top w modes, and ``u_w`` = Σ_{k≤w} f_k (v_k·e_1)² / M_w, the overlap of that
+  condensate with e_1 (w = 4 and 8).  At finite N the edge modes are
+  O(N^(-2/3)) apart and share the condensate; M_w, u_w test whether it is
+  carried by a bounded number of them.  Theory: M and u_1 of §4.
+
+Theory values: ``theory_data_c`` (the saddle point at the fitted data
+spectrum, isolating the posterior's own finite-size corrections) and
+``theory_limit`` (at the N → ∞ spectrum c = (1.6, 0.4)).  For each (phase,
+observable) the difference d(N) = mean − theory_data_c is fitted by weighted
+least squares as d = a + b N^(−p) for p ∈ {1, 2/3, 1/2, 1/3} (weights 1/SE²,
+SE = MCSE, or the seed-to-seed SE when several seeds are given; the SE of a
+is scaled up by √(χ²/dof) when χ²/dof > 1); the law with the smallest χ² is
+reported, with a (the N → ∞ value is theory_limit + a) and z = a/SE(a).
 
 Outputs (in ``--out``, default ``analysis/posterior_vs_theory/results``):
 
-* ``posterior_vs_theory.csv`` — one row per (spec, N, observable): mean,
-  MCSE, both theory values and differences, R-hat and min(bulk, tail) ESS of
-  the observable, divergences and sampling seconds of the run;
-* ``table.md`` — the same as a Markdown table;
-* ``diff_vs_n.png`` — per observable, |mean − theory| against N (log–log)
-  per phase, with MCSE error bars, filled markers for the data-c theory and
-  open markers for the N → ∞ theory, and a 1/√N guide line;
-* ``means_vs_n.png`` — per observable, mean ± MCSE against N per phase with
-  the N → ∞ theory as dashed lines and the data-c theory as crosses;
-* ``metadata.json`` — versions, seeds, settings, run folders, timings;
-* ``runs/<spec>_N<N>/`` — each fitted run folder (``bayes-sbm diagnose`` works
-  on it).
+* ``posterior_vs_theory.csv`` — one row per (spec, N, seed, observable): mean,
+  MCSE, both theory values and differences, R-hat and min ESS, divergences;
+* ``finite_size.csv`` — one row per (spec, observable, law): a, SE(a), z, b,
+  χ²/dof, whether it is the best law;
+* ``table.md`` — the extrapolation table, then the per-point table;
+* ``diff_vs_n.png`` — d(N) ± SE against N per phase with the best fitted law;
+* ``means_vs_n.png`` — means ± MCSE against N with the theory values;
+* ``edge_condensate.png`` — Q_1, M_w and u_w against N for the condensed phases;
+* ``metadata.json`` — versions, seeds, settings, the sweep, timings;
+* ``runs/`` — the sweep folder (one run folder per point, ``results.csv``/``.nc``).
 
-``--resume`` keeps the rows already in the CSV and skips their (spec, N);
-a run folder that is complete and was fitted with the same spec is reused
-instead of refitted. ``--quick``: N ∈ {10, 16}, specs fmo and pmo, 100
-warm-up + 100 draws per chain (a smoke test, not a result).
+``--quick``: specs fmo and fme at N ∈ {60, 80}, 1 chain × (60 + 60) draws,
+Dask workers as threads of this process (a smoke test, not a result).
 """
 
 from __future__ import annotations
@@ -52,12 +65,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    C_LIMIT, OMEGA, PHASE_COLORS, QUICK_NUTS, complete_groups, component, finish_study, fit_or_reuse, fmt_num,
-    md_head, md_row, nuts_overrides, pick_values, pin_threads, previous_runs, read_csv, start_study, study_parser,
-    summary_row, write_csv,
+    C_LIMIT, FINITE_SIZE_LAWS, PHASE_COLORS, ROOT, extrapolations, finish_study, fmt_num, md_head, md_row, pin_threads,
+    size_points, start_study, study_parser, sweep_from_file, write_csv,
 )
 
-pin_threads(host_devices=2)  # before NumPy/JAX are imported: 2 chains in parallel
+pin_threads()  # before NumPy/JAX are imported (the Dask workers pin themselves)
 
 import math  # noqa: E402
 import time  # noqa: E402
@@ -65,216 +77,283 @@ import time  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bayes_sbm import diagnostics, theory  # noqa: E402
+from bayes_sbm import _stats, band, diagnostics, inference, sweep, theory  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
-from bayes_sbm.specs import load_spec  # noqa: E402
+from bayes_sbm.runs import load_run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+SWEEP_FILE = ROOT / "models" / "sweeps" / "posterior_vs_theory.toml"
 
 SPECS = ("pmo", "pme", "fmo", "fme", "sg")
-SIZES = (50, 100, 200)
-QUICK_SPECS = ("fmo", "pmo")
-QUICK_SIZES = (10, 16)
+QUICK_SPECS = ("fmo", "fme")
+QUICK_SIZES = (60, 80)
+QUICK_SET = {"inference.num_warmup": 60, "inference.num_samples": 60, "inference.num_chains": 1}
+#: Top modes resolved per draw, and the windows w of M_w, u_w.
+EDGE_MODES = 8
+WINDOWS = (4, 8)
+#: Draws (evenly thinned over chains) on which the edge observables are computed; their MCSE accounts for it.
+MAX_EDGE_DRAWS = 240
 
-#: (observable, posterior variable, component, key of the theory reference (ObservableReference.as_dict()), label)
+#: (observable, label); theory keys below.
 OBSERVABLES = (
-    ("lam_1", "lam_top", 0, "lam", r"$\lambda_1$"),
-    ("u_1", "u", 0, "u", r"$u_1$"),
-    ("M", "M", None, "M", r"$M$"),
-    ("signal_1", "signal", 0, "signal", r"$e_1^\top W e_1$"),
-    ("log_z_per_n", "log_z_per_n", None, "log_z_per_n", r"$N^{-1}\log Z$"),
+    ("lam_1", r"$\lambda_1$"),
+    ("u_1", r"$u_1$"),
+    ("M", r"$M$"),
+    ("signal_1", r"$e_1^\top W e_1$"),
+    ("log_z_per_n", r"$N^{-1}\log Z$"),
+    ("Q_1", r"$Q_1=E[(e_1\cdot x)^2]/N$"),
+    *((f"M_{w}", rf"$M_{w}$") for w in WINDOWS),
+    *((f"u_{w}", rf"$u_{{({w})}}$") for w in WINDOWS),
 )
+#: Posterior variables of the stored observables: (observable, variable, component).
+STORED = (("lam_1", "lam_top", 0), ("u_1", "u", 0), ("M", "M", None), ("signal_1", "signal", 0), ("log_z_per_n", "log_z_per_n", None))
 COLUMNS = (
-    "spec", "phase", "N", "observable", "mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit",
-    "r_hat_max", "min_ess", "divergences", "sampling_s",
-    # extra context
-    "sd", "phase_limit", "c_1", "c_2", "latent_max_r_hat", "latent_min_ess_bulk", "num_warmup", "num_samples", "num_chains",
+    "spec", "phase", "N", "seed", "observable", "mean", "mcse", "theory_data_c", "diff", "theory_limit", "diff_limit",
+    "r_hat", "min_ess", "divergences", "fit_s", "phase_limit", "c_1", "c_2", "num_draws",
 )
-STRINGS = ("spec", "phase", "observable", "phase_limit")
-INTS = ("N", "divergences", "num_warmup", "num_samples", "num_chains")
-CSV_NAME = "posterior_vs_theory.csv"
+FSS_COLUMNS = ("spec", "phase", "observable", "law", "p", "num_sizes", "a", "se_a", "z", "b", "chi2_dof", "best",
+               "theory_limit", "extrapolated")
+CSV_NAME, FSS_NAME = "posterior_vs_theory.csv", "finite_size.csv"
 
 
 # --------------------------------------------------------------------------
-# helpers
+# theory
 # --------------------------------------------------------------------------
-def rows_for_run(spec_name: str, spec, dt, meta: dict) -> list[dict]:
-    """One CSV row per observable for a fitted run."""
-    model = spec.model
-    th_data = meta.get("theory") or {}
-    if "error" in th_data:
-        th_data = {}
-    th_lim = theory.observable_reference(C_LIMIT, model.gamma, model.eta).as_dict()
-    table = diagnostics.summary_table(dt, var_names=("lam_top", "u", "M", "signal", "log_z_per_n"), theory={})
-    c = list(meta.get("c", [math.nan, math.nan])) + [math.nan, math.nan]
-    ls = meta.get("latent_summary", {})
-    out = []
-    for obs, var, index, key, _ in OBSERVABLES:
-        r = summary_row(table, var, index)
-        mean = float(r["mean"])
-        t_data = component(th_data.get(key), index)
-        t_lim = component(th_lim.get(key), index)
-        out.append({
-            "spec": spec_name,
-            "phase": th_data.get("phase", "n/a"),
-            "N": int(model.N),
-            "observable": obs,
-            "mean": mean,
-            "mcse": float(r["mcse_mean"]),
-            "theory_data_c": t_data,
-            "diff": mean - t_data,
-            "theory_limit": t_lim,
-            "diff_limit": mean - t_lim,
-            "r_hat_max": float(r["r_hat"]),
-            "min_ess": float(np.nanmin([r["ess_bulk"], r["ess_tail"]])),
-            "divergences": int(meta.get("divergences", -1)),
-            "sampling_s": float(meta.get("timing", {}).get("total_s", math.nan)),
-            "sd": float(r["sd"]),
-            "phase_limit": th_lim["phase"],
-            "c_1": float(c[0]),
-            "c_2": float(c[1]),
-            "latent_max_r_hat": float(ls.get("max_r_hat", math.nan)),
-            "latent_min_ess_bulk": float(ls.get("min_ess_bulk", math.nan)),
-            "num_warmup": spec.inference.num_warmup,
-            "num_samples": spec.inference.num_samples,
-            "num_chains": spec.inference.num_chains,
-        })
+def theory_values(ref: dict) -> dict[str, float]:
+    """Observable → §4 value from an ``ObservableReference.as_dict()`` (edge observables: M, u_1, M·u_1)."""
+
+    def first(key):
+        v = ref.get(key)
+        arr = np.ravel(np.asarray(v if v is not None else math.nan, dtype=float))
+        return float(arr[0]) if arr.size else math.nan
+
+    M, u = first("M"), first("u")
+    out = {"lam_1": first("lam"), "u_1": u, "M": M, "signal_1": first("signal"), "log_z_per_n": first("log_z_per_n"),
+           "Q_1": M * u}
+    for w in WINDOWS:
+        out[f"M_{w}"], out[f"u_{w}"] = M, u
     return out
 
 
-def _sort_key(r: dict):
-    spec_order = {s: i for i, s in enumerate(SPECS)}
-    obs_order = {o[0]: i for i, o in enumerate(OBSERVABLES)}
-    return (spec_order.get(r["spec"], 99), r["spec"], int(r["N"]), obs_order.get(r["observable"], 99))
+# --------------------------------------------------------------------------
+# per-run observables
+# --------------------------------------------------------------------------
+def _latent_draws(dt) -> np.ndarray:
+    for group in ("unconstrained_posterior", "posterior"):
+        if group in dt.children and "z" in dt[group].data_vars:
+            return np.asarray(dt[group]["z"].values, dtype=np.float64)
+    raise ValueError("the run stores no latent z (not a band run?)")
+
+
+def edge_draws(dt, data: np.ndarray, gamma: float, eta: float) -> dict[str, np.ndarray]:
+    """Per-draw Q_1, M_w, u_w of a band run, on draws thinned to at most MAX_EDGE_DRAWS: name → (chain, draw)."""
+    z = _latent_draws(dt)
+    chains, draws = z.shape[:2]
+    keep = np.unique(np.linspace(0, draws - 1, max(1, min(draws, MAX_EDGE_DRAWS // chains))).round().astype(int))
+    z = z[:, keep]
+    problem = inference.make_problem(data, gamma, eta, 1.0, "band")
+    T = inference.band_draws(problem, z.reshape((-1, z.shape[-1])))
+    edge = band.edge_observables(T, 1, min(EDGE_MODES, problem.N))
+    shape = (chains, keep.size)
+    f, ov = edge.occupations, edge.overlaps[..., 0]  # (S, w), (S, w): (v_k·e_1)²
+    out = {"Q_1": edge.data_condensate[:, 0].reshape(shape)}
+    for w in WINDOWS:
+        Mw = f[:, :w].sum(-1)
+        out[f"M_{w}"] = Mw.reshape(shape)
+        out[f"u_{w}"] = (np.sum(f[:, :w] * ov[:, :w], -1) / Mw).reshape(shape)
+    return out
+
+
+def rows_for_point(point, dt, meta: dict) -> list[dict]:
+    """One CSV row per observable for the fitted run of a sweep point."""
+    model = point.spec.model
+    th_data = meta.get("theory") if isinstance(meta.get("theory"), dict) and "error" not in meta["theory"] else {}
+    ref_lim = theory.observable_reference(C_LIMIT, model.gamma, model.eta).as_dict()
+    t_data, t_lim = theory_values(th_data), theory_values(ref_lim)
+    table = diagnostics.summary_table(dt, var_names=tuple(v for _, v, _ in STORED), theory={})
+    c = [*list(meta.get("c", [])), math.nan, math.nan]
+    stats: dict[str, tuple[float, float, float, float, int]] = {}
+    for obs, var, index in STORED:
+        labels = [lab for lab in table.labels if lab == var or lab.startswith(f"{var}[")]
+        r = table.row(labels[0 if index is None else index])
+        stats[obs] = (float(r["mean"]), float(r["mcse_mean"]), float(r["r_hat"]), float(np.nanmin([r["ess_bulk"], r["ess_tail"]])),
+                      int(dt["posterior"].sizes["chain"] * dt["posterior"].sizes["draw"]))
+    if dt.attrs.get("parametrization") == "band":
+        data = np.asarray(dt["observed_data"]["x"].values, dtype=np.float64)
+        for obs, draws in edge_draws(dt, data, model.gamma, model.eta).items():
+            m = _stats.mean_mcse(draws)
+            stats[obs] = (m.mean, m.mcse, math.nan, m.ess, int(draws.size))
+    rows = []
+    for obs, _ in OBSERVABLES:
+        if obs not in stats:
+            continue
+        mean, mcse, rhat, ess, n = stats[obs]
+        rows.append({
+            "spec": point.values.get("spec", point.spec.name), "phase": th_data.get("phase", "n/a"), "N": int(model.N),
+            "seed": int(point.spec.data.seed), "observable": obs, "mean": mean, "mcse": mcse,
+            "theory_data_c": t_data[obs], "diff": mean - t_data[obs], "theory_limit": t_lim[obs], "diff_limit": mean - t_lim[obs],
+            "r_hat": rhat, "min_ess": ess, "divergences": int(meta.get("divergences", -1)),
+            "fit_s": float((meta.get("timing") or {}).get("wall_s", math.nan)), "phase_limit": ref_lim["phase"],
+            "c_1": float(c[0]), "c_2": float(c[1]), "num_draws": n,
+        })
+    return rows
+
+
+# --------------------------------------------------------------------------
+# finite-size scaling
+# --------------------------------------------------------------------------
+def _points(rows: list[dict], spec: str, obs: str):
+    return size_points(rows, lambda r: r["spec"] == spec and r["observable"] == obs)
+
+
+def finite_size_rows(rows: list[dict]) -> list[dict]:
+    """Every finite-size law fitted to d(N) per (spec, observable) (:func:`analysis._common.extrapolations`)."""
+    out = []
+    for spec in dict.fromkeys(r["spec"] for r in rows):
+        for obs, _ in OBSERVABLES:
+            N, d, se = _points(rows, spec, obs)
+            if N.size == 0:
+                continue
+            ref = next(r for r in rows if r["spec"] == spec and r["observable"] == obs)
+            for f in extrapolations(N, d, se):
+                out.append({"spec": spec, "phase": ref["phase_limit"], "observable": obs, **f,
+                            "theory_limit": ref["theory_limit"], "extrapolated": ref["theory_limit"] + f["a"]})
+    return out
 
 
 # --------------------------------------------------------------------------
 # outputs
 # --------------------------------------------------------------------------
-def markdown_table(rows: list[dict]) -> str:
-    head = ("spec", "phase", "N", "observable", "mean ± MCSE", "theory (data c)", "diff", "theory (N→∞)", "diff (N→∞)",
-            "R-hat", "min ESS", "div.", "time (s)")
+def markdown_table(rows: list[dict], fss: list[dict]) -> str:
     lines = [
-        "# Posterior means vs THEORY.md §4",
+        "# Posterior means vs THEORY.md §4: finite-size extrapolation",
         "",
-        "theory (data c): saddle point at the fitted data spectrum; theory (N→∞): at c = (1.6, 0.4). "
-        "diff = mean − theory. R-hat and min(bulk, tail) ESS of the observable; divergences and sampling time of the run.",
+        "d(N) = mean − theory at the fitted data spectrum, fitted as d = a + b N^(−p) (weighted by the MCSE; the law with "
+        "the smallest χ² shown). N → ∞ value = theory (c = 1.6, 0.4) + a; z = a / SE(a) (|z| ≤ 3: consistent with theory). "
+        "Q_1 = E[(e_1·x)²]/N against M u_1; M_w, u_w: the condensate of the top w modes and its overlap with e_1.",
         "",
-        *md_head(head),
+        *md_head(("spec", "phase (N→∞)", "observable", "law", "sizes", "N → ∞ value ± SE", "theory", "z", "χ²/dof")),
     ]
+    for f in fss:
+        if not f["best"]:
+            continue
+        lines.append(md_row([f["spec"], f["phase"], f["observable"], f["law"], str(f["num_sizes"]),
+                             f"{fmt_num(f['extrapolated'])} ± {fmt_num(f['se_a'])}", fmt_num(f["theory_limit"]),
+                             fmt_num(f["z"], 2), fmt_num(f["chi2_dof"], 2)]))
+    lines += ["", "## Per point", "", *md_head(("spec", "phase", "N", "seed", "observable", "mean ± MCSE", "theory (data c)", "diff",
+                                                 "theory (N→∞)", "R-hat", "min ESS", "div.", "fit (s)"))]
     for r in rows:
-        ess = float(r["min_ess"])
-        cells = [
-            r["spec"], r["phase"], str(r["N"]), r["observable"],
-            f"{fmt_num(r['mean'])} ± {fmt_num(r['mcse'])}",
-            fmt_num(r["theory_data_c"]), fmt_num(r["diff"]),
-            fmt_num(r["theory_limit"]), fmt_num(r["diff_limit"]),
-            fmt_num(r["r_hat_max"], 3), f"{ess:.0f}" if math.isfinite(ess) else "–",
-            str(r["divergences"]), fmt_num(r["sampling_s"], 1),
-        ]
-        lines.append(md_row(cells))
+        lines.append(md_row([r["spec"], r["phase"], str(r["N"]), str(r["seed"]), r["observable"],
+                             f"{fmt_num(r['mean'])} ± {fmt_num(r['mcse'])}", fmt_num(r["theory_data_c"]), fmt_num(r["diff"]),
+                             fmt_num(r["theory_limit"]), fmt_num(r["r_hat"], 3),
+                             f"{r['min_ess']:.0f}" if math.isfinite(r["min_ess"]) else "–", str(r["divergences"]),
+                             fmt_num(r["fit_s"], 1)]))
     return "\n".join(lines) + "\n"
 
 
-def _guide(ax, Ns, ys) -> None:
-    """1/√N guide through the geometric mean of the plotted points."""
-    Ns, ys = np.asarray(Ns, float), np.asarray(ys, float)
-    ok = np.isfinite(ys) & (ys > 0)
-    if not ok.any():
-        return
-    n0 = float(np.exp(np.mean(np.log(Ns[ok]))))
-    y0 = float(np.exp(np.mean(np.log(ys[ok]))))
-    grid = np.geomspace(Ns.min(), Ns.max(), 20) if Ns.max() > Ns.min() else np.array([Ns.min() / 1.2, Ns.max() * 1.2])
-    ax.plot(grid, y0 * np.sqrt(n0 / grid), color="0.4", linestyle=":", linewidth=1.4, label=r"$\propto 1/\sqrt{N}$")
+def _color(spec: str, rows: list[dict], i: int) -> str:
+    phase = next((r["phase_limit"] for r in rows if r["spec"] == spec), "")
+    return PHASE_COLORS.get(phase, f"C{i}")
 
 
-def _by_spec(rows: list[dict], obs: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["observable"] == obs:
-            out.setdefault(r["spec"], []).append(r)
-    for v in out.values():
-        v.sort(key=lambda r: int(r["N"]))
-    return out
+def _grid(n: int):
+    ncols = 4
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), layout="constrained", squeeze=False)
+    return fig, axes.ravel()
 
 
-def _phase_of(group: list[dict]) -> str:
-    phases = {r["phase_limit"] for r in group}
-    return group[0]["phase_limit"] if len(phases) == 1 else "/".join(sorted(phases))
-
-
-def plot_diffs(rows: list[dict], path: Path) -> Path:
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8), layout="constrained")
-    axes = axes.ravel()
-    for ax, (obs, _, _, _, label) in zip(axes, OBSERVABLES):
-        all_N, all_y = [], []
-        for i, (spec, group) in enumerate(_by_spec(rows, obs).items()):
-            phase = _phase_of(group)
-            color = PHASE_COLORS.get(phase, f"C{i}")
-            N = np.array([r["N"] for r in group], float)
-            d = np.abs(np.array([r["diff"] for r in group], float))
-            dl = np.abs(np.array([r["diff_limit"] for r in group], float))
-            se = np.array([r["mcse"] for r in group], float)
-            for y, filled, ls in ((d, True, "-"), (dl, False, "--")):
-                ok = np.isfinite(y) & (y > 0)
-                if not ok.any():
-                    continue
-                # asymmetric bars clipped at the axis floor of a log scale
-                lo = np.minimum(se[ok], 0.9 * y[ok])
-                ax.errorbar(N[ok], y[ok], yerr=[lo, se[ok]], color=color, linestyle=ls, marker="o", capsize=3,
-                            markerfacecolor=color if filled else "white",
-                            label=f"{spec} ({phase})" if filled else None)
-                all_N += list(N[ok])
-                all_y += list(y[ok])
-        if all_N:
-            _guide(ax, all_N, all_y)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            Ns = sorted(set(all_N))
-            ax.set_xticks(Ns, [str(int(n)) for n in Ns])
-            ax.minorticks_off()
-        ax.set_xlabel("N")
-        ax.set_ylabel(f"|mean − theory| of {label}")
-        ax.set_title(label)
-        ax.grid(True, which="both", alpha=0.3)
+def plot_diffs(rows: list[dict], fss: list[dict], path: Path) -> Path:
+    specs = list(dict.fromkeys(r["spec"] for r in rows))
+    fig, axes = _grid(len(OBSERVABLES))
+    for ax, (obs, label) in zip(axes, OBSERVABLES):
+        for i, spec in enumerate(specs):
+            N, d, se = _points(rows, spec, obs)
+            if N.size == 0:
+                continue
+            color = _color(spec, rows, i)
+            ax.errorbar(N, d, yerr=se, color=color, marker="o", linestyle="none", capsize=3, label=spec)
+            best = next((f for f in fss if f["spec"] == spec and f["observable"] == obs and f["best"]), None)
+            if best is not None and math.isfinite(best["a"]):
+                grid = np.geomspace(N.min(), 1e5, 60)
+                ax.plot(grid, best["a"] + best["b"] * grid ** (-best["p"]), color=color, linewidth=1.2)
+                ax.errorbar([1.4e5], [best["a"]], yerr=[best["se_a"]], color=color, marker="s", capsize=3)
+        ax.axhline(0.0, color="k", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("N (square: N → ∞ extrapolation)")
+        ax.set_title(f"{label}: mean − theory")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[len(OBSERVABLES):]:
+        ax.axis("off")
     handles, labels = axes[0].get_legend_handles_labels()
-    axes[-1].axis("off")
     if handles:
-        axes[-1].legend(handles, labels, loc="center", title="spec (phase)")
-    axes[-1].text(0.5, 0.05, "filled/solid: vs theory at the data c\nopen/dashed: vs N → ∞ theory (c = 1.6, 0.4)\n"
-                  "bars: MCSE", ha="center", va="bottom", transform=axes[-1].transAxes, fontsize=9)
-    fig.suptitle("Finite-size trend of posterior means vs THEORY.md §4")
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
+    fig.suptitle("Finite-size scaling of posterior means (THEORY.md §4): points ± SE, best law a + b N^-p")
     return save_figure(fig, path)
 
 
 def plot_means(rows: list[dict], path: Path) -> Path:
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8), layout="constrained")
-    axes = axes.ravel()
-    for ax, (obs, _, _, _, label) in zip(axes, OBSERVABLES):
-        for i, (spec, group) in enumerate(_by_spec(rows, obs).items()):
-            phase = _phase_of(group)
-            color = PHASE_COLORS.get(phase, f"C{i}")
-            N = np.array([r["N"] for r in group], float)
-            ax.errorbar(N, [r["mean"] for r in group], yerr=[r["mcse"] for r in group], color=color, marker="o",
-                        capsize=3, label=f"{spec} ({phase})")
-            ax.plot(N, [r["theory_data_c"] for r in group], color=color, marker="x", linestyle="none", markersize=8)
+    specs = list(dict.fromkeys(r["spec"] for r in rows))
+    fig, axes = _grid(len(OBSERVABLES))
+    for ax, (obs, label) in zip(axes, OBSERVABLES):
+        for i, spec in enumerate(specs):
+            group = sorted((r for r in rows if r["spec"] == spec and r["observable"] == obs), key=lambda r: (r["N"], r["seed"]))
+            if not group:
+                continue
+            color = _color(spec, rows, i)
+            N = [r["N"] for r in group]
+            ax.errorbar(N, [r["mean"] for r in group], yerr=[r["mcse"] for r in group], color=color, marker="o", capsize=3,
+                        linestyle="none", label=spec)
+            ax.plot(N, [r["theory_data_c"] for r in group], color=color, marker="x", linestyle="none")
             ax.axhline(group[0]["theory_limit"], color=color, linestyle="--", linewidth=1.0)
         ax.set_xscale("log")
-        Ns = sorted({int(r["N"]) for r in rows})
-        if Ns:
-            ax.set_xticks(Ns, [str(n) for n in Ns])
-            ax.minorticks_off()
         ax.set_xlabel("N")
         ax.set_title(label)
         ax.grid(True, alpha=0.3)
+    for ax in axes[len(OBSERVABLES):]:
+        ax.axis("off")
     handles, labels = axes[0].get_legend_handles_labels()
-    axes[-1].axis("off")
     if handles:
-        axes[-1].legend(handles, labels, loc="center", title="spec (phase)")
-    axes[-1].text(0.5, 0.05, "points: posterior mean ± MCSE\n×: theory at the data c; dashed: N → ∞ theory",
-                  ha="center", va="bottom", transform=axes[-1].transAxes, fontsize=9)
-    fig.suptitle("Posterior means vs N (THEORY.md §4)")
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
+    fig.suptitle("Posterior means ± MCSE vs N; ×: theory at the data c; dashed: N → ∞ theory")
     return save_figure(fig, path)
+
+
+def plot_edge(rows: list[dict], path: Path) -> Path:
+    """Q_1 / (M u_1), M_w / M and u_w / u_1 against N: the condensate resolved over the top modes, in units of theory."""
+    names = [("Q_1", "Q_1 / (M u_1)")] + [(f"M_{w}", f"M_{w} / M") for w in WINDOWS] + [(f"u_{w}", f"u_({w}) / u_1") for w in WINDOWS] \
+        + [("M", "M (top mode) / M"), ("u_1", "u_1 (top mode) / u_1")]
+    specs = [s for s in dict.fromkeys(r["spec"] for r in rows)
+             if any(r["spec"] == s and r["observable"] == "Q_1" and abs(r["theory_limit"]) > 0 for r in rows)]
+    fig, axes = _grid(len(names))
+    for ax, (obs, label) in zip(axes, names):
+        for i, spec in enumerate(specs):
+            group = sorted((r for r in rows if r["spec"] == spec and r["observable"] == obs and r["theory_data_c"]),
+                           key=lambda r: (r["N"], r["seed"]))
+            if not group:
+                continue
+            t = np.array([r["theory_data_c"] for r in group])
+            ax.errorbar([r["N"] for r in group], np.array([r["mean"] for r in group]) / t,
+                        yerr=np.array([r["mcse"] for r in group]) / np.abs(t), color=_color(spec, rows, i), marker="o",
+                        capsize=3, label=spec)
+        ax.axhline(1.0, color="k", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("N")
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
+    fig.suptitle("Condensate over the top modes vs theory (1 = THEORY.md §4 at the data c)")
+    return save_figure(fig, path)
+
+
+def _sort_key(r: dict):
+    order = {s: i for i, s in enumerate(SPECS)}
+    obs = {o: i for i, (o, _) in enumerate(OBSERVABLES)}
+    return order.get(r["spec"], 99), r["spec"], int(r["N"]), int(r["seed"]), obs.get(r["observable"], 99)
 
 
 # --------------------------------------------------------------------------
@@ -282,66 +361,68 @@ def plot_means(rows: list[dict], path: Path) -> Path:
 # --------------------------------------------------------------------------
 def parser():
     p = study_parser(__doc__, HERE / "results",
-                     f"smoke test: N in {QUICK_SIZES}, specs {QUICK_SPECS}, "
-                     f"{QUICK_NUTS['num_warmup']}/{QUICK_NUTS['num_samples']} draws",
-                     "keep rows already in the CSV and skip their (spec, N)",
-                     nuts=("num_warmup", "num_samples"), models="the phase specs")
-    p.add_argument("--sizes", type=int, nargs="+", help=f"values of N (default {SIZES})")
-    p.add_argument("--specs", nargs="+", choices=SPECS, help=f"phase specs (default {SPECS})")
+                     f"smoke test: specs {QUICK_SPECS}, N in {QUICK_SIZES}, 1 chain x (60 + 60) draws, threads")
+    p.add_argument("--sizes", type=int, nargs="+", help="values of N (default: the sweep file's)")
+    p.add_argument("--specs", nargs="+", choices=SPECS, help="phase specs (default: all five)")
+    p.add_argument("--seeds", type=int, nargs="+", help="teacher seeds (default: the sweep file's)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a LocalCluster on this machine)")
+    p.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
+    p.add_argument("--analyse-only", action="store_true", help="no fitting: analyse the points already finished")
     return p
+
+
+def make_sweep(args, out: Path) -> sweep.Sweep:
+    """The sweep file's grid, narrowed by the command line; point folders under ``out/runs``."""
+    return sweep_from_file(
+        SWEEP_FILE, out / "runs", specs=args.specs or (QUICK_SPECS if args.quick else None),
+        grid={"model.N": args.sizes or (QUICK_SIZES if args.quick else None), "data.seed": args.seeds},
+        fixed=QUICK_SET if args.quick else None,
+    )
 
 
 def main(argv=None) -> int:
     args, out, t_start = start_study(parser(), argv)
-    sizes = pick_values(args.sizes, args.quick, QUICK_SIZES, SIZES)
-    specs = pick_values(args.specs, args.quick, QUICK_SPECS, SPECS)
-    nuts = nuts_overrides(args, ("num_warmup", "num_samples"))
-    csv_path = out / CSV_NAME
-
-    rows = read_csv(csv_path, strings=STRINGS, ints=INTS, blank_ints=True, keep_bad_floats=True) if args.resume else []
-    rows, done = complete_groups(rows, lambda r: (r["spec"], int(r["N"])), len(OBSERVABLES))
-    runs_info = previous_runs(out, args.resume)
-    for name in specs:
-        base = load_spec(args.models / f"{name}.toml")
-        for N in sizes:
-            run_dir = out / "runs" / f"{name}_N{N}"
-            if (name, N) in done:
-                print(f"[skip] {name} N={N}: rows already in {csv_path.name}", flush=True)
-                runs_info.setdefault(f"{name}_N{N}", {"run": str(run_dir)})
-                continue
-            spec = base.with_overrides({"model.N": int(N)} | nuts)
-            t0 = time.perf_counter()
-            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume)
-            new = rows_for_run(name, spec, dt, meta)
-            rows = [r for r in rows if not (r["spec"] == name and int(r["N"]) == N)] + new
-            rows.sort(key=_sort_key)
-            write_csv(csv_path, COLUMNS, rows)  # after every run: an interrupted study resumes from here
-            wall = time.perf_counter() - t0
-            runs_info[f"{name}_N{N}"] = {
-                "run": str(run_dir), "reused": reused, "wall_s": wall, "phase": new[0]["phase"],
-                "divergences": new[0]["divergences"], "c": meta.get("c"),
-            }
-            print(f"[{'reuse' if reused else 'fit'}] {name} N={N}: phase {new[0]['phase']}, "
-                  f"{new[0]['divergences']} divergences, {wall:.1f} s", flush=True)
-            for r in new:
-                print(f"    {r['observable']:>12s}: {r['mean']:+.4f} ± {r['mcse']:.4f}  theory(c) {r['theory_data_c']:+.4f}"
-                      f"  theory(∞) {r['theory_limit']:+.4f}  R-hat {r['r_hat_max']:.3f}", flush=True)
-
+    sw = make_sweep(args, out)
+    t_fit = time.perf_counter()
+    if args.analyse_only:
+        result_rows = sweep.read_rows(sw)
+    else:
+        result = sweep.run_sweep(sw, scheduler=args.scheduler, workers=args.workers, processes=not args.quick)
+        result_rows = result.rows
+    fit_wall = time.perf_counter() - t_fit
+    t_an = time.perf_counter()
+    rows, failed = [], []
+    for point, row in zip(sw.points, result_rows):
+        if row.get("status") != "ok":
+            failed.append({"point": point.name, "status": row.get("status"), "error": row.get("error")})
+            continue
+        dt, meta = load_run(point.folder / sweep.RUN_DIR)
+        rows += rows_for_point(point, dt, meta)
     rows.sort(key=_sort_key)
-    write_csv(csv_path, COLUMNS, rows)
+    fss = finite_size_rows(rows)
+    analysis_wall = time.perf_counter() - t_an
+    write_csv(out / CSV_NAME, COLUMNS, rows)
+    write_csv(out / FSS_NAME, FSS_COLUMNS, fss)
+    for f in failed:
+        print(f"[failed] {f['point']}: {f['error']}", flush=True)
+    for f in fss:
+        if f["best"]:
+            print(f"{f['spec']:>4s} {f['observable']:>12s}: N→∞ {f['extrapolated']:+.4f} ± {f['se_a']:.4f} ({f['law']}), "
+                  f"theory {f['theory_limit']:+.4f}, z = {f['z']:+.2f}", flush=True)
+    fit_seconds = {p.name: r.get("seconds") for p, r in zip(sw.points, result_rows)}
     finish_study(
-        out, "posterior_vs_theory", t_start, files=[CSV_NAME], table=markdown_table(rows),
-        figures=[plot_diffs(rows, out / "diff_vs_n.png"), plot_means(rows, out / "means_vs_n.png")], seed=0,
-        checks="THEORY.md §4 saddle-point values of λ_1, u_1, M, e_1ᵀWe_1, (1/N) log Z vs posterior means (§7)",
-        settings={
-            "quick": bool(args.quick), "sizes": list(sizes), "specs": list(specs),
-            "num_warmup": nuts.get("inference.num_warmup", "spec"), "num_samples": nuts.get("inference.num_samples", "spec"),
-            "num_chains": "spec", "resume": bool(args.resume), "c_limit": list(C_LIMIT), "omega": OMEGA,
-            "teacher_seed": "spec (0)", "inference_seed": "spec (0)",
-        },
-        runs=runs_info,
+        out, "posterior_vs_theory", t_start, files=[CSV_NAME, FSS_NAME], table=markdown_table(rows, fss),
+        figures=[plot_diffs(rows, fss, out / "diff_vs_n.png"), plot_means(rows, out / "means_vs_n.png"),
+                 plot_edge(rows, out / "edge_condensate.png")], seed=0,
+        checks="THEORY.md §4 saddle-point values of λ_1, u_1, M, e_1ᵀWe_1, (1/N) log Z, and M u_1 (Q_1), vs posterior "
+               "means extrapolated to N → ∞ (§7)",
+        settings={"quick": bool(args.quick), "sweep": sw.to_dict(), "scheduler": args.scheduler or "LocalCluster",
+                  "edge_modes": EDGE_MODES, "windows": list(WINDOWS), "max_edge_draws": MAX_EDGE_DRAWS, "laws": FINITE_SIZE_LAWS,
+                  "c_limit": list(C_LIMIT)},
+        timing={"sweep_wall_s": fit_wall, "analysis_wall_s": analysis_wall, "point_seconds": fit_seconds},
+        failed=failed,
     )
-    return 0
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":
