@@ -86,6 +86,7 @@ __all__ = [
     "fit_finite_size_law",
     "extrapolations",
     "sweep_from_file",
+    "headline_table",
 ]
 
 #: The checkout (the folder holding ``bayes_sbm/``, ``analysis/``, ``models/``).
@@ -733,13 +734,30 @@ def fit_finite_size_law(N, d, se, p: float) -> dict:
             "chi2_dof": chi2_dof, "num_sizes": int(N.size)}
 
 
+#: A law is accepted when its χ² is below this quantile of the χ² law of its degrees of freedom (1 %: a law that
+#: holds is rejected once in a hundred studies).
+LAW_ACCEPT_QUANTILE = 0.99
+
+
 def extrapolations(N, d, se, laws: dict[str, float] | None = None) -> list[dict]:
     """Every law of ``laws`` (default :data:`FINITE_SIZE_LAWS`) fitted to d(N): rows with ``law``, ``p``, the fit,
-    ``z = a/SE(a)`` and ``best`` (the smallest χ²/dof; the fastest law on ties)."""
+    ``z = a/SE(a)`` and ``best``.
+
+    The best law is the fastest decay (largest p) whose χ² is acceptable
+    (below the :data:`LAW_ACCEPT_QUANTILE` quantile for its degrees of
+    freedom): among laws the data cannot tell apart, the one that assumes the
+    least slow correction; the smallest χ² when none is acceptable.
+    """
+    from scipy.stats import chi2
+
     laws = FINITE_SIZE_LAWS if laws is None else laws
     fits = [{"law": name, "p": p, **fit_finite_size_law(N, d, se, p)} for name, p in laws.items()]
     finite = [f for f in fits if math.isfinite(f["chi2_dof"])]
-    best = min(finite, key=lambda f: f["chi2_dof"])["law"] if finite else None
+    accepted = [f for f in finite if f["chi2_dof"] * (f["num_sizes"] - 2) <= chi2.ppf(LAW_ACCEPT_QUANTILE, f["num_sizes"] - 2)]
+    if accepted:
+        best = max(accepted, key=lambda f: f["p"])["law"]
+    else:
+        best = min(finite, key=lambda f: f["chi2_dof"])["law"] if finite else None
     for f in fits:
         f["z"] = f["a"] / f["se_a"] if math.isfinite(f["se_a"]) and f["se_a"] > 0 else math.nan
         f["best"] = f["law"] == best
@@ -775,3 +793,20 @@ def sweep_from_file(path: Path, out: Path, *, specs: Sequence[str] | None = None
         raw[table] = {**raw.get(table, {}), **values}
     raw.pop("out", None)
     return sweep.parse_sweep(raw, source=str(path), base_dir=Path(path).parent, default_name=Path(path).stem, out=out)
+
+
+def headline_table(csv_path: Path, key: str, names: Sequence[str], labels: dict[str, str] | None = None) -> str:
+    """The README headline of a finite-size study: per phase (row) and quantity (column), the extrapolated N → ∞
+    value, the theory and z = (value − theory)/SE with the law, from the best law of each fit in
+    ``finite_size.csv`` (``key``: the column naming the quantity, ``observable`` or ``estimator``)."""
+    rows = [r for r in read_csv(csv_path, strings=("spec", "phase", key, "law", "best")) if r["best"] == "True"]
+    labels = labels or {}
+    head = ["spec (phase)", *(labels.get(n, n) for n in names)]
+    lines = md_head(head)
+    for spec in dict.fromkeys(r["spec"] for r in rows):
+        cells = [f"{spec} ({next(r['phase'] for r in rows if r['spec'] == spec)})"]
+        for n in names:
+            r = next((r for r in rows if r["spec"] == spec and r[key] == n), None)
+            cells.append("–" if r is None else f"{r['extrapolated']:.4f} vs {r['theory_limit']:.4f} ({r['z']:+.1f} SE, {r['law']})")
+        lines.append(md_row(cells))
+    return "\n".join(lines)

@@ -211,3 +211,16 @@ def test_sweep_from_file_narrows_the_grid(tmp_path):
     assert sw.grid["spec"] == ("fme", "sg") and sw.grid["model.N"] == (100, 200) and sw.grid["data.seed"] == (0,)
     assert all(p.spec.inference.num_samples == 10 and p.spec.model.parametrization == "band" for p in sw.points)
     assert sw.points[0].folder == (tmp_path / "runs" / "spec=fme__model.N=100__data.seed=0").resolve()
+
+
+def test_the_fastest_acceptable_law_is_chosen():
+    rng = np.random.default_rng(5)
+    se = np.full(SIZES.size, 1e-3)
+    d = 0.2 + 0.5 / SIZES + rng.normal(0.0, 1e-3, SIZES.size)  # a 1/N law: the slower ones fit too, 1/N is chosen
+    fits = {f["law"]: f for f in _common.extrapolations(SIZES, d, se)}
+    assert fits["1/N"]["best"] and sum(f["best"] for f in fits.values()) == 1
+    # no acceptable law: the smallest chi2 (a jagged sequence)
+    jagged = np.array([0.0, 0.1, 0.0, 0.1, 0.0])
+    fits = {f["law"]: f for f in _common.extrapolations(SIZES, jagged, se)}
+    best = [law for law, f in fits.items() if f["best"]]
+    assert best == [min(fits, key=lambda law: fits[law]["chi2_dof"])]

@@ -157,6 +157,19 @@ def _spec_quotes(name: str) -> list[Quote]:
     return out
 
 
+#: The observables of the README's large-N posterior headline (analysis/posterior_vs_theory/results/finite_size.csv).
+POSTERIOR_HEADLINE = ("lam_1", "u_1", "M", "log_z_per_n", "Q_1", "M_8")
+
+
+def posterior_headline() -> str:
+    """The README's headline table, rebuilt from the committed study results (so it cannot go stale)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from analysis._common import headline_table
+
+    return headline_table(REPO / "analysis" / "posterior_vs_theory" / "results" / "finite_size.csv", "observable", POSTERIOR_HEADLINE)
+
+
 #: Every computed number quoted in README.md, models/README.md and the models/*.toml comments.
 QUOTES: list[Quote] = [
     *(q for name in (*PHASE_SPECS, "demo", "demo_svi") for q in _spec_quotes(name)),
@@ -170,6 +183,7 @@ QUOTES: list[Quote] = [
     Quote("models/README.md", "N = 100 seed-0 data c", lambda: f"have\n{_c_text(100)}, and those"),
     Quote("models/fme.toml", "FMe/FMo line at γ = 0.2 (description)", lambda: f"~{fme_fmo_line(0.2):.2f} at gamma = 0.2"),
     Quote("models/fmo.toml", "FMe/FMo line at γ = 0.5 (description)", lambda: f"~{fme_fmo_line(0.5):.2f} at gamma = 0.5"),
+    Quote("README.md", "large-N posterior headline", posterior_headline),
 ]
 
 DOC_FILES = ("README.md", "models/README.md", *(f"models/{p.name}" for p in sorted(MODELS.glob("*.toml"))))
