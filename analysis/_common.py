@@ -87,6 +87,8 @@ __all__ = [
     "extrapolations",
     "sweep_from_file",
     "headline_table",
+    "run_study_sweep",
+    "print_extrapolations",
 ]
 
 #: The checkout (the folder holding ``bayes_sbm/``, ``analysis/``, ``models/``).
@@ -810,3 +812,36 @@ def headline_table(csv_path: Path, key: str, names: Sequence[str], labels: dict[
             cells.append("–" if r is None else f"{r['extrapolated']:.4f} vs {r['theory_limit']:.4f} ({r['z']:+.1f} SE, {r['law']})")
         lines.append(md_row(cells))
     return "\n".join(lines)
+
+
+def run_study_sweep(sw, *, analyse_only: bool, scheduler: str | None, workers: int | None, processes: bool):
+    """Run a study's sweep on Dask (or, ``analyse_only``, read what is finished).
+
+    Returns
+    -------
+    tuple
+        ``(finished, failed, point_seconds, wall_s)``: the finished points
+        (in grid order), ``{"point", "status", "error"}`` of the others, each
+        point's seconds and the wall time of the sweep.
+    """
+    from bayes_sbm import sweep
+
+    t0 = time.perf_counter()
+    rows = sweep.read_rows(sw) if analyse_only else sweep.run_sweep(sw, scheduler=scheduler, workers=workers, processes=processes).rows
+    finished, failed = [], []
+    for point, row in zip(sw.points, rows):
+        if row.get("status") == "ok":
+            finished.append(point)
+        else:
+            failed.append({"point": point.name, "status": row.get("status"), "error": row.get("error")})
+            print(f"[failed] {point.name}: {row.get('error')}", flush=True)
+    return finished, failed, {p.name: r.get("seconds") for p, r in zip(sw.points, rows)}, time.perf_counter() - t0
+
+
+def print_extrapolations(fss: Sequence[dict], key: str, labels: dict[str, str] | None = None, digits: int = 4) -> None:
+    """One line per best finite-size law: ``spec quantity: N→∞ value ± SE (law), theory, z``."""
+    labels = labels or {}
+    for f in fss:
+        if f["best"]:
+            print(f"{f['spec']:>4s} {labels.get(f[key], f[key]):>15s}: N→∞ {f['extrapolated']:+.{digits}f} ± {f['se_a']:.{digits}f} "
+                  f"({f['law']}), theory {f['theory_limit']:+.{digits}f}, z = {f['z']:+.2f}", flush=True)

@@ -68,6 +68,7 @@ def test_evidence_vs_theory_quick(tmp_path):
 # ---------------------------------------------------------------------------
 # 2. temperature tuning
 # ---------------------------------------------------------------------------
+@pytest.mark.slow  # a study smoke test (~30 s of NUTS compilation); the §6 curves are checked in test_theory
 def test_temperature_tuning_quick(tmp_path):
     out = tmp_path / "temperature_tuning"
     _run("analysis/temperature_tuning/run.py", "--quick", "--out", str(out))
@@ -103,6 +104,7 @@ def test_double_descent_quick(tmp_path):
 # ---------------------------------------------------------------------------
 # 4. evidence identity d log Y / dγ
 # ---------------------------------------------------------------------------
+@pytest.mark.slow  # a study smoke test; the identity's estimators are checked in test_evidence
 def test_evidence_identity_quick(tmp_path):
     out = tmp_path / "evidence_identity"
     _run("analysis/evidence_identity/run.py", "--quick", "--out", str(out))

@@ -148,6 +148,7 @@ def test_log_likelihood_of_couplings_matches_closed_form_n2():
         assert abs(float(evidence.log_likelihood_of_couplings(data, W)) - expected) < QUADRATURE_ATOL
 
 
+@pytest.mark.slow  # the band prior sampler's law is checked entry by entry against the dense GOE in test_band (fast)
 def test_band_prior_loglik_has_the_dense_law():
     """ℓ under the GOE prior: band draws (THEORY.md §8 law) vs dense GOE draws, two-sample on mean and variance."""
     data = teacher.teacher_student_data(jax.random.key(2), 8, 2, 2.5).data

@@ -64,14 +64,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: ba
 
 from analysis._common import (  # noqa: E402
     C_LIMIT, FINITE_SIZE_LAWS, OMEGA, ROOT, extrapolations, finish_study, fmt_num, md_head, md_row, pin_threads,
-    size_points, start_study, study_parser, sweep_from_file, write_csv,
+    print_extrapolations, run_study_sweep, size_points, start_study, study_parser, sweep_from_file, write_csv,
 )
 
 pin_threads()  # before NumPy/JAX are imported
 
 import json  # noqa: E402
 import math  # noqa: E402
-import time  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -321,28 +320,16 @@ def make_sweep(args, out: Path) -> sweep.Sweep:
 def main(argv=None) -> int:
     args, out, t_start = start_study(parser(), argv)
     sw = make_sweep(args, out)
-    t0 = time.perf_counter()
-    if args.analyse_only:
-        result_rows = sweep.read_rows(sw)
-    else:
-        result_rows = sweep.run_sweep(sw, scheduler=args.scheduler, workers=args.workers, processes=not args.quick).rows
-    sweep_wall = time.perf_counter() - t0
-    rows, failed = [], []
-    for point, row in zip(sw.points, result_rows):
-        if row.get("status") != "ok":
-            failed.append({"point": point.name, "status": row.get("status"), "error": row.get("error")})
-            continue
+    points, failed, point_seconds, sweep_wall = run_study_sweep(sw, analyse_only=args.analyse_only, scheduler=args.scheduler,
+                                                                workers=args.workers, processes=not args.quick)
+    rows = []
+    for point in points:
         rows += report_rows(point, json.loads((point.folder / sweep.EVIDENCE_FILE).read_text()))
     rows.sort(key=_sort_key)
     fss = finite_size_rows(rows)
     write_csv(out / CSV_NAME, COLUMNS, rows)
     write_csv(out / FSS_NAME, FSS_COLUMNS, fss)
-    for f in failed:
-        print(f"[failed] {f['point']}: {f['error']}", flush=True)
-    for f in fss:
-        if f["best"]:
-            print(f"{f['spec']:>4s} {LABELS[f['estimator']]:>15s}: N→∞ {f['extrapolated']:+.5f} ± {f['se_a']:.5f} ({f['law']}), "
-                  f"theory {f['theory_limit']:+.5f}, z = {f['z']:+.2f}", flush=True)
+    print_extrapolations(fss, "estimator", LABELS, digits=5)
     figs = [plot_estimates(rows, out / "estimates_vs_phase.png"), plot_diff_vs_n(rows, out / "diff_vs_n.png")] if rows else []
     finish_study(
         out, "evidence_vs_theory", t_start, files=[CSV_NAME, FSS_NAME], table=markdown_table(rows, fss), figures=figs, seed=None,
@@ -351,7 +338,7 @@ def main(argv=None) -> int:
         settings={"sweep": sw.to_dict(), "scheduler": args.scheduler or "LocalCluster", "laws": FINITE_SIZE_LAWS,
                   "seeds": "spec inference.seed (0): settings.derive_keys (.ti, .svi, .importance); teacher seed: spec data.seed (0)",
                   "c_limit": list(C_LIMIT), "omega": OMEGA},
-        timings={"sweep_wall_s": sweep_wall, "point_seconds": {p.name: r.get("seconds") for p, r in zip(sw.points, result_rows)}},
+        timings={"sweep_wall_s": sweep_wall, "point_seconds": point_seconds},
         failed=failed,
     )
     return 0 if not failed else 1

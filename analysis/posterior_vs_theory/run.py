@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: ba
 
 from analysis._common import (  # noqa: E402
     C_LIMIT, FINITE_SIZE_LAWS, PHASE_COLORS, ROOT, extrapolations, finish_study, fmt_num, md_head, md_row, pin_threads,
-    size_points, start_study, study_parser, sweep_from_file, write_csv,
+    print_extrapolations, run_study_sweep, size_points, start_study, study_parser, sweep_from_file, write_csv,
 )
 
 pin_threads()  # before NumPy/JAX are imported (the Dask workers pin themselves)
@@ -263,6 +263,17 @@ def _grid(n: int):
     return fig, axes.ravel()
 
 
+def _finish(fig, axes, used: int, title: str, path: Path) -> Path:
+    """Blank the unused panels, one legend below (the first panel's entries), the title; save."""
+    for ax in axes[used:]:
+        ax.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
 def plot_diffs(rows: list[dict], fss: list[dict], path: Path) -> Path:
     specs = list(dict.fromkeys(r["spec"] for r in rows))
     fig, axes = _grid(len(OBSERVABLES))
@@ -283,13 +294,7 @@ def plot_diffs(rows: list[dict], fss: list[dict], path: Path) -> Path:
         ax.set_xlabel("N (square: N → ∞ extrapolation)")
         ax.set_title(f"{label}: mean − theory")
         ax.grid(True, alpha=0.3)
-    for ax in axes[len(OBSERVABLES):]:
-        ax.axis("off")
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
-    fig.suptitle("Finite-size scaling of posterior means (THEORY.md §4): points ± SE, best law a + b N^-p")
-    return save_figure(fig, path)
+    return _finish(fig, axes, len(OBSERVABLES), "Finite-size scaling of posterior means (THEORY.md §4): points ± SE, best law a + b N^-p", path)
 
 
 def plot_means(rows: list[dict], path: Path) -> Path:
@@ -310,13 +315,7 @@ def plot_means(rows: list[dict], path: Path) -> Path:
         ax.set_xlabel("N")
         ax.set_title(label)
         ax.grid(True, alpha=0.3)
-    for ax in axes[len(OBSERVABLES):]:
-        ax.axis("off")
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
-    fig.suptitle("Posterior means ± MCSE vs N; ×: theory at the data c; dashed: N → ∞ theory")
-    return save_figure(fig, path)
+    return _finish(fig, axes, len(OBSERVABLES), "Posterior means ± MCSE vs N; ×: theory at the data c; dashed: N → ∞ theory", path)
 
 
 def plot_edge(rows: list[dict], path: Path) -> Path:
@@ -341,13 +340,7 @@ def plot_edge(rows: list[dict], path: Path) -> Path:
         ax.set_xlabel("N")
         ax.set_title(label)
         ax.grid(True, alpha=0.3)
-    for ax in axes[len(names):]:
-        ax.axis("off")
-    handles, labels = axes[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
-    fig.suptitle("Condensate over the top modes vs theory (1 = THEORY.md §4 at the data c)")
-    return save_figure(fig, path)
+    return _finish(fig, axes, len(names), "Condensate over the top modes vs theory (1 = THEORY.md §4 at the data c)", path)
 
 
 def _sort_key(r: dict):
@@ -383,19 +376,11 @@ def make_sweep(args, out: Path) -> sweep.Sweep:
 def main(argv=None) -> int:
     args, out, t_start = start_study(parser(), argv)
     sw = make_sweep(args, out)
-    t_fit = time.perf_counter()
-    if args.analyse_only:
-        result_rows = sweep.read_rows(sw)
-    else:
-        result = sweep.run_sweep(sw, scheduler=args.scheduler, workers=args.workers, processes=not args.quick)
-        result_rows = result.rows
-    fit_wall = time.perf_counter() - t_fit
+    points, failed, fit_seconds, fit_wall = run_study_sweep(sw, analyse_only=args.analyse_only, scheduler=args.scheduler,
+                                                            workers=args.workers, processes=not args.quick)
     t_an = time.perf_counter()
-    rows, failed = [], []
-    for point, row in zip(sw.points, result_rows):
-        if row.get("status") != "ok":
-            failed.append({"point": point.name, "status": row.get("status"), "error": row.get("error")})
-            continue
+    rows = []
+    for point in points:
         dt, meta = load_run(point.folder / sweep.RUN_DIR)
         rows += rows_for_point(point, dt, meta)
     rows.sort(key=_sort_key)
@@ -403,13 +388,7 @@ def main(argv=None) -> int:
     analysis_wall = time.perf_counter() - t_an
     write_csv(out / CSV_NAME, COLUMNS, rows)
     write_csv(out / FSS_NAME, FSS_COLUMNS, fss)
-    for f in failed:
-        print(f"[failed] {f['point']}: {f['error']}", flush=True)
-    for f in fss:
-        if f["best"]:
-            print(f"{f['spec']:>4s} {f['observable']:>12s}: N→∞ {f['extrapolated']:+.4f} ± {f['se_a']:.4f} ({f['law']}), "
-                  f"theory {f['theory_limit']:+.4f}, z = {f['z']:+.2f}", flush=True)
-    fit_seconds = {p.name: r.get("seconds") for p, r in zip(sw.points, result_rows)}
+    print_extrapolations(fss, "observable")
     finish_study(
         out, "posterior_vs_theory", t_start, files=[CSV_NAME, FSS_NAME], table=markdown_table(rows, fss),
         figures=[plot_diffs(rows, fss, out / "diff_vs_n.png"), plot_means(rows, out / "means_vs_n.png"),
