@@ -734,6 +734,9 @@ def run_point(point: Point, task: Task, *, progress_bar: bool = False) -> dict:
     dict
         Grid values, ``point``, ``status``, ``error``, ``seconds`` and the task's columns (:data:`TASK_COLUMNS`).
     """
+    status = _status(point, task)
+    if status.state == "done":  # idempotent: a task re-sent by Dask (its worker died after finishing it) costs nothing
+        return status.row
     t0 = time.perf_counter()
     settings = task.settings(point)
     marker: dict[str, Any] = {"point": point.name, "values": point.values, "task": task.kind, "status": "running",
@@ -768,6 +771,16 @@ def run_point(point: Point, task: Task, *, progress_bar: bool = False) -> dict:
     except OSError as exc:
         row |= {"status": "error", "error": _error_line(exc)}
     return row
+
+
+def _run_point_on_worker(point: Point, task: Task, progress_bar: bool) -> dict:
+    """:func:`run_point` as a Dask task, then the point's compiled programs dropped: a worker runs many points (an
+    evidence ladder compiles dozens of programs), and a long-lived one ran out of memory for JIT code here
+    ("LLVM ERROR: Unable to allocate section memory") without this."""
+    try:
+        return run_point(point, task, progress_bar=progress_bar)
+    finally:
+        jax.clear_caches()
 
 
 # --------------------------------------------------------------------------
@@ -975,7 +988,7 @@ def run_sweep(sweep: Sweep, *, client=None, scheduler: str | None = None, worker
 
         start()
         token = uuid.uuid4().hex[:8]
-        futures = c.map(run_point, todo, task=sweep.task, progress_bar=progress_bar, pure=False,
+        futures = c.map(_run_point_on_worker, todo, task=sweep.task, progress_bar=progress_bar, pure=False,
                         key=[f"sweep-{token}-{i}" for i in range(len(todo))])
         by_key = {f.key: p for f, p in zip(futures, todo)}
         try:
@@ -985,6 +998,7 @@ def run_sweep(sweep: Sweep, *, client=None, scheduler: str | None = None, worker
                     row = future.result()
                 except Exception as exc:  # the worker died or the task could not run: record it, go on
                     row = {**_missing_row(point, "error", _error_line(exc)), "seconds": None}
+                future.release()  # the row is here: a worker lost later must not make Dask run the point again
                 rows[point.name] = row
                 done += 1
                 on_result(row, done, total)

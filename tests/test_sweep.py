@@ -433,3 +433,19 @@ def test_the_readme_example_is_the_example_file():
     assert from_readme.name == from_file.name and from_readme.task == from_file.task and from_readme.out == from_file.out
     assert from_readme.grid == from_file.grid and from_readme.fixed == from_file.fixed
     assert [p.spec for p in from_readme.points] == [p.spec for p in from_file.points]
+
+
+def test_run_point_on_a_finished_point_returns_its_row_without_running(tmp_path, monkeypatch):
+    """A task that Dask sends again (its worker died after finishing it) must not recompute the point."""
+    calls = []
+
+    def fake_evidence(spec, *, ladder, svi_steps, ti, svi, progress_bar):
+        calls.append(spec.model.gamma)
+        est = {"per_n": 0.5, "se_per_n": 0.01, "log_evidence": 1.0, "se": 0.05}
+        return {"theory_per_n": 0.4, "phase": "FMo", "estimators": {"ti": est}, "seconds": {"ti": 1.0}, "warnings": []}
+
+    monkeypatch.setattr(reports, "evidence_report", fake_evidence)
+    sw = load_sweep(write_sweep(tmp_path, HEADER.replace('task = "fit"', 'task = "evidence"') + '[grid]\n"model.gamma" = [0.5]\n'))
+    first = run_point(sw.points[0], sw.task)
+    again = sweep._run_point_on_worker(sw.points[0], sw.task, False)
+    assert calls == [0.5] and again == json.loads(json.dumps(first))
