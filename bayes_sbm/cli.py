@@ -793,6 +793,72 @@ def _cmd_predict_heldout(args) -> int:
     return 0
 
 
+#: ``generate --image-shape``: generated.png shows at most this many samples (generated.npy holds them all).
+MAX_GRID_IMAGES = 100
+
+
+def _image_shape(text: str) -> tuple[int, int]:
+    """``HxW`` (e.g. ``8x8``): the shape of one image, two integers >= 1."""
+    parts = text.lower().split("x")
+    try:
+        h, w = (int(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be HEIGHTxWIDTH with two integers >= 1, e.g. 8x8, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"must be HEIGHTxWIDTH with two integers >= 1, e.g. 8x8, got {text!r}")
+    return h, w
+
+
+@_register
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help=f"draw new samples from a run's posterior predictive at beta ({theory_ref(3)}), "
+                                        "mapped back to the data's coordinates; an image grid with --image-shape")
+    p.add_argument("run", metavar="RUN", help="run folder (inference.nc, data.npy, meta.json; transform.npz when the spec centres or projects)")
+    p.add_argument("--num", type=_positive_int, default=64, help="number of samples (default 64)")
+    p.add_argument("--beta", type=_positive_float, default=1.0, help="sampling inverse temperature (default 1), e.g. the best beta of predict --heldout")
+    p.add_argument("--image-shape", type=_image_shape, metavar="HxW",
+                   help=f"the data rows are images of this shape (e.g. 8x8): also write generated.png, a grid of the samples "
+                        f"(the first {MAX_GRID_IMAGES})")
+    p.add_argument("--max-draws", type=_positive_int, default=None, help="thin the posterior draws evenly to at most this many")
+    p.add_argument("--seed", type=_seed, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--out", help="output folder for generated.npy (and generated.png) (default RUN/generated)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or timings (the summary is still printed)")
+    p.set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args) -> int:
+    run = _check_run_path(args.run)
+    out = _check_output_folder(args.out, "--out") if args.out else _check_output_folder(run / "generated", "RUN")
+    _load_run_folder(args.run)  # unreadable run files: one line before any computing
+    data_path = run / "data.npy"
+    if args.image_shape is not None and data_path.is_file():
+        N = int(load_npy(data_path, str(data_path)).shape[-1])
+        h, w = args.image_shape
+        if h * w != N:
+            raise UserError(f"--image-shape: {h}x{w} has {h * w} pixels, the run {args.run} has N = {N} columns")
+    progress = _Progress(args.quiet)
+    with progress.stage(f"{args.num} samples from the posterior predictive of {args.run} at beta = {args.beta:g}", titled=False):
+        g = reports.generate_samples(run, jax.random.key(args.seed), args.num, args.beta, max_draws=args.max_draws)
+    if not args.quiet:
+        print()
+    t = g.transform
+    back = (f"mapped back to the data's coordinates (centre {'added' if t['center'] else 'none'}; "
+            + (f"each row scaled to the training rows' mean norm {t['mean_norm']:.4g})" if t["project"] else "no rescaling)"))
+    print(f"run {args.run}: N = {g.N}, {args.num} samples at beta = {g.beta:g} from {g.num_draws} posterior draws (seed {args.seed}); {back}")
+    lo, hi = float(np.min(g.data)), float(np.max(g.data))
+    print(f"values of the samples: min {lo:.4g}, max {hi:.4g}")
+    out.mkdir(parents=True, exist_ok=True)
+    wrote = [save_npy_atomic(out / "generated.npy", g.data)]
+    if args.image_shape is not None:
+        h, w = args.image_shape
+        shown = min(args.num, MAX_GRID_IMAGES)
+        wrote.append(plots.image_grid(g.data[:shown], out / "generated.png", (h, w),
+                                      title=f"{shown} samples of {Path(args.run).name}, beta = {g.beta:g}"))
+    print()
+    _print_wrote(wrote)
+    return 0
+
+
 @_register
 def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="run a grid of spec overrides (fit, evidence or predict) on Dask into one results table")

@@ -18,7 +18,9 @@ figures:
   per run) and ``density.png`` of λ_1, u_1 and M across runs;
 * :func:`heldout_plot` — ``heldout.png``: mean held-out log density vs β
   (posterior predictive and plug-in, ± SE over points, uniform baseline 0)
-  from the dict of :meth:`bayes_sbm.reports.HeldoutReport.as_dict`.
+  from the dict of :meth:`bayes_sbm.reports.HeldoutReport.as_dict`;
+* :func:`image_grid` — rows of already computed data (e.g. generated samples
+  mapped back to pixel units) shown as a grid of small images.
 
 SVI runs (tree attribute ``method == "svi"``) are one pseudo-chain of
 independent draws from the fitted guide: they get no rank plot and no R-hat
@@ -66,6 +68,7 @@ __all__ = [
     "diagnostic_plots",
     "compare_plots",
     "heldout_plot",
+    "image_grid",
 ]
 
 #: Resolution of the written PNGs.
@@ -663,4 +666,76 @@ def heldout_plot(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
     ax.set_title(f"Held-out log-likelihood: N = {report.get('N')}, {report.get('num_points')} points, "
                  f"{report.get('num_draws')} draws (± SE over points)", fontsize=9)
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def image_grid(images, path: str | os.PathLike, shape: tuple[int, int], *, ncols: int | None = None, vmin: float | None = None,
+               vmax: float | None = None, cmap: str = "gray_r", title: str | None = None, cell: float = 0.6) -> Path:
+    """A grid of small images, one per row of ``images`` (e.g. generated digits), written as a PNG.
+
+    Parameters
+    ----------
+    images : array_like, shape (M, H·W)
+        Finite values, one flattened image per row (row-major, as
+        ``image.reshape(H, W)``).
+    path : path-like
+        The PNG to write (atomically).
+    shape : (int, int)
+        ``(H, W)`` of one image; ``H·W`` must equal the number of columns.
+    ncols : int, optional
+        Images per row of the grid (default ``ceil(√M)``).
+    vmin, vmax : float, optional
+        Colour range shared by every image (default: the range of all the
+        values, so the images are comparable with each other).
+    cmap : str, default "gray_r"
+        Matplotlib colour map (``gray_r``: larger values darker, ink on paper).
+    title : str, optional
+    cell : float, default 0.6
+        Inches per image.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        One line naming ``images`` or ``shape`` for a wrong shape or non-finite values.
+    """
+    try:
+        h, w = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape: must be two positive integers (height, width), got {shape!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"shape: must be two positive integers (height, width), got {shape!r}")
+    arr = np.asarray(images, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] < 1:
+        raise ValueError(f"images: expected shape (M, H*W) with M >= 1, got {arr.shape}")
+    if arr.shape[1] != h * w:
+        raise ValueError(f"images: {arr.shape[1]} values per row, shape {h}x{w} needs {h * w}")
+    if not np.all(np.isfinite(arr)):
+        row = int(np.argmax(~np.all(np.isfinite(arr), axis=1)))
+        raise ValueError(f"images: row {row} has a non-finite value")
+    m = arr.shape[0]
+    ncols = int(ncols) if ncols else int(math.ceil(math.sqrt(m)))
+    if ncols < 1:
+        raise ValueError(f"ncols: must be >= 1, got {ncols}")
+    nrows = int(math.ceil(m / ncols))
+    lo = float(arr.min()) if vmin is None else float(vmin)
+    hi = float(arr.max()) if vmax is None else float(vmax)
+    gap, pad, top = 0.08, 0.05, (0.32 if title else 0.05)  # inches: between images, around, above (title)
+    iw, ih = cell * w / max(h, w), cell * h / max(h, w)
+    width = max(ncols * iw + (ncols - 1) * gap + 2 * pad, 2.6 if title else 0.0)
+    height = nrows * ih + (nrows - 1) * gap + pad + top
+    fig = plt.figure(figsize=(width, height))
+    x0 = (width - (ncols * iw + (ncols - 1) * gap)) / 2
+    for i in range(m):
+        row, col = divmod(i, ncols)
+        left = x0 + col * (iw + gap)
+        bottom = height - top - (row + 1) * ih - row * gap
+        ax = fig.add_axes((left / width, bottom / height, iw / width, ih / height))
+        ax.set_axis_off()
+        ax.imshow(arr[i].reshape(h, w), cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1.0, interpolation="nearest")
+    if title:
+        fig.suptitle(title, fontsize=8, y=1.0 - 0.06 / height, va="top")
     return save_figure(fig, path)

@@ -11,7 +11,11 @@
   of a fitted run to its teacher (``bayes-sbm predict``);
 * :func:`heldout_report` / :func:`format_heldout` — held-out log posterior-
   predictive density over a grid of β, next to the plug-in posterior-mean
-  model (``bayes-sbm predict RUN --heldout FILE``).
+  model (``bayes-sbm predict RUN --heldout FILE``);
+* :func:`run_coupling_draws` — the coupling draws W of a run folder;
+* :func:`generate_samples` — draws from a run's posterior predictive at a
+  chosen β, mapped back through the run's data transform
+  (``bayes-sbm generate RUN``).
 
 Reports that are written as JSON return JSON-ready dicts in that layout.
 """
@@ -49,6 +53,9 @@ __all__ = [
     "heldout_report",
     "heldout_warnings",
     "format_heldout",
+    "run_coupling_draws",
+    "GeneratedSamples",
+    "generate_samples",
 ]
 
 #: Importance-sampling estimates with a weight ESS below this are flagged (a few draws dominate the mean).
@@ -750,3 +757,99 @@ def format_heldout(r: dict) -> str:
     lines.append(f"best beta: {cell(r['best_beta'], 'g')} (posterior predictive), {cell(r['plugin_best_beta'], 'g')} (plug-in W-bar); "
                  "uniform baseline 0")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Coupling draws and generation (bayes-sbm generate RUN)
+# ---------------------------------------------------------------------------
+
+
+def run_coupling_draws(run_dir, key=None, max_draws: int | None = None) -> np.ndarray:
+    """The posterior coupling draws of a run folder, shape (chain, draw, N, N).
+
+    The stored ``W`` when the run has it, else rebuilt from the latent ``z``
+    (:func:`bayes_sbm.inference.coupling_draws`, in the fit's frame), thinned
+    evenly to at most ``max_draws`` before anything is built.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder (:func:`bayes_sbm.runs.fit_spec`).
+    key : PRNGKey, optional
+        For the Haar rotations of band runs (default ``jax.random.key(0)``;
+        dense runs use no randomness).
+    max_draws : int, optional
+
+    Returns
+    -------
+    ndarray, shape (chain, draw, N, N)
+    """
+    if max_draws is not None:
+        max_draws = _checks.positive_int("max_draws", max_draws)
+    fit = _load_fitted_run(run_dir)
+    return _coupling_draws(fit, jax.random.key(0) if key is None else key, max_draws, "rebuild the couplings")[0]
+
+
+class GeneratedSamples(NamedTuple):
+    """Draws from a run's posterior predictive ``P_pp(x) = E_W[p(x | βW)]`` (THEORY.md §3).
+
+    Attributes
+    ----------
+    run : str
+    N : int
+    beta : float
+    num_draws : int
+        Posterior draws the mixture is made of.
+    points : ndarray, shape (M, N)
+        Exact draws on the sphere ``|x|² = N`` (each from ``p(·|βW_s)`` for a
+        posterior draw ``W_s`` picked uniformly at random).
+    data : ndarray, shape (M, N)
+        ``points`` mapped back through the run's data transform
+        (:meth:`bayes_sbm.data.DataTransform.invert`): the data file's
+        coordinates, each row with the training rows' mean norm when the
+        transform projects.
+    transform : dict
+        :meth:`bayes_sbm.data.DataTransform.as_meta`.
+    """
+
+    run: str
+    N: int
+    beta: float
+    num_draws: int
+    points: np.ndarray
+    data: np.ndarray
+    transform: dict
+
+
+def generate_samples(run_dir, key, num_samples: int, beta: float = 1.0, *, max_draws: int | None = None) -> GeneratedSamples:
+    """``num_samples`` i.i.d. draws from a run's posterior predictive at β, in the data's coordinates.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder (dense or band).
+    key : PRNGKey
+        Splits into the Haar rotations of band runs and the draws themselves.
+    num_samples : int
+        Number of points M, ≥ 1.
+    beta : float, default 1
+        Sampling inverse temperature, > 0.
+    max_draws : int, optional
+        Thin the posterior draws evenly to at most this many first.
+
+    Returns
+    -------
+    GeneratedSamples
+    """
+    num_samples = _checks.positive_int("num_samples", num_samples)
+    beta = _checks.positive_scalar("beta", beta)
+    if max_draws is not None:
+        max_draws = _checks.positive_int("max_draws", max_draws)
+    fit = _load_fitted_run(run_dir)
+    N = fit.data.shape[1]
+    transform = load_run_transform(fit.path, N)
+    k_rot, k_x = jax.random.split(key)
+    W, _ = _coupling_draws(fit, k_rot, max_draws, "generate samples")
+    W = W.reshape((-1, N, N))
+    points = predictive.sample_predictive(k_x, W, beta, num_samples)
+    return GeneratedSamples(str(fit.path), N, float(beta), int(W.shape[0]), points, transform.invert(points), transform.as_meta())
