@@ -11,7 +11,9 @@ over posterior draws W_1 … W_S.  This module provides
   randomly chosen posterior draw, i.e. i.i.d. draws of the mixture);
 * the **typical** divergences to a teacher P* = p(· | W*) (THEORY.md §6),
   ``D(P* ‖ p(·|βW_s))`` and ``D(p(·|βW_s) ‖ P*)`` for every draw, exact from
-  log Z and second moments (no sampling): :func:`typical_kls`;
+  log Z and second moments (no sampling): :func:`typical_kls` (dense draws,
+  one ``eigh`` each) and :func:`typical_kls_band` (band draws of THEORY.md §8,
+  no N×N matrix: O(N m²) per draw, Rao–Blackwellised over the Haar block);
 * ``log P_pp(x)`` by log-mean-exp over the draws
   (:func:`predictive_log_density`) with its Jensen bias
   (:func:`predictive_log_density_with_bias`, :func:`log_mean_exp_bias`);
@@ -21,7 +23,7 @@ over posterior draws W_1 … W_S.  This module provides
 The evidence-ratio identity at β = 1 and its brute-force prior Monte Carlo
 live in :mod:`bayes_sbm.evidence`; the run-folder application (``bayes-sbm
 predict RUN``) in :mod:`bayes_sbm.reports`.  This module imports only the
-core numerics (:mod:`bayes_sbm.sphere`).
+core numerics (:mod:`bayes_sbm.sphere`, :mod:`bayes_sbm.band`).
 
 Bias of the log-mean-exp estimator (see :data:`BIAS_NOTE`)
 -----------------------------------------------------------
@@ -55,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks, _stats, sphere
+from . import _checks, _stats, band, sphere
 
 __all__ = [
     "BIAS_NOTE",
@@ -67,6 +69,7 @@ __all__ = [
     "sample_posterior_predictive",
     "sample_predictive",
     "typical_kls",
+    "typical_kls_band",
     "predictive_log_density",
     "predictive_log_density_with_bias",
     "log_mean_exp_bias",
@@ -497,6 +500,133 @@ def typical_kls(W_draws, teacher_W, beta: float = 1.0, *, ess=None, teacher_beta
         f, r = _typical_chunk(part, beta, *args)
         fwd[start : start + n] = np.asarray(f)[:n]
         rev[start : start + n] = np.asarray(r)[:n]
+    fwd, rev = fwd.reshape(lead), rev.reshape(lead)
+    ess_f, ess_r = _ess_of(fwd, ess), _ess_of(rev, ess)
+    sd = lambda v: float(np.std(v, ddof=1)) if v.size > 1 else math.nan  # noqa: E731
+    return TypicalKL(
+        forward=fwd,
+        reverse=rev,
+        forward_mean=float(np.mean(fwd)),
+        reverse_mean=float(np.mean(rev)),
+        forward_se=sd(fwd) / math.sqrt(ess_f),
+        reverse_se=sd(rev) / math.sqrt(ess_r),
+        forward_ess=ess_f,
+        reverse_ess=ess_r,
+        N=N,
+        beta=beta,
+    )
+
+
+@jax.jit
+def _band_moments(lower):
+    """``log Z(T_s)`` (c,) and ``∂ log Z/∂T.lower`` (c, m+1, N) for a chunk of band draws (one Takahashi VJP)."""
+    log_z, vjp = jax.vjp(lambda lo: band.log_partition(band.Band(lo)), lower)
+    return log_z, vjp(jnp.ones_like(log_z))[0]
+
+
+def _band_blocks(lower: np.ndarray, grad: np.ndarray, m: int):
+    """From band storage: ``T_ss``, ``Σ_ss`` (c, m, m), ``tr T`` and ``tr(T Σ)`` (c,) with ``Σ = E_{p(x|T)}[xxᵀ]``.
+
+    ``∂ log Z/∂T.lower[0, p] = ½ Σ_pp`` and ``∂ log Z/∂T.lower[k, p] = Σ_{p,p−k}``
+    (k ≥ 1: the entry appears twice in T), so ``tr(TΣ) = 2 Σ lower·grad``.
+    """
+    c, N = lower.shape[0], lower.shape[-1]
+    inside = band._valid_mask(m, N)
+    lo, g = np.where(inside, lower, 0.0), np.where(inside, grad, 0.0)
+    T_ss, S_ss = np.empty((c, m, m)), np.empty((c, m, m))
+    for i in range(m):
+        T_ss[:, i, i], S_ss[:, i, i] = lo[:, 0, i], 2.0 * g[:, 0, i]
+        for j in range(i):
+            T_ss[:, i, j] = T_ss[:, j, i] = lo[:, i - j, i]
+            S_ss[:, i, j] = S_ss[:, j, i] = g[:, i - j, i]
+    return T_ss, S_ss, lo[:, 0].sum(-1), 2.0 * np.sum(lo * g, axis=(-2, -1))
+
+
+def typical_kls_band(T, frame, teacher_W, beta: float = 1.0, *, ess=None, teacher_beta: float = 1.0,
+                     chunk: int | None = None) -> TypicalKL:
+    """Exact typical KLs of band posterior draws, Rao–Blackwellised over the Haar block (THEORY.md §1, §6, §8).
+
+    A band draw is ``W = Q P T Pᵀ Qᵀ`` with ``P = diag(I_m, H)``, H Haar on
+    O(N − m) independently of T (THEORY.md §8), Q the data frame.  Both KLs
+    of :func:`typical_kls` are linear in W's second-moment terms, so their
+    average over H is exact in closed form (``E_H[H] = 0``,
+    ``E_H[H M Hᵀ] = tr M/(N − m) · I``).  With ``Q_m`` the first m columns
+    of Q, ``S = Q_mᵀ Σ* Q_m``, ``A = Q_mᵀ (β*W*) Q_m`` (m × m) and
+    ``Σ_T = E_{p(x|βT)}[xxᵀ]`` (its band from one reverse-mode pass of the
+    band log Z):
+
+    * forward ``E_H D(P* ‖ p(·|βW)) = E_*[log p*] + log Z(βT)
+      − ½β [tr(T_ss S) + (N − tr S)/(N − m) · (tr T − tr T_ss)]``,
+    * reverse ``E_H D(p(·|βW) ‖ P*) = ½ tr(βT Σ_T) − log Z(βT) + log Z*
+      − ½ [tr(Σ_T,ss A) + (tr β*W* − tr A)/(N − m) · (N − tr Σ_T,ss)]``,
+
+    using ``tr Σ* = tr Σ_T = N`` (the sphere).  Each value is the exact
+    conditional expectation ``E[D | T]`` of the per-draw KL of the
+    reconstructed W (:func:`bayes_sbm.inference.coupling_draws`), so the
+    means are the exact posterior typical KLs and the per-draw spread is
+    smaller than that of the dense route; no N × N matrix per draw
+    (O(N m²) each, one ``eigh`` of the teacher).
+
+    Parameters
+    ----------
+    T : bayes_sbm.band.Band, lower of shape (..., m+1, N)
+        Band draws; leading axes (e.g. chain, draw) are kept.
+    frame : array_like, shape (N, k), k ≥ m
+        The data frame Q of the fit (its first m columns span T's kept block).
+    teacher_W : array_like, shape (N, N)
+        Teacher couplings W*.
+    beta : float, default 1
+        Sampling inverse temperature of the student.
+    ess : None, float or "auto"
+        As in :func:`typical_kls`.
+    teacher_beta : float, default 1
+        Temperature of the teacher, ``P* = p(·|teacher_beta · W*)``.
+    chunk : int, optional
+        Draws per device call (default ≤ 64 MiB of band storage).
+
+    Returns
+    -------
+    TypicalKL
+    """
+    beta = _checks.positive_scalar("beta", beta)
+    teacher_beta = _checks.positive_scalar("teacher_beta", teacher_beta)
+    lower = np.asarray(T.lower if isinstance(T, band.Band) else T, dtype=np.float64)
+    if lower.ndim < 3 or lower.shape[-2] < 2:
+        raise ValueError(f"T: expected band storage of shape (..., S, m+1, N) with m >= 1, got {lower.shape}")
+    m, N = lower.shape[-2] - 1, lower.shape[-1]
+    if N - m < 1:
+        raise ValueError(f"T: bandwidth m = {m} leaves no Haar block at N = {N}")
+    lead = lower.shape[:-2]
+    S = math.prod(lead)
+    if S < 1:
+        raise ValueError(f"T: no draws (shape {lower.shape})")
+    lower = lower.reshape((S,) + lower.shape[-2:])
+    Q = np.asarray(frame, dtype=np.float64)
+    if Q.ndim != 2 or Q.shape[0] != N or Q.shape[1] < m:
+        raise ValueError(f"frame: expected shape ({N}, k) with k >= m = {m}, got {Q.shape}")
+    Qm = Q[:, :m]
+    if not np.allclose(Qm.T @ Qm, np.eye(m), atol=1e-8):
+        raise ValueError("frame: the first m columns are not orthonormal")
+    scaled = teacher_beta * _teacher(teacher_W, N)
+    cov, log_z_t, teacher_self, _, _ = (np.asarray(a) for a in _teacher_terms(jnp.asarray(scaled)))
+    S_ss, A_ss = Qm.T @ cov @ Qm, Qm.T @ scaled @ Qm
+    rest = N - m
+    S_rest, A_rest = (N - np.trace(S_ss)) / rest, (np.trace(scaled) - np.trace(A_ss)) / rest
+    c = int(chunk) if chunk is not None else _bucket(S, max(1, min(DRAW_CHUNK, CHUNK_NUMBERS // ((m + 1) * N))))
+    if c < 1:
+        raise ValueError(f"chunk: expected a positive integer, got {chunk}")
+    fwd, rev = np.empty(S), np.empty(S)
+    for start in range(0, S, c):
+        part, n = _padded(lower, start, c)
+        log_z, grad = (np.asarray(a)[:n] for a in _band_moments(beta * part))
+        T_ss, sig_ss, tr_T, tr_T_sigma = _band_blocks(beta * lower[start : start + n], grad, m)
+        T_ss, tr_T = T_ss / beta, tr_T / beta  # back to T (the moments are those of βT)
+        tr_T_ss = np.trace(T_ss, axis1=-2, axis2=-1)
+        cross_fwd = 0.5 * beta * (np.einsum("sij,ij->s", T_ss, S_ss) + S_rest * (tr_T - tr_T_ss)) - log_z
+        tr_sig_ss = np.trace(sig_ss, axis1=-2, axis2=-1)
+        cross_rev = 0.5 * (np.einsum("sij,ij->s", sig_ss, A_ss) + A_rest * (N - tr_sig_ss)) - log_z_t
+        fwd[start : start + n] = teacher_self - cross_fwd
+        rev[start : start + n] = 0.5 * tr_T_sigma - log_z - cross_rev
     fwd, rev = fwd.reshape(lead), rev.reshape(lead)
     ess_f, ess_r = _ess_of(fwd, ess), _ess_of(rev, ess)
     sd = lambda v: float(np.std(v, ddof=1)) if v.size > 1 else math.nan  # noqa: E731

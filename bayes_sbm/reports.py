@@ -13,6 +13,8 @@
   predictive density over a grid of β, next to the plug-in posterior-mean
   model (``bayes-sbm predict RUN --heldout FILE``);
 * :func:`run_coupling_draws` — the coupling draws W of a run folder;
+* :func:`run_typical_kls` — exact typical KLs of a run to its teacher over
+  a grid of β (band runs without N × N matrices);
 * :func:`generate_samples` — draws from a run's posterior predictive at a
   chosen β, mapped back through the run's data transform
   (``bayes-sbm generate RUN``).
@@ -54,6 +56,7 @@ __all__ = [
     "heldout_warnings",
     "format_heldout",
     "run_coupling_draws",
+    "run_typical_kls",
     "GeneratedSamples",
     "generate_samples",
 ]
@@ -317,20 +320,27 @@ def _thinned(index_count: int, chains: int, max_draws: int | None) -> np.ndarray
     return np.unique(np.linspace(0, index_count - 1, per_chain).round().astype(int))
 
 
-def _coupling_draws(fit: _FittedRun, key, max_draws: int | None, purpose: str) -> tuple[np.ndarray, np.ndarray]:
-    """(W draws (chain, draw, N, N), kept draw indices), thinned to ``max_draws`` before anything is built.
+class _LatentDraws(NamedTuple):
+    """Thinned posterior draws of a run: stored ``W`` (chain, draw, N, N), or the latent ``z`` with its problem."""
 
-    The stored ``W`` if any, else rebuilt from the latent ``z`` through
-    :func:`bayes_sbm.inference.coupling_draws` (in the fit's frame
-    ``constant_data.Q`` when stored: the SVD's signs may differ between
-    machines); ``key`` draws the Haar rotations of band runs.
+    W: np.ndarray | None
+    z: np.ndarray | None
+    problem: Any
+    keep: np.ndarray
+
+
+def _latent_draws(fit: _FittedRun, max_draws: int | None, purpose: str) -> _LatentDraws:
+    """The stored ``W`` if any, else the latent ``z`` (chain, draw, dim) and the problem in the fit's frame.
+
+    The frame is ``constant_data.Q`` when stored (the SVD's signs may differ
+    between machines); draws are thinned to ``max_draws`` before anything is built.
     """
-    dt, N = fit.dt, fit.data.shape[1]
+    dt = fit.dt
     post = dt["posterior"]
     if "W" in post.data_vars:
         W = post["W"]
         keep = _thinned(W.shape[1], W.shape[0], max_draws)
-        return np.asarray(W.values[:, keep], dtype=np.float64), keep
+        return _LatentDraws(np.asarray(W.values[:, keep], dtype=np.float64), None, None, keep)
     group = next((g for g in ("unconstrained_posterior", "posterior") if g in dt.children and "z" in dt[g].data_vars), None)
     if group is None:
         raise ValueError(
@@ -339,18 +349,93 @@ def _coupling_draws(fit: _FittedRun, key, max_draws: int | None, purpose: str) -
         )
     z = np.asarray(dt[group]["z"].values, dtype=np.float64)
     keep = _thinned(z.shape[1], z.shape[0], max_draws)
-    z = z[:, keep]
     problem = inference.make_problem(fit.data, fit.gamma, fit.eta, 1.0, str(dt.attrs.get("parametrization", "aligned")))
     const = dt["constant_data"]
     if "Q" in const.data_vars:
         problem = dataclasses.replace(problem, frame=problem.frame._replace(Q=np.asarray(const["Q"].values)))
-    chains, draws = z.shape[:2]
-    flat = z.reshape((chains * draws, -1))
+    return _LatentDraws(None, z[:, keep], problem, keep)
+
+
+def _coupling_draws(fit: _FittedRun, key, max_draws: int | None, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+    """(W draws (chain, draw, N, N), kept draw indices), thinned to ``max_draws`` before anything is built.
+
+    The stored ``W`` if any, else rebuilt from the latent ``z`` through
+    :func:`bayes_sbm.inference.coupling_draws` (in the fit's frame, see
+    :func:`_latent_draws`); ``key`` draws the Haar rotations of band runs.
+    """
+    draws = _latent_draws(fit, max_draws, purpose)
+    if draws.W is not None:
+        return draws.W, draws.keep
+    N, z = fit.data.shape[1], draws.z
+    chains, num = z.shape[:2]
+    flat = z.reshape((chains * num, -1))
     W = np.empty((flat.shape[0], N, N))
     step = max(1, predictive.CHUNK_NUMBERS // (N * N))
     for s in range(0, flat.shape[0], step):
-        W[s : s + step] = inference.coupling_draws(problem, flat[s : s + step], key=jax.random.fold_in(key, s))
-    return W.reshape((chains, draws, N, N)), keep
+        W[s : s + step] = inference.coupling_draws(draws.problem, flat[s : s + step], key=jax.random.fold_in(key, s))
+    return W.reshape((chains, num, N, N)), draws.keep
+
+
+def _typical_kls(fit: _FittedRun, teacher_W: np.ndarray, betas, max_draws: int | None, purpose: str,
+                 W: np.ndarray | None = None) -> list:
+    """Typical KLs of a run at each β: the band route (no N×N matrices, Rao–Blackwellised over the Haar block)
+    for band runs that store the latent, else the dense route on ``W`` (built here when not given)."""
+    draws = _latent_draws(fit, max_draws, purpose)
+    if draws.z is not None and draws.problem.parametrization == "band":
+        chains, num = draws.z.shape[:2]
+        T = inference.band_draws(draws.problem, draws.z.reshape((chains * num, -1)))
+        T = T._replace(lower=np.asarray(T.lower).reshape((chains, num) + T.lower.shape[-2:]))
+        return [predictive.typical_kls_band(T, draws.problem.frame.Q, teacher_W, b, ess="auto") for b in betas]
+    if W is None:
+        W = _coupling_draws(fit, jax.random.key(0), max_draws, purpose)[0]
+    return [predictive.typical_kls(W, teacher_W, b, ess="auto") for b in betas]
+
+
+def _resolve_teacher(fit: _FittedRun, teacher_W, teacher_name: str) -> tuple[np.ndarray, str]:
+    """The teacher couplings of a run: given, else ``RUN/teacher.npy``, else regenerated from the spec's data seed."""
+    N = fit.data.shape[1]
+    stored_teacher = fit.path / TEACHER_FILE
+    if teacher_W is not None:
+        return predictive._teacher(_teacher_matrix(teacher_W, N, teacher_name, fit.data_path), N), "given"
+    if stored_teacher.is_file():
+        return (predictive._teacher(_teacher_matrix(load_npy(stored_teacher), N, str(stored_teacher), fit.data_path), N),
+                f"from RUN/{TEACHER_FILE}")
+    return predictive._teacher(_teacher_from_run(fit.meta.get("spec", {}), fit.data, fit.path), N), "regenerated from the spec's data seed"
+
+
+def run_typical_kls(run_dir, betas, teacher_W=None, *, max_draws: int | None = None, teacher_name: str = "teacher_W") -> list:
+    """Exact typical KLs of a fitted run to its teacher at each sampling β (THEORY.md §6).
+
+    Band runs (THEORY.md §8) use :func:`bayes_sbm.predictive.typical_kls_band`
+    (no N × N matrix per draw; exact Haar average), others
+    :func:`bayes_sbm.predictive.typical_kls` on the coupling draws.  The
+    teacher is resolved as in :func:`predict_run`.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder (:func:`bayes_sbm.runs.fit_spec`).
+    betas : sequence of float
+        Sampling inverse temperatures of the student.
+    teacher_W : array_like, shape (N, N), optional
+    max_draws : int, optional
+        Thin the draws evenly to at most this many.
+    teacher_name : str, default "teacher_W"
+        How error messages name ``teacher_W``.
+
+    Returns
+    -------
+    list of bayes_sbm.predictive.TypicalKL
+        One per β, per-draw values of shape (chain, draw), ``ess="auto"``.
+    """
+    betas = [_checks.positive_scalar("betas", b) for b in np.atleast_1d(np.asarray(betas, dtype=np.float64)).tolist()]
+    if not betas:
+        raise ValueError("betas: expected at least one inverse temperature")
+    if max_draws is not None:
+        max_draws = _checks.positive_int("max_draws", max_draws)
+    fit = _load_fitted_run(run_dir)
+    teacher_W, _ = _resolve_teacher(fit, teacher_W, teacher_name)
+    return _typical_kls(fit, teacher_W, betas, max_draws, "compute typical KLs")
 
 
 def _teacher_from_run(spec: dict, data: np.ndarray, run: Path) -> np.ndarray:
@@ -439,26 +524,16 @@ def predict_run(
     if max_draws is not None:
         max_draws = _checks.positive_int("max_draws", max_draws)
     fit = _load_fitted_run(run_dir)
-    run, data, data_path, gamma, eta = fit.path, fit.data, fit.data_path, fit.gamma, fit.eta
+    run, data, gamma, eta = fit.path, fit.data, fit.gamma, fit.eta
     K, N = data.shape
     # the teacher before the posterior couplings: a wrong one fails before the heavy computing
-    source = "given"
-    stored_teacher = run / TEACHER_FILE
-    if teacher_W is not None:
-        teacher_W = _teacher_matrix(teacher_W, N, teacher_name, data_path)
-    elif stored_teacher.is_file():
-        teacher_W = _teacher_matrix(load_npy(stored_teacher), N, str(stored_teacher), data_path)
-        source = f"from RUN/{TEACHER_FILE}"
-    else:
-        teacher_W = _teacher_from_run(fit.meta.get("spec", {}), data, run)
-        source = "regenerated from the spec's data seed"
-    teacher_W = predictive._teacher(teacher_W, N)
+    teacher_W, source = _resolve_teacher(fit, teacher_W, teacher_name)
     # thinned before the couplings are built; a band run's Haar rotations come from a fixed key, apart from the Monte Carlo's
     W, _ = _coupling_draws(fit, jax.random.key(0), max_draws, "use 'bayes-sbm predict'")
     chains, draws = W.shape[:2]
     key = jax.random.key(0) if key is None else key
 
-    typ = predictive.typical_kls(W, teacher_W, beta, ess="auto")
+    typ = _typical_kls(fit, teacher_W, [beta], max_draws, "use 'bayes-sbm predict'", W=W)[0]
     pp = predictive.predictive_kls_mc(key, W, teacher_W, beta, num_points)
     theory_vals, theory_note = _theory(gamma, eta, teacher_W, K, beta)
 

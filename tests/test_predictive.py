@@ -23,7 +23,7 @@ from scipy.special import logsumexp
 
 import bayes_sbm  # noqa: F401  (float64)
 from bayes_sbm.settings import NutsSettings
-from bayes_sbm import evidence, inference, predictive, reports, runs, specs, sphere, teacher
+from bayes_sbm import band, evidence, inference, predictive, reports, runs, specs, sphere, teacher
 from bayes_sbm.cli import main
 from bayes_sbm.distribution import SphericalBoltzmann, kl_divergence
 from bayes_sbm.io import run_metadata, save_npy_atomic, write_json_atomic
@@ -46,6 +46,11 @@ DELTA_METHOD_REL = 0.15
 CIRCLE_NODES = 4096
 #: S identical draws: equal weights give ESS_w = S and a zero bias up to the rounding of S O(1) terms.
 EQUAL_WEIGHTS_TOL = 1e-12
+#: Band route vs dense eigh route of the same exact KL (teacher inside the kept block: no Haar average):
+#: the band log Z (contour quadrature, ≤ 1e-12 relative) against the eigenvalue route, O(N) sums.
+BAND_VS_DENSE_ATOL_PER_N = 1e-9
+#: Haar rotations averaged by Monte Carlo for the Rao–Blackwellised band KLs (CLT: SE ≈ sd/√HAAR_DRAWS).
+HAAR_DRAWS = 3000
 
 
 _log_z = jax.jit(sphere.log_partition)
@@ -124,6 +129,73 @@ def test_typical_kl_matches_monte_carlo_over_exact_samples(rng, n, omega, noise,
         x = _sample(jax.random.key(key + 10 * n), *source, num)
         v = _log_prob(*source, x) - _log_prob(*other, x)
         assert abs(np.mean(v) - exact) <= Z_SIGMAS * np.std(v) / math.sqrt(num)
+
+
+def _band_case(rng, n, m, num, shift):
+    """``num`` band draws (GOE band with a shifted kept block: condensed students), a random frame Q."""
+    T = band.sample_goe_band(jax.random.key(n + m), n, m, 2.0, sample_shape=(num,))
+    lower = np.asarray(T.lower).copy()
+    lower[:, 0, :m] += shift
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return band.Band(lower), Q
+
+
+def _rotated(T_dense, Q, H, m):
+    """``Q diag(I_m, H) T diag(I_m, H)ᵀ Qᵀ`` for Haar draws H (h, n−m, n−m) → (h, n, n), by plain dense products."""
+    n = T_dense.shape[-1]
+    P = np.zeros((H.shape[0], n, n))
+    P[:, :m, :m] = np.eye(m)
+    P[:, m:, m:] = H
+    return Q @ P @ T_dense @ np.swapaxes(P, 1, 2) @ Q.T
+
+
+# (N, bandwidth m, kept-block shift, β): paramagnetic and condensed students, β ≠ 1
+BAND_KL_CASES = [
+    (9, 2, (0.0, 0.0), 1.0),
+    (9, 2, (3.0, 1.0), 1.7),
+    (12, 3, (2.5, 0.5, 0.0), 0.8),
+]
+
+
+@pytest.mark.parametrize("n, m, shift, beta", BAND_KL_CASES)
+def test_band_typical_kls_equal_dense_when_the_teacher_lies_in_the_kept_block(rng, n, m, shift, beta):
+    T, Q = _band_case(rng, n, m, 3, np.asarray(shift))
+    Wt = np.asarray(teacher.planted_teacher(jax.random.key(7), n, 2.5, directions=Q[:, :1]).W)  # E_H changes nothing
+    res = predictive.typical_kls_band(T, Q, Wt, beta)
+    H = np.stack([np.linalg.qr(rng.normal(size=(n - m, n - m)))[0] for _ in range(3)])  # any rotation: one per draw
+    W = np.concatenate([_rotated(np.asarray(T.to_dense())[s], Q, H[s : s + 1], m) for s in range(3)])
+    dense = predictive.typical_kls(W, Wt, beta)
+    np.testing.assert_allclose(res.forward, dense.forward, rtol=0, atol=BAND_VS_DENSE_ATOL_PER_N * n)
+    np.testing.assert_allclose(res.reverse, dense.reverse, rtol=0, atol=BAND_VS_DENSE_ATOL_PER_N * n)
+
+
+@pytest.mark.parametrize("n, m, shift, beta", BAND_KL_CASES)
+def test_band_typical_kls_are_the_haar_average_of_the_dense_kls(rng, n, m, shift, beta):
+    from scipy.stats import ortho_group
+
+    T, Q = _band_case(rng, n, m, 1, np.asarray(shift))
+    Wt = _spike(rng, n, 2.5)  # a generic teacher direction: the Haar block matters
+    res = predictive.typical_kls_band(T, Q, Wt, beta)
+    H = ortho_group.rvs(n - m, size=HAAR_DRAWS, random_state=int(rng.integers(1 << 30)))
+    dense = predictive.typical_kls(_rotated(np.asarray(T.to_dense())[0], Q, H, m), Wt, beta)
+    assert abs(res.forward[0] - dense.forward_mean) <= Z_SIGMAS * dense.forward_se
+    assert abs(res.reverse[0] - dense.reverse_mean) <= Z_SIGMAS * dense.reverse_se
+    assert dense.forward_se > 0 and dense.reverse_se > 0  # the rotations did change the per-draw KLs
+
+
+def test_band_typical_kls_shapes_and_errors(rng):
+    T, Q = _band_case(rng, 9, 2, 6, np.zeros(2))
+    Wt = _spike(rng, 9, 2.5)
+    lower = np.asarray(T.lower).reshape((2, 3) + T.lower.shape[-2:])
+    res = predictive.typical_kls_band(band.Band(lower), Q[:, :4], Wt, 1.3, ess="auto", chunk=4)
+    flat = predictive.typical_kls_band(T, Q, Wt, 1.3)
+    assert res.forward.shape == (2, 3) and res.N == 9 and res.beta == 1.3
+    np.testing.assert_allclose(res.forward.ravel(), flat.forward, rtol=0, atol=EXACT_ATOL_PER_N * 9)
+    for kwargs, match in (({"frame": Q[:5]}, "frame"), ({"frame": 2 * Q}, "frame"), ({"teacher_W": Wt[:3]}, "teacher_W"),
+                          ({"beta": 0.0}, "beta")):
+        args = {"T": T, "frame": Q, "teacher_W": Wt} | kwargs
+        with pytest.raises(ValueError, match=match):
+            predictive.typical_kls_band(**args)
 
 
 def test_predictive_log_density_of_identical_draws_is_the_single_sbm(rng):
@@ -339,11 +411,35 @@ def test_predict_run_reads_W_or_latent_and_needs_one(tiny_nuts, tiny_run, tmp_pa
     assert "neither" in err and "latent" in err
 
 
+#: Haar keys per band run rebuilt densely (8 × 200 draws: the H-noise of the dense per-draw KLs averages down).
+DENSE_REBUILDS = 8
+
+
+def test_run_typical_kls_of_a_band_run_match_dense_rebuilds(tmp_path):
+    """A band run (N = 10): run_typical_kls's Haar-averaged band route against the dense route on W rebuilt with
+    independent Haar rotations (same T draws, so the per-draw differences are pure H noise of mean zero)."""
+    raw = dict(_TINY_SPEC, model={"N": 10, "gamma": 0.5, "eta": 3.0, "parametrization": "band"},
+               inference={"num_warmup": 100, "num_samples": 100, "num_chains": 2, "seed": 1})
+    run = tmp_path / "run"
+    runs.fit_spec(specs.parse_spec(raw, source="<test>"), run, progress_bar=False)
+    betas = (1.0, 1.6)
+    band_kls = reports.run_typical_kls(run, betas)
+    assert [k.beta for k in band_kls] == list(betas) and band_kls[0].forward.shape == (2, 100)
+    for b, rb in zip(betas, band_kls):
+        dense = [predictive.typical_kls(reports.run_coupling_draws(run, key=jax.random.key(10 + i)), np.asarray(
+            teacher.teacher_student_data(jax.random.key(TINY_DATA_SEED), 10, 2, 2.5).teacher.W), b) for i in range(DENSE_REBUILDS)]
+        for name in ("forward", "reverse"):
+            d = np.stack([getattr(k, name) for k in dense]) - getattr(rb, name)[None]
+            assert abs(d.mean()) <= Z_SIGMAS * d.std(ddof=1) / math.sqrt(d.size)
+    with pytest.raises(ValueError, match="betas"):
+        reports.run_typical_kls(run, [1.0, -1.0])
+
+
 @pytest.mark.slow
 def test_predict_on_a_fit_spec_run(tmp_path):
     """End to end: runs.fit_spec writes the folder, predict_run reads it (a second, short NUTS run)."""
     raw = dict(_TINY_SPEC, inference={"num_warmup": 150, "num_samples": 150, "num_chains": 2, "seed": 1})
     runs.fit_spec(specs.parse_spec(raw, source="<test>"), tmp_path / "run", progress_bar=False)
     r = reports.predict_run(tmp_path / "run", 1.0, jax.random.key(0), num_points=200)
-    assert r["num_draws"] == 300 and r["teacher"].startswith("regenerated")
+    assert r["num_draws"] == 300 and r["teacher"] == f"from RUN/{runs.TEACHER_FILE}"  # fit_spec stores the teacher
     assert all(math.isfinite(row["value_per_n"]) for row in r["rows"])
