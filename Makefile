@@ -76,7 +76,7 @@ theory-figures: venv
 	$(PY) analysis/phase_diagrams/run.py
 	$(PY) analysis/teacher_student_curves/run.py
 
-# NUTS studies (long: run with RESUME=--resume to continue an interrupted run).  The large-N studies run their
+# NUTS studies (long).  The large-N studies run their
 # grids as sweeps on Dask: a LocalCluster here, or SCHEDULER=tcp://host:8786 for a running cluster (README);
 # a rerun skips the finished points.
 .PHONY: posterior-study tempered-study
@@ -86,21 +86,22 @@ posterior-study: venv
 	$(PY) analysis/posterior_vs_theory/run.py $(DASK_ARGS)
 
 tempered-study: venv
-	$(PY) analysis/tempered_posteriors/run.py $(RESUME)
+	$(PY) analysis/tempered_posteriors/run.py $(DASK_ARGS)
 
-# Evidence and teacher-student studies (THEORY.md §5-6; long, RESUME=--resume continues) and the evidence benchmark
+# Evidence and teacher-student studies (THEORY.md §5-6; long, on Dask like the above: a rerun skips finished points;
+# the teacher-student studies share the fits of models/sweeps/teacher_student.toml) and the evidence benchmark
 .PHONY: evidence-study temperature-study double-descent-study identity-study bench-evidence
 evidence-study: venv
 	$(PY) analysis/evidence_vs_theory/run.py $(DASK_ARGS)
 
 temperature-study: venv
-	$(PY) analysis/temperature_tuning/run.py $(RESUME)
+	$(PY) analysis/temperature_tuning/run.py $(DASK_ARGS)
 
 double-descent-study: venv
-	$(PY) analysis/double_descent/run.py $(RESUME)
+	$(PY) analysis/double_descent/run.py $(DASK_ARGS)
 
 identity-study: venv
-	$(PY) analysis/evidence_identity/run.py $(RESUME)
+	$(PY) analysis/evidence_identity/run.py $(DASK_ARGS)
 
 bench-evidence: venv
 	$(PY) benchmarks/bench_evidence.py $(RESUME)

@@ -89,6 +89,10 @@ __all__ = [
     "headline_table",
     "run_study_sweep",
     "print_extrapolations",
+    "TEACHER_STUDENT_SWEEP",
+    "add_teacher_student_options",
+    "teacher_student_sweep",
+    "teacher_student_facts",
 ]
 
 #: The checkout (the folder holding ``bayes_sbm/``, ``analysis/``, ``models/``).
@@ -845,3 +849,53 @@ def print_extrapolations(fss: Sequence[dict], key: str, labels: dict[str, str] |
         if f["best"]:
             print(f"{f['spec']:>4s} {labels.get(f[key], f[key]):>15s}: N→∞ {f['extrapolated']:+.{digits}f} ± {f['se_a']:.{digits}f} "
                   f"({f['law']}), theory {f['theory_limit']:+.{digits}f}, z = {f['z']:+.2f}", flush=True)
+
+
+#: The teacher–student fits shared by the double-descent, temperature-tuning and tempered-posterior studies.
+TEACHER_STUDENT_SWEEP = ROOT / "models" / "sweeps" / "teacher_student.toml"
+#: ``--quick`` points of the teacher–student studies: tiny NUTS runs of the band model (the large-N code path).
+QUICK_TEACHER_STUDENT_SET = {"inference.num_warmup": 100, "inference.num_samples": 100, "inference.num_chains": 1,
+                             "model.parametrization": "band"}
+
+
+def add_teacher_student_options(p: argparse.ArgumentParser, sizes: str, etas: str, gammas: str) -> None:
+    """``--sizes --etas --gammas`` (narrowing :data:`TEACHER_STUDENT_SWEEP`), ``--runs``, ``--scheduler``,
+    ``--workers``, ``--analyse-only``."""
+    p.add_argument("--sizes", type=int_list_via_float, help=f"values of N (default {sizes})")
+    p.add_argument("--etas", type=float_list, help=f"values of eta (default {etas})")
+    p.add_argument("--gammas", type=float_list, help=f"values of gamma (default {gammas})")
+    p.add_argument("--runs", type=Path, help="the sweep folder of the fits (default: the sweep file's out, shared by the "
+                                             "teacher-student studies; --quick: OUT/runs)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler (default: a LocalCluster on this machine)")
+    p.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
+    p.add_argument("--analyse-only", action="store_true", help="no fitting: analyse the points already finished")
+
+
+def teacher_student_sweep(args: argparse.Namespace, out: Path, grid: dict):
+    """:data:`TEACHER_STUDENT_SWEEP` narrowed to ``grid`` (spec key → values); ``--quick`` runs tiny aligned fits."""
+    import tomllib
+
+    if args.runs is not None:
+        runs = args.runs
+    elif args.quick:
+        runs = out / "runs"
+    else:
+        runs = (TEACHER_STUDENT_SWEEP.parent / tomllib.loads(TEACHER_STUDENT_SWEEP.read_text())["out"]).resolve()
+    return sweep_from_file(TEACHER_STUDENT_SWEEP, runs, grid=grid, fixed=QUICK_TEACHER_STUDENT_SET if args.quick else None)
+
+
+def teacher_student_facts(point) -> dict:
+    """N, η, γ, ω, the data spectrum, the phase at it and the sampler facts of a finished teacher–student point."""
+    import numpy as np
+
+    from bayes_sbm import sweep
+    from bayes_sbm.runs import load_run
+
+    dt, meta = load_run(point.folder / sweep.RUN_DIR)
+    row = sweep.fit_row(dt, meta)
+    m = point.spec.model
+    c = [*list(meta.get("c", [])), math.nan, math.nan]
+    return {"N": int(m.N), "eta": float(m.eta), "gamma": float(m.gamma), "omega": float(np.ravel(point.spec.data.omega)[0]),
+            "c_1": float(c[0]), "c_2": float(c[1]), "phase": row["phase"], "divergences": row["divergences"],
+            "latent_min_ess_bulk": row["min_ess_bulk"], "max_r_hat": row["max_r_hat"], "fit_wall_s": row["fit_s"],
+            "num_draws": int(dt["posterior"].sizes["chain"] * dt["posterior"].sizes["draw"]), "run": point.folder / sweep.RUN_DIR}

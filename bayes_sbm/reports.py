@@ -13,6 +13,7 @@
   predictive density over a grid of β, next to the plug-in posterior-mean
   model (``bayes-sbm predict RUN --heldout FILE``);
 * :func:`run_coupling_draws` — the coupling draws W of a run folder;
+* :func:`run_latent_draws` — the problem and latent draws of a run folder;
 * :func:`run_typical_kls` — exact typical KLs of a run to its teacher over
   a grid of β (band runs without N × N matrices);
 * :func:`generate_samples` — draws from a run's posterior predictive at a
@@ -56,6 +57,7 @@ __all__ = [
     "heldout_warnings",
     "format_heldout",
     "run_coupling_draws",
+    "run_latent_draws",
     "run_typical_kls",
     "GeneratedSamples",
     "generate_samples",
@@ -401,6 +403,22 @@ def _resolve_teacher(fit: _FittedRun, teacher_W, teacher_name: str) -> tuple[np.
         return (predictive._teacher(_teacher_matrix(load_npy(stored_teacher), N, str(stored_teacher), fit.data_path), N),
                 f"from RUN/{TEACHER_FILE}")
     return predictive._teacher(_teacher_from_run(fit.meta.get("spec", {}), fit.data, fit.path), N), "regenerated from the spec's data seed"
+
+
+def run_latent_draws(run_dir, max_draws: int | None = None):
+    """The posterior problem of a run folder (in the fit's frame) and its latent draws ``z``, shape (chain, draw, dim).
+
+    For statistics of the couplings that need no N × N matrix (e.g. tr W² =
+    tr T² of band draws, :func:`bayes_sbm.inference.band_draws`).  Raises
+    ``ValueError`` for a run that stores ``W`` but no latent.
+    """
+    if max_draws is not None:
+        max_draws = _checks.positive_int("max_draws", max_draws)
+    fit = _load_fitted_run(run_dir)
+    draws = _latent_draws(fit, max_draws, "read the latent draws")
+    if draws.z is None:
+        raise ValueError(f"{fit.path}: the posterior stores the couplings 'W' but not the latent 'z'")
+    return draws.problem, draws.z
 
 
 def run_typical_kls(run_dir, betas, teacher_W=None, *, max_draws: int | None = None, teacher_name: str = "teacher_W") -> list:

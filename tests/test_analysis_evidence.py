@@ -95,6 +95,10 @@ def test_double_descent_quick(tmp_path):
     _run("analysis/double_descent/run.py", "--quick", "--out", str(out))
     _check_folder(out, ("rev_kl_vs_gamma.csv", "theory_curves.csv", "table.md", "double_descent.png", "metadata.json"))
     rows = _rows(out / "rev_kl_vs_gamma.csv")
+    assert all(r["max_r_hat"] and int(float(r["num_draws"])) == 100 for r in rows)  # one chain of 100 band draws per point
+    # a rerun finds every point of the sweep finished: nothing is refitted, the same KLs come back
+    stdout = _run("analysis/double_descent/run.py", "--quick", "--out", str(out))
+    assert "[1/3]" not in stdout and _rows(out / "rev_kl_vs_gamma.csv") == rows
     assert [float(r["gamma"]) for r in rows] == [0.3, 1.0, 3.0] and {r["eta"] for r in rows} == {"1.0"}
     _finite(rows, ("rev_per_n", "rev_se_per_n", "theory_rev", "diff_rev", "fwd_per_n", "theory_fwd"))
     assert all(float(r["rev_per_n"]) > 0 for r in rows)
@@ -110,12 +114,13 @@ def test_evidence_identity_quick(tmp_path):
     _run("analysis/evidence_identity/run.py", "--quick", "--out", str(out))
     _check_folder(out, ("identity.csv", "theory_curves.csv", "table.md", "identity.png", "metadata.json"))
     rows = _rows(out / "identity.csv")
-    assert [r["point"] for r in rows] == ["pmo", "fmo"] and {r["N"] for r in rows} == {"10"}
+    assert [r["point"] for r in rows] == ["eta=3,gamma=0.5", "eta=3,gamma=4"] and {r["N"] for r in rows} == {"10"}
+    assert [r["phase"] for r in rows] == ["FMo", "PMo"]  # THEORY.md §4 at the data c: both sides of the FM/PM line
     _finite(rows, ("theory_data_c", "theory_limit", "estimate", "mcse", "diff", "post_tr_w2", "prior_tr_w2"))
     for r in rows:
         N, g, e = int(r["N"]), float(r["gamma"]), float(r["eta"])
         assert float(r["prior_tr_w2"]) == pytest.approx((N + 1) / (g * e), rel=CLOSED_FORM_RTOL)
-        assert float(r["trace_check_max_rel_err"]) < TRACE_CHECK_RTOL  # tr W² from the latent = tr(W W)
+        assert float(r["trace_check_max_rel_err"]) < TRACE_CHECK_RTOL  # tr T² of the band draw = tr(W W) of its rebuilt W
         assert float(r["mcse"]) > 0 and r["fd_same_phase"] == "True"
     _finite(_rows(out / "theory_curves.csv"), ("gamma", "theory_data_c", "theory_limit"))
 

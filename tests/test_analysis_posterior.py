@@ -56,7 +56,7 @@ def _no_temporaries(out: Path) -> None:
 
 @pytest.mark.parametrize("script, flags", [
     (POSTERIOR, ("--out", "--quick", "--sizes", "--specs", "--seeds", "--scheduler", "--workers", "--analyse-only")),
-    (TEMPERED, ("--out", "--quick", "--sizes", "--resume", "--num-warmup", "--num-samples", "--models")),
+    (TEMPERED, ("--out", "--quick", "--sizes", "--etas", "--runs", "--scheduler", "--workers", "--analyse-only", "--kl-points")),
 ])
 def test_study_help(script, flags):
     stdout = _run(script, "--help")
@@ -141,7 +141,7 @@ def test_tempered_posteriors_quick(tempered_out):
         _png(out / name)
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["settings"]["quick"] is True and meta["phase_boundaries"]
-    for eta in ("1", "3"):
-        run = out / "runs" / f"tempered_eta{eta}_N10"
-        assert (run / "inference.nc").is_file() and (run / "predict.json").is_file()
+    for eta in ("1.0", "3.0"):  # the sweep's point folders, and the KL report of each
+        name = f"model.N=10__model.eta={eta}__model.gamma=0.5"
+        assert (out / "runs" / name / "run" / "inference.nc").is_file() and (out / "kls" / f"{name}.json").is_file()
     _no_temporaries(out)

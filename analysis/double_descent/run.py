@@ -10,11 +10,17 @@ reverse KL
 of γ at η ∈ {1, 5}, ω = 2.5, K = 2: at η = 5 (above η* ≈ 1.34) it dips,
 rises across the FM/PM boundary and falls again; at η = 1 it decreases.
 
-One NUTS fit per (η, γ) on a log-spaced γ grid (``models/fmo.toml`` with
-``model.gamma``, ``model.eta``, ``model.N`` overridden; teacher seed 0,
-inference seed 0 — the fit ``bayes-sbm fit`` of that spec would make); the
-per-draw reverse (and forward) KL to the teacher is exact
-(:func:`bayes_sbm.predictive.typical_kls` at β = 1, ``ess="auto"``).
+One NUTS fit per (N, η, γ) from the teacher–student sweep
+``models/sweeps/teacher_student.toml`` (``models/fmo.toml`` with ``model.N``,
+``model.eta``, ``model.gamma`` overridden, band representation of THEORY.md
+§8; teacher seed 0, inference seed 0), run on Dask distributed (a
+LocalCluster here, ``--scheduler tcp://HOST:8786`` for a cluster); a rerun
+skips finished points, and the run folders are shared with the
+temperature-tuning and tempered-posterior studies.  The per-draw reverse and
+forward KLs to the teacher are exact (:func:`bayes_sbm.reports.run_typical_kls`
+at β = 1: band draws without N × N matrices, averaged exactly over the Haar
+block; MCSE from the ESS of the per-draw series).  Default: N ∈ {200, 1000},
+η ∈ {0.5, 1, 2, 5}, γ ∈ {0.2, 0.5, 1, 1.7, 2, 3, 5}.
 
 Outputs (in ``--out``, default ``analysis/double_descent/results``):
 
@@ -26,8 +32,8 @@ Outputs (in ``--out``, default ``analysis/double_descent/results``):
   γ: NUTS points ± MCSE over the theory curves, phase changes marked;
 * ``metadata.json``.
 
-``--resume`` keeps rows already in the CSV and skips their (N, η, γ).
-``--quick``: N = 10, η = 1, γ ∈ {0.3, 1, 3}, 1 chain of 100 + 100 draws.
+``--quick``: N = 10, η = 1, γ ∈ {0.3, 1, 3}, 1 chain of 100 + 100 draws of
+the band model, in ``OUT/runs`` (a smoke test, not a result).
 """
 
 from __future__ import annotations
@@ -38,36 +44,35 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    NUTS_SEEDS, finish_study, float_list, fmt_num, int_list_via_float, md_head, md_row, nuts_facts, nuts_overrides,
-    pick_values, pin_threads, read_csv, start_study, study_parser, teacher_student_fit, write_csv,
+    NUTS_SEEDS, TEACHER_STUDENT_SWEEP, add_teacher_student_options, finish_study, fmt_num, md_head, md_row,
+    pick_values, pin_threads, run_study_sweep, start_study, study_parser, teacher_student_facts, teacher_student_sweep,
+    write_csv,
 )
 
-pin_threads(host_devices=2)  # before NumPy/JAX are imported: 2 chains in parallel
+pin_threads()  # before NumPy/JAX are imported (the Dask workers pin themselves)
 
 import math  # noqa: E402
+import time  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bayes_sbm import theory  # noqa: E402
+from bayes_sbm import reports, theory  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
-from bayes_sbm.predictive import typical_kls  # noqa: E402
-from bayes_sbm.specs import load_spec  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
-ETAS = (1.0, 5.0)
-GAMMAS = tuple(float(g) for g in np.round(np.geomspace(0.1, 10.0, 10), 6))
-SIZES = (100,)
+ETAS = (0.5, 1.0, 2.0, 5.0)
+GAMMAS = (0.2, 0.5, 1.0, 1.7, 2.0, 3.0, 5.0)
+SIZES = (200, 1000)
 QUICK_ETAS = (1.0,)
 QUICK_GAMMAS = (0.3, 1.0, 3.0)
 QUICK_SIZES = (10,)
 THEORY_GAMMAS = np.geomspace(0.05, 20.0, 500)
-BASE_SPEC = "fmo"
 
 COLUMNS = ("N", "eta", "gamma", "omega", "rev_per_n", "rev_se_per_n", "theory_rev", "diff_rev", "z_rev",
            "fwd_per_n", "fwd_se_per_n", "theory_fwd", "diff_fwd", "phase", "phase_limit", "c_1", "c_2",
-           "divergences", "latent_min_ess_bulk", "rev_ess", "num_draws", "fit_wall_s")
+           "divergences", "latent_min_ess_bulk", "max_r_hat", "rev_ess", "num_draws", "fit_wall_s", "kl_wall_s")
 THEORY_COLUMNS = ("eta", "gamma", "omega", "theory_rev", "theory_fwd", "phase")
 STRINGS = ("phase", "phase_limit")
 
@@ -75,25 +80,24 @@ STRINGS = ("phase", "phase_limit")
 # --------------------------------------------------------------------------
 # computations
 # --------------------------------------------------------------------------
-def fit_and_measure(base_spec, N: int, gamma: float, eta: float, nuts_overrides: dict) -> dict:
-    """NUTS fit of the overridden spec and the exact typical KLs of its draws to the teacher (β = 1)."""
-    f = teacher_student_fit(base_spec, N, gamma, eta, nuts_overrides)
-    kl = typical_kls(f.W, f.teacher_W, 1.0, ess="auto")
-    omega = float(np.ravel(f.spec.data.omega)[0])
-    th = theory.teacher_student_kls(gamma, eta, omega)
-    facts = nuts_facts(f.result, f.latent)
-    c = f.problem.frame.c
+def measure(point) -> dict:
+    """The exact typical KLs (β = 1) of a finished sweep point to its teacher, next to THEORY.md §6."""
+    f = teacher_student_facts(point)
+    t0 = time.perf_counter()
+    kl = reports.run_typical_kls(f["run"], [1.0])[0]
+    kl_wall = time.perf_counter() - t0
+    gamma, eta = f["gamma"], f["eta"]
+    th = theory.teacher_student_kls(gamma, eta, f["omega"])
+    z = lambda d, se: d / se if se > 0 else math.nan  # noqa: E731
     return {
-        "N": int(N), "eta": float(eta), "gamma": float(gamma), "omega": omega,
+        **{k: f[k] for k in ("N", "eta", "gamma", "omega")},
         "rev_per_n": kl.reverse_per_n, "rev_se_per_n": kl.reverse_se_per_n, "theory_rev": float(th.rev_typ),
-        "diff_rev": kl.reverse_per_n - float(th.rev_typ),
-        "z_rev": (kl.reverse_per_n - float(th.rev_typ)) / kl.reverse_se_per_n if kl.reverse_se_per_n > 0 else math.nan,
+        "diff_rev": kl.reverse_per_n - float(th.rev_typ), "z_rev": z(kl.reverse_per_n - float(th.rev_typ), kl.reverse_se_per_n),
         "fwd_per_n": kl.forward_per_n, "fwd_se_per_n": kl.forward_se_per_n, "theory_fwd": float(th.fwd_typ),
         "diff_fwd": kl.forward_per_n - float(th.fwd_typ),
-        "phase": theory.posterior_saddle(c, gamma, eta).phase, "phase_limit": th.phase,
-        "c_1": float(c[0]), "c_2": float(c[1]) if c.size > 1 else math.nan,
-        "divergences": facts["divergences"], "latent_min_ess_bulk": facts["latent_min_ess_bulk"],
-        "rev_ess": kl.reverse_ess, "num_draws": facts["num_draws"], "fit_wall_s": f.wall_s,
+        "phase": f["phase"], "phase_limit": th.phase, "c_1": f["c_1"], "c_2": f["c_2"],
+        **{k: f[k] for k in ("divergences", "latent_min_ess_bulk", "max_r_hat")},
+        "rev_ess": kl.reverse_ess, "num_draws": f["num_draws"], "fit_wall_s": f["fit_wall_s"], "kl_wall_s": kl_wall,
     }
 
 
@@ -176,12 +180,8 @@ def plot(rows, th_rows, path: Path) -> Path:
 # main
 # --------------------------------------------------------------------------
 def parser():
-    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, eta = 1, gamma in {0.3, 1, 3}, 100+100 draws",
-                     "keep rows already in the CSV and skip their (N, eta, gamma)",
-                     nuts=("num_warmup", "num_samples", "num_chains"), models="the specs")
-    p.add_argument("--sizes", type=int_list_via_float, help="values of N (default 100)")
-    p.add_argument("--etas", type=float_list, help="values of eta (default 1,5)")
-    p.add_argument("--gammas", type=float_list, help="gamma grid (default 10 log-spaced values 0.1..10)")
+    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, eta = 1, gamma in {0.3, 1, 3}, 100+100 draws")
+    add_teacher_student_options(p, ",".join(map(str, SIZES)), ",".join(f"{e:g}" for e in ETAS), ",".join(f"{g:g}" for g in GAMMAS))
     return p
 
 
@@ -191,41 +191,35 @@ def main(argv=None) -> int:
     sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
     etas = pick_values(args.etas, q, QUICK_ETAS, ETAS)
     gammas = pick_values(args.gammas, q, QUICK_GAMMAS, GAMMAS)
-    nuts = nuts_overrides(args)
+    sw = teacher_student_sweep(args, out, {"model.N": list(sizes), "model.eta": list(etas), "model.gamma": list(gammas)})
+    points, failed, _, sweep_wall = run_study_sweep(sw, analyse_only=args.analyse_only, scheduler=args.scheduler,
+                                                    workers=args.workers, processes=not q)
+    omega = float(np.ravel(sw.base.data.omega)[0])
     csv_path, th_path = out / "rev_kl_vs_gamma.csv", out / "theory_curves.csv"
-    base_spec = load_spec(args.models / f"{BASE_SPEC}.toml")
-    omega = float(np.ravel(base_spec.data.omega)[0])
     th_rows = theory_rows(etas, omega)
     write_csv(th_path, THEORY_COLUMNS, th_rows)
-    rows = read_csv(csv_path, strings=STRINGS, ints=("N", "divergences", "num_draws")) if args.resume else []
-    done = {(r["N"], r["eta"], r["gamma"]) for r in rows}
-    for N in sizes:
-        for eta in etas:
-            for g in gammas:
-                if (N, float(eta), float(g)) in done:
-                    print(f"[skip] N={N} eta={eta:g} gamma={g:g}: row already in {csv_path.name}", flush=True)
-                    continue
-                r = fit_and_measure(base_spec, N, g, eta, nuts)
-                rows = [x for x in rows if not (x["N"] == N and x["eta"] == eta and x["gamma"] == g)] + [r]
-                rows.sort(key=lambda x: (x["N"], x["eta"], x["gamma"]))
-                write_csv(csv_path, COLUMNS, rows)  # after every fit: an interrupted study resumes from here
-                print(f"[fit] N={N} eta={eta:g} gamma={g:g} ({r['phase']}): reverse {r['rev_per_n']:.4f} ± "
-                      f"{r['rev_se_per_n']:.4f} (theory {r['theory_rev']:.4f}), forward {r['fwd_per_n']:.4f} ± "
-                      f"{r['fwd_se_per_n']:.4f} (theory {r['theory_fwd']:.4f}); {r['divergences']} div., "
-                      f"{r['fit_wall_s']:.1f} s", flush=True)
-
+    rows = []
+    for point in points:
+        r = measure(point)
+        rows.append(r)
+        print(f"[kl] N={r['N']} eta={r['eta']:g} gamma={r['gamma']:g} ({r['phase']}): reverse {r['rev_per_n']:.4f} ± "
+              f"{r['rev_se_per_n']:.4f} (theory {r['theory_rev']:.4f}), forward {r['fwd_per_n']:.4f} ± "
+              f"{r['fwd_se_per_n']:.4f} (theory {r['theory_fwd']:.4f}); {r['divergences']:.0f} div., {r['kl_wall_s']:.1f} s",
+              flush=True)
+    rows.sort(key=lambda x: (x["N"], x["eta"], x["gamma"]))
+    write_csv(csv_path, COLUMNS, rows)
     finish_study(
         out, "double_descent", t_start, files=[csv_path.name, th_path.name], table=markdown_table(rows),
         figures=[plot(rows, th_rows, out / "double_descent.png")], seed=0,
-        checks="THEORY.md §6 typical reverse KL vs gamma (teacher_student_kls(...).rev_typ), eta in {1, 5}",
+        checks="THEORY.md §6 typical reverse and forward KLs vs gamma (teacher_student_kls(...).rev_typ, .fwd_typ)",
         quick=bool(q),
         settings={"sizes": list(sizes), "etas": list(etas), "gammas": list(gammas), "omega": omega,
-                  "base_spec": f"models/{BASE_SPEC}.toml", "nuts_overrides": nuts or "spec",
-                  "seeds": NUTS_SEEDS,
-                  "theory_gamma_grid": [float(THEORY_GAMMAS[0]), float(THEORY_GAMMAS[-1]), len(THEORY_GAMMAS)],
-                  "resume": bool(args.resume)},
+                  "sweep_file": str(TEACHER_STUDENT_SWEEP.relative_to(TEACHER_STUDENT_SWEEP.parents[2])),
+                  "runs": str(sw.out), "seeds": NUTS_SEEDS,
+                  "theory_gamma_grid": [float(THEORY_GAMMAS[0]), float(THEORY_GAMMAS[-1]), len(THEORY_GAMMAS)]},
+        failed=failed, sweep_wall_s=sweep_wall,
     )
-    return 0
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

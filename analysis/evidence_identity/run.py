@@ -12,14 +12,18 @@ central finite difference in γ) against the right-hand side from NUTS:
 
     (1/N) d(log Y)/dγ ≈ −(η/4) · (mean_s tr W_s² − (N + 1)/(γη)) ± (η/4) · MCSE,
 
-at N = 100 in a PM phase (``models/pmo.toml``, γ = 4, η = 5) and an FM phase
-(``models/fmo.toml``, γ = 0.5, η = 3).  Both moments are O(N) while their
-difference is O(1) (it includes the bulk's response to the −Kη log Z term),
-so the draws must be numerous; the MCSE uses the ESS of the mean of the tr W²
-series (``bayes_sbm._stats.mean_mcse``).
-tr W² is computed from the latent vector without forming W:
-``tr W² = Σ_i W_ii² + 2 Σ_{i<j} W_ij²`` (rotation invariant, so the aligned
-frame's W' gives the same value).
+on every point of the teacher–student sweep ``models/sweeps/teacher_student.toml``
+(``models/fmo.toml``'s K = 2 rank-one teacher, ω = 2.5, seed 0, at
+N ∈ {200, 1000}, η ∈ {0.5, 1, 2, 5} × γ ∈ {0.2 … 5}: every phase the grid
+crosses; band representation of THEORY.md §8, 2 chains × 300 draws), run on
+Dask distributed and shared with the double-descent, temperature-tuning and
+tempered-posterior studies (a rerun skips finished points).  Both moments
+are O(N) while their difference is O(1) (it includes the bulk's response to
+the −Kη log Z term); the MCSE uses the ESS of the mean of the tr W² series
+(``bayes_sbm._stats.mean_mcse``).  tr W² needs no W: tr W² = tr T² of the
+band draw (the Haar rotation preserves it), ``Σ_p T_pp² + 2 Σ_{k≥1} T_{p,p−k}²``
+from the band storage (aligned runs: ``Σ_i W_ii² + 2 Σ_{i<j} W_ij²`` of the
+frame's W'); a spot check compares it with tr(W W) of explicit draws.
 
 The identity is exact at finite N for the exact evidence; the theory is the
 N → ∞ evidence, so the difference measures the finite-size correction of
@@ -28,17 +32,17 @@ spectrum c of the finite-N data (``theory_data_c``) and at c = (1.6, 0.4).
 
 Outputs (in ``--out``, default ``analysis/evidence_identity/results``):
 
-* ``identity.csv`` — one row per (point, N): phase, γ, η, theory derivative
+* ``identity.csv`` — one row per (N, η, γ): phase, theory derivative
   per N (data c and N → ∞), NUTS estimate per N ± MCSE, difference, z,
   E_post[tr W²] ± MCSE, E_prior[tr W²], ESS, divergences;
 * ``theory_curves.csv`` — (1/N) d log Y/dγ of the theory around each point;
 * ``table.md`` — the finite-N vs theory table;
-* ``identity.png`` — per point, the theory derivative vs γ with the NUTS
-  estimate ± 2 MCSE at the fitted γ;
+* ``identity.png`` — per η, the theory derivative vs γ (data c of the
+  largest N, and c = (1.6, 0.4)) with the NUTS estimates ± 2 MCSE;
 * ``metadata.json``.
 
-``--resume`` keeps rows already in the CSV and skips their (point, N).
-``--quick``: N = 10, 1 chain of 100 warm-up + 100 draws.
+``--quick``: N = 10, η = 3, γ ∈ {0.5, 4}, 1 chain of 100 warm-up + 100 draws
+of the band model in ``OUT/runs`` (a smoke test, not a result).
 """
 
 from __future__ import annotations
@@ -49,28 +53,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    C_LIMIT, NUTS_SEEDS, finish_study, fmt_num, int_list, md_head, md_row, name_list, nuts_facts, nuts_overrides,
-    pick_values, pin_threads, read_csv, run_spec_nuts, start_study, study_parser, theory_pair, write_csv,
+    C_LIMIT, NUTS_SEEDS, TEACHER_STUDENT_SWEEP, add_teacher_student_options, finish_study, fmt_num, md_head, md_row,
+    pick_values, pin_threads, run_study_sweep, start_study, study_parser, teacher_student_facts, teacher_student_sweep,
+    theory_pair, write_csv,
 )
 
-pin_threads(host_devices=2)  # before NumPy/JAX are imported: 2 chains in parallel
+pin_threads()  # before NumPy/JAX are imported (the Dask workers pin themselves)
 
 import math  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bayes_sbm import _stats, inference, model, theory  # noqa: E402
+from bayes_sbm import _stats, band, inference, model, reports, theory  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
-from bayes_sbm.runs import problem_from_spec  # noqa: E402
-from bayes_sbm.specs import load_spec  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
-POINTS = ("pmo", "fmo")
-SIZES = (100,)
+SIZES = (200, 1000)
+ETAS = (0.5, 1.0, 2.0, 5.0)
+GAMMAS = (0.2, 0.5, 1.0, 1.7, 2.0, 3.0, 5.0)
 QUICK_SIZES = (10,)
-NUM_SAMPLES = 2000  # per chain: the MCSE of (1/N) d log Y/dγ is (η/4)·sd(tr W²)/√ESS, sd(tr W²) ≈ 2/(γη)
+QUICK_ETAS = (3.0,)
+QUICK_GAMMAS = (0.5, 4.0)
 REL_STEP = 1e-4
 
 COLUMNS = ("point", "phase", "phase_limit", "N", "gamma", "eta", "theory_data_c", "theory_limit", "estimate",
@@ -78,24 +83,29 @@ COLUMNS = ("point", "phase", "phase_limit", "N", "gamma", "eta", "theory_data_c"
            "tr_w2_sd", "divergences", "latent_min_ess_bulk", "num_draws", "fd_step", "fd_same_phase", "c_1", "c_2",
            "trace_check_max_rel_err", "fit_wall_s")
 THEORY_COLUMNS = ("point", "N", "eta", "gamma", "theory_data_c", "theory_limit")
-STRINGS = ("point", "phase", "phase_limit", "fd_same_phase")
 
 
 # --------------------------------------------------------------------------
 # computations
 # --------------------------------------------------------------------------
 def trace_w2(problem, latent) -> np.ndarray:
-    """tr W² for latent draws (..., N(N+1)/2) → (...), without forming W.
+    """tr W² for latent draws (..., dim) → (...), without forming W.
 
-    With the upper triangle u (row-major, diagonal included) of W (or of W' = QᵀWQ
-    in the aligned frame, same trace): tr W² = Σ_i u_ii² + 2 Σ_{i<j} u_ij².
+    Band model: tr W² = tr T² = Σ_p T_pp² + 2 Σ_{k≥1} T_{p,p−k}² (W = Q P T Pᵀ Qᵀ
+    with P, Q orthogonal).  Dense models: with the upper triangle u
+    (row-major, diagonal included) of W (or of W' = QᵀWQ in the aligned frame,
+    same trace), tr W² = Σ_i u_ii² + 2 Σ_{i<j} u_ij².
     """
+    lat = np.asarray(latent, dtype=np.float64)
+    if problem.parametrization == "band":
+        T = inference.band_draws(problem, lat.reshape((-1, lat.shape[-1])))
+        lower = np.where(band._valid_mask(T.m, T.N), np.asarray(T.lower), 0.0) ** 2
+        return (lower[:, 0].sum(-1) + 2.0 * lower[:, 1:].sum((-2, -1))).reshape(lat.shape[:-1])
     N = problem.N
     rows, cols = np.triu_indices(N)
     weight = np.where(rows == cols, 1.0, 2.0)
     if problem.parametrization != "centred":  # z ~ N(0, I) scaled by the GOE standard deviations
         weight = weight * model.goe_scales(N, problem.gamma * problem.eta) ** 2
-    lat = np.asarray(latent, dtype=np.float64)
     return np.einsum("...k,k->...", lat * lat, weight)
 
 
@@ -107,15 +117,19 @@ def theory_derivative(c, gamma: float, eta: float, rel_step: float = REL_STEP) -
     return float(d), len(phases) == 1
 
 
-def measure(point: str, base_spec, N: int, nuts_overrides: dict, rel_step: float) -> dict:
-    spec = base_spec.with_overrides({"model.N": int(N)} | nuts_overrides)
-    problem = problem_from_spec(spec)
-    gamma, eta = problem.gamma, problem.eta
-    res, latent, wall = run_spec_nuts(spec, problem)
+def point_label(eta: float, gamma: float) -> str:
+    return f"eta={eta:g},gamma={gamma:g}"
+
+
+def measure(point, rel_step: float) -> dict:
+    """The identity at one finished sweep point: NUTS −(η/4)(E_post − E_prior) tr W² against the theory derivative."""
+    facts = teacher_student_facts(point)
+    problem, latent = reports.run_latent_draws(facts["run"])
+    N, gamma, eta = problem.N, problem.gamma, problem.eta
     tr = trace_w2(problem, latent)  # (chain, draw)
     # spot check against tr(W W) of explicit coupling matrices for a few draws
     flat = latent.reshape((-1, latent.shape[-1]))
-    idx = np.linspace(0, flat.shape[0] - 1, min(5, flat.shape[0])).astype(int)
+    idx = np.linspace(0, flat.shape[0] - 1, min(3, flat.shape[0])).astype(int)
     W = inference.coupling_draws(problem, flat[idx])
     explicit = np.einsum("sij,sji->s", W, W)
     check = float(np.max(np.abs(explicit - tr.reshape(-1)[idx]) / np.abs(explicit)))
@@ -129,29 +143,34 @@ def measure(point: str, base_spec, N: int, nuts_overrides: dict, rel_step: float
     th_lim, same_lim = theory_derivative(C_LIMIT, gamma, eta, rel_step)
     diff = estimate - th_c
     at_c, at_limit = theory_pair(c, gamma, eta)
-    facts = nuts_facts(res, latent)
     return {
-        "point": point, "phase": at_c.phase, "phase_limit": at_limit.phase, "N": int(N), "gamma": gamma, "eta": eta,
-        "theory_data_c": th_c, "theory_limit": th_lim, "estimate": estimate, "mcse": mcse, "diff": diff,
+        "point": point_label(eta, gamma), "phase": at_c.phase, "phase_limit": at_limit.phase, "N": int(N), "gamma": gamma,
+        "eta": eta, "theory_data_c": th_c, "theory_limit": th_lim, "estimate": estimate, "mcse": mcse, "diff": diff,
         "z": diff / mcse if mcse > 0 else math.nan, "diff_limit": estimate - th_lim,
         "post_tr_w2": post, "post_tr_w2_mcse": post_se, "prior_tr_w2": prior, "tr_w2_ess": ess,
         "tr_w2_sd": m.sd, "divergences": facts["divergences"],
         "latent_min_ess_bulk": facts["latent_min_ess_bulk"], "num_draws": facts["num_draws"],
         "fd_step": rel_step * gamma, "fd_same_phase": str(bool(same_c and same_lim)),
         "c_1": float(c[0]), "c_2": float(c[1]) if c.size > 1 else math.nan,
-        "trace_check_max_rel_err": check, "fit_wall_s": wall,
+        "trace_check_max_rel_err": check, "fit_wall_s": facts["fit_wall_s"],
     }
 
 
-def theory_curve(point: str, row: dict) -> list[dict]:
-    g0, eta, N = row["gamma"], row["eta"], row["N"]
-    c = np.array([row["c_1"], row["c_2"]])
-    c = c[np.isfinite(c)]
+#: γ grid of the theory curves (log-spaced, covering the sweep's γ values).
+THEORY_GAMMAS = np.geomspace(0.15, 6.0, 160)
+
+
+def theory_curves(rows: list[dict]) -> list[dict]:
+    """(1/N) d log Y/dγ of THEORY.md §5 on :data:`THEORY_GAMMAS` per (N, η): at the data c of that N and at c = (1.6, 0.4)."""
     out = []
-    for g in np.geomspace(0.5 * g0, 1.5 * g0, 121):
-        out.append({"point": point, "N": N, "eta": eta, "gamma": float(g),
-                    "theory_data_c": theory_derivative(c, float(g), eta)[0],
-                    "theory_limit": theory_derivative(C_LIMIT, float(g), eta)[0]})
+    for N, eta in sorted({(r["N"], r["eta"]) for r in rows}):
+        r0 = next(r for r in rows if r["N"] == N and r["eta"] == eta)
+        c = np.array([r0["c_1"], r0["c_2"]])
+        c = c[np.isfinite(c)]
+        for g in THEORY_GAMMAS:
+            out.append({"point": point_label(eta, float(g)), "N": N, "eta": eta, "gamma": float(g),
+                        "theory_data_c": theory_derivative(c, float(g), eta)[0],
+                        "theory_limit": theory_derivative(C_LIMIT, float(g), eta)[0]})
     return out
 
 
@@ -181,22 +200,25 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot(rows, curves, path: Path) -> Path:
-    points = [p for p in POINTS if any(r["point"] == p for r in rows)] + sorted({r["point"] for r in rows} - set(POINTS))
-    fig, axes = plt.subplots(1, max(1, len(points)), figsize=(6 * max(1, len(points)), 4.8), squeeze=False,
+    etas = sorted({r["eta"] for r in rows})
+    sizes = sorted({r["N"] for r in rows})
+    fig, axes = plt.subplots(1, max(1, len(etas)), figsize=(5.2 * max(1, len(etas)), 4.6), squeeze=False,
                              layout="constrained")
-    for ax, p in zip(axes.ravel(), points):
-        sel = sorted((r for r in rows if r["point"] == p), key=lambda r: r["N"])
-        for k, r in enumerate(sel):
-            cv = sorted((c for c in curves if c["point"] == p and c["N"] == r["N"]), key=lambda c: c["gamma"])
+    for ax, eta in zip(axes.ravel(), etas):
+        for k, N in enumerate(sizes):
+            cv = sorted((c for c in curves if c["eta"] == eta and c["N"] == N), key=lambda c: c["gamma"])
             if cv:
                 g = [c["gamma"] for c in cv]
-                ax.plot(g, [c["theory_data_c"] for c in cv], color=f"C{k}", lw=1.6, label=f"theory, data c (N={r['N']})")
-                if k == 0:
-                    ax.plot(g, [c["theory_limit"] for c in cv], color="0.4", lw=1.2, ls="--", label="theory, c = (1.6, 0.4)")
-            ax.errorbar(r["gamma"], r["estimate"], yerr=2 * r["mcse"], color=f"C{k}", marker="o", mec="k", capsize=4,
-                        linestyle="none", label=rf"NUTS $N={r['N']}$ ($\pm 2$ MCSE)")
-        phase = sel[0]["phase_limit"] if sel else "?"
-        ax.set_title(f"{p}: {phase}, η = {sel[0]['eta']:g}" if sel else p)
+                ax.plot(g, [c["theory_data_c"] for c in cv], color=f"C{k}", lw=1.4, label=f"theory, data c (N={N})")
+                if k == len(sizes) - 1:
+                    ax.plot(g, [c["theory_limit"] for c in cv], color="0.4", lw=1.0, ls="--", label="theory, c = (1.6, 0.4)")
+            sel = sorted((r for r in rows if r["eta"] == eta and r["N"] == N), key=lambda r: r["gamma"])
+            if sel:
+                ax.errorbar([r["gamma"] for r in sel], [r["estimate"] for r in sel], yerr=[2 * r["mcse"] for r in sel],
+                            color=f"C{k}", marker="o", mec="k", capsize=3, linestyle="none",
+                            label=rf"NUTS $N={N}$ ($\pm 2$ MCSE)")
+        ax.set_xscale("log")
+        ax.set_title(rf"$\eta = {eta:g}$")
         ax.set_xlabel(r"$\gamma$")
         ax.set_ylabel(r"$(1/N)\, d\log Y/d\gamma$")
         ax.grid(alpha=0.3)
@@ -209,12 +231,8 @@ def plot(rows, curves, path: Path) -> Path:
 # main
 # --------------------------------------------------------------------------
 def parser():
-    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, 1 chain, 100 warm-up + 100 draws",
-                     "keep rows already in the CSV and skip their (point, N)",
-                     nuts=("num_warmup", "num_samples", "num_chains"),
-                     samples_help=f"NUTS draws per chain (default {NUM_SAMPLES})", models="the specs")
-    p.add_argument("--sizes", type=int_list, help="values of N (default 100)")
-    p.add_argument("--points", type=name_list, help="phase specs (default pmo,fmo)")
+    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, eta = 3, gamma in {0.5, 4}, 1 chain of 100 + 100 draws")
+    add_teacher_student_options(p, ",".join(map(str, SIZES)), ",".join(f"{e:g}" for e in ETAS), ",".join(f"{g:g}" for g in GAMMAS))
     p.add_argument("--rel-step", type=float, default=REL_STEP, help="relative finite-difference step in gamma (default %(default)s)")
     return p
 
@@ -223,37 +241,38 @@ def main(argv=None) -> int:
     args, out, t_start = start_study(parser(), argv)
     q = args.quick
     sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
-    points = tuple(args.points) if args.points else POINTS
-    nuts = {"inference.num_samples": int(args.num_samples or (100 if q else NUM_SAMPLES))}
-    nuts |= nuts_overrides(args, ("num_warmup", "num_chains"))
+    etas = pick_values(args.etas, q, QUICK_ETAS, ETAS)
+    gammas = pick_values(args.gammas, q, QUICK_GAMMAS, GAMMAS)
+    sw = teacher_student_sweep(args, out, {"model.N": list(sizes), "model.eta": list(etas), "model.gamma": list(gammas)})
+    points, failed, _, sweep_wall = run_study_sweep(sw, analyse_only=args.analyse_only, scheduler=args.scheduler,
+                                                    workers=args.workers, processes=not q)
     csv_path, th_path = out / "identity.csv", out / "theory_curves.csv"
-    rows = read_csv(csv_path, strings=STRINGS, ints=("N", "divergences", "num_draws")) if args.resume else []
-    done = {(r["point"], r["N"]) for r in rows}
-    for p in points:
-        base = load_spec(args.models / f"{p}.toml")
-        for N in sizes:
-            if (p, N) in done:
-                print(f"[skip] {p} N={N}: row already in {csv_path.name}", flush=True)
-                continue
-            r = measure(p, base, N, nuts, args.rel_step)
-            rows = [x for x in rows if not (x["point"] == p and x["N"] == N)] + [r]
-            rows.sort(key=lambda x: (POINTS.index(x["point"]) if x["point"] in POINTS else 99, x["point"], x["N"]))
-            write_csv(csv_path, COLUMNS, rows)
-            print(f"[fit] {p} N={N} ({r['phase']}, gamma={r['gamma']:g}, eta={r['eta']:g}): NUTS {r['estimate']:+.5f} ± "
-                  f"{r['mcse']:.5f}, theory(c) {r['theory_data_c']:+.5f}, theory(∞) {r['theory_limit']:+.5f}; "
-                  f"E_post tr W² {r['post_tr_w2']:.4f} (prior {r['prior_tr_w2']:.4f}), ESS {r['tr_w2_ess']:.0f}, "
-                  f"{r['divergences']} div., {r['fit_wall_s']:.1f} s", flush=True)
-    curves = [c for r in rows for c in theory_curve(r["point"], r)]
+    rows = []
+    for point in points:
+        r = measure(point, args.rel_step)
+        rows.append(r)
+        print(f"[identity] N={r['N']} eta={r['eta']:g} gamma={r['gamma']:g} ({r['phase']}): NUTS {r['estimate']:+.5f} ± "
+              f"{r['mcse']:.5f}, theory(c) {r['theory_data_c']:+.5f} (z = {r['z']:+.2f}), theory(∞) {r['theory_limit']:+.5f}; "
+              f"ESS {r['tr_w2_ess']:.0f}, {r['divergences']:.0f} div.", flush=True)
+    rows.sort(key=lambda x: (x["N"], x["eta"], x["gamma"]))
+    write_csv(csv_path, COLUMNS, rows)
+    curves = theory_curves(rows)
     write_csv(th_path, THEORY_COLUMNS, curves)
+    zs = np.array([r["z"] for r in rows if r["fd_same_phase"] == "True" and math.isfinite(r["z"])])
     finish_study(
         out, "evidence_identity", t_start, files=[csv_path.name, th_path.name], table=markdown_table(rows),
         figures=[plot(rows, curves, out / "identity.png")], seed=0,
         checks="d(log Y)/dgamma = -(eta N/4)(E_post - E_prior)[tr W^2] vs the gamma-derivative of THEORY.md §5",
         quick=bool(q),
-        settings={"sizes": list(sizes), "points": list(points), "nuts_overrides": nuts, "rel_step": args.rel_step,
-                  "c_limit": list(C_LIMIT), "seeds": NUTS_SEEDS, "resume": bool(args.resume)},
+        settings={"sizes": list(sizes), "etas": list(etas), "gammas": list(gammas), "rel_step": args.rel_step,
+                  "sweep_file": str(TEACHER_STUDENT_SWEEP.relative_to(TEACHER_STUDENT_SWEEP.parents[2])),
+                  "runs": str(sw.out), "c_limit": list(C_LIMIT), "seeds": NUTS_SEEDS},
+        z_summary={"count": int(zs.size), "mean": float(zs.mean()) if zs.size else None,
+                   "rms": float(np.sqrt(np.mean(zs ** 2))) if zs.size else None,
+                   "max_abs": float(np.max(np.abs(zs))) if zs.size else None},
+        failed=failed, sweep_wall_s=sweep_wall,
     )
-    return 0
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ SVI fit with the structured guide (:func:`bayes_sbm.evidence.svi_evidence`).
 The estimates run as one sweep (:mod:`bayes_sbm.sweep`, task ``evidence``,
 the grid of ``models/sweeps/evidence_vs_theory.toml``: the five phase specs
 ``models/{pmo,pme,fmo,fme,sg}.toml`` (K = 2 rank-one teacher, ω = 2.5,
-teacher seed 0) × N ∈ {100, 200, 400}, band representation of THEORY.md §8,
+teacher seed 0) × N ∈ {100, 200, 400, 1000}, band representation of THEORY.md §8,
 10 → 14 rungs × 300 NUTS draws) on Dask distributed: a LocalCluster here or
 ``--scheduler tcp://HOST:8786``.  Each point keeps its full report
 (``runs/<point>/evidence.json``, the JSON of ``bayes-sbm evidence --json``);

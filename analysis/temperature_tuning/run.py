@@ -9,15 +9,20 @@ Checks the THEORY.md §6 curve "Sampling temperature β (temperature tuning)"
 sampler condenses on the outlier and the forward KL is lowered, at η = 5,
 γ ∈ {1.7, 2, 3}, ω = 2.5, K = 2, N = 100.
 
-One NUTS fit per γ (``models/fmo.toml`` with ``model.gamma``, ``model.eta``,
-``model.N`` overridden; teacher seed 0, inference seed 0 — the same fit as
-``bayes-sbm fit`` of that spec).  β only rescales W in p(x | βW), so no
-refitting is needed: for each β of the grid the exact per-draw forward KL
-``D(P* ‖ p(·|βW_s))`` comes from :func:`bayes_sbm.predictive.typical_kls`
-(``ess="auto"`` for the MCSE).  The finite-N argmin is refined by a bounded
+One NUTS fit per (N, γ) from the teacher–student sweep
+``models/sweeps/teacher_student.toml`` (``models/fmo.toml`` with ``model.N``,
+``model.gamma``, ``model.eta`` overridden, band representation of THEORY.md
+§8; teacher seed 0, inference seed 0), run on Dask distributed (a
+LocalCluster here, ``--scheduler tcp://HOST:8786`` for a cluster; a rerun
+skips finished points; the fits are shared with the double-descent study).
+β only rescales W in p(x | βW), so no refitting is needed: for each β of the
+grid the exact per-draw forward KL ``D(P* ‖ p(·|βW_s))`` comes from
+:func:`bayes_sbm.reports.run_typical_kls` (band draws without N × N
+matrices, averaged exactly over the Haar block; MCSE from the ESS of the
+per-draw series).  The finite-N argmin is refined by a bounded
 scalar minimisation of the posterior-mean curve (same draws) and compared
 with the theory argmin; the gain ``KL(β=1) − KL(β*)`` is reported with a
-paired standard error (per-draw differences).
+paired standard error (per-draw differences).  Default: N ∈ {200, 1000}.
 
 Outputs (in ``--out``, default ``analysis/temperature_tuning/results``):
 
@@ -31,8 +36,8 @@ Outputs (in ``--out``, default ``analysis/temperature_tuning/results``):
   the theory curves, windows shaded, argmins marked;
 * ``metadata.json``.
 
-``--resume`` keeps rows already in the CSVs and skips (N, γ) that are
-complete.  ``--quick``: N = 10, γ = 2, 5 β values, 1 chain of 100 + 100 draws.
+``--quick``: N = 10, γ = 2, 5 β values, 1 chain of 100 + 100 draws of the
+band model in ``OUT/runs`` (a smoke test, not a result).
 """
 
 from __future__ import annotations
@@ -43,11 +48,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    NUTS_SEEDS, finish_study, float_list, fmt_num, int_list_via_float, md_head, md_row, nuts_facts, nuts_overrides,
-    pick_values, pin_threads, read_csv, start_study, study_parser, teacher_student_fit, write_csv,
+    NUTS_SEEDS, TEACHER_STUDENT_SWEEP, add_teacher_student_options, finish_study, float_list, fmt_num, md_head,
+    md_row,
+    pick_values, pin_threads, run_study_sweep, start_study, study_parser, teacher_student_facts, teacher_student_sweep,
+    write_csv,
 )
 
-pin_threads(host_devices=2)  # before NumPy/JAX are imported: 2 chains in parallel
+pin_threads()  # before NumPy/JAX are imported (the Dask workers pin themselves)
 
 import math  # noqa: E402
 import time  # noqa: E402
@@ -56,22 +63,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.optimize import minimize_scalar  # noqa: E402
 
-from bayes_sbm import _stats, theory  # noqa: E402
+from bayes_sbm import _stats, reports, theory  # noqa: E402
 from bayes_sbm.plots import save_figure  # noqa: E402
-from bayes_sbm.predictive import typical_kls  # noqa: E402
-from bayes_sbm.specs import load_spec  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 ETA = 5.0
 GAMMAS = (1.7, 2.0, 3.0)
-SIZES = (100,)
+SIZES = (200, 1000)
 BETAS = tuple(np.round(np.linspace(0.6, 3.0, 15), 6))
 QUICK_GAMMAS = (2.0,)
 QUICK_SIZES = (10,)
 QUICK_BETAS = tuple(np.round(np.linspace(0.6, 3.0, 5), 6))
 THEORY_BETAS = np.linspace(0.3, 4.5, 1500)
-BASE_SPEC = "fmo"
 
 KL_COLUMNS = ("N", "gamma", "eta", "omega", "beta", "fwd_per_n", "fwd_se_per_n", "theory_fwd", "diff", "z",
               "rev_per_n", "rev_se_per_n", "fwd_ess", "sampling_phase", "posterior_phase", "c_1", "c_2",
@@ -80,24 +84,11 @@ THEORY_COLUMNS = ("gamma", "eta", "omega", "beta", "theory_fwd", "sampling_phase
 ARGMIN_COLUMNS = ("N", "gamma", "eta", "omega", "beta_c", "beta_edge", "theory_argmin", "theory_min", "theory_beta1",
                   "grid_argmin", "refined_argmin", "refined_min", "refined_min_se", "kl_beta1", "kl_beta1_se",
                   "gain", "gain_se", "theory_gain", "argmin_diff", "fit_wall_s", "kl_wall_s")
-STRINGS = ("sampling_phase", "posterior_phase")
-INTS = ("N", "divergences", "num_draws")
 
 
 # --------------------------------------------------------------------------
 # computations
 # --------------------------------------------------------------------------
-def fit(base_spec, N: int, gamma: float, eta: float, nuts_overrides: dict):
-    """NUTS fit of the overridden spec; returns (problem, teacher W*, W draws (chain, draw, N, N), facts)."""
-    f = teacher_student_fit(base_spec, N, gamma, eta, nuts_overrides)
-    d = f.spec.data
-    facts = nuts_facts(f.result, f.latent) | {
-        "fit_wall_s": f.wall_s,
-        "omega": float(d.omega if np.ndim(d.omega) == 0 else np.ravel(d.omega)[0]),
-    }
-    return f.problem, f.teacher_W, f.W, facts
-
-
 def theory_curve(gamma: float, eta: float, omega: float):
     vals = np.array([theory.forward_kl_typical_beta(gamma, eta, omega, b) for b in THEORY_BETAS])
     i = int(np.argmin(vals))
@@ -108,17 +99,19 @@ def theory_curve(gamma: float, eta: float, omega: float):
     return vals, argmin, kl_min
 
 
-def study_one(problem, teacher_W, W, facts, betas, gamma, eta):
-    N, omega = problem.N, facts["omega"]
-    c = problem.frame.c
-    post_phase = theory.posterior_saddle(c, gamma, eta).phase
+def study_one(point, betas):
+    """Forward/reverse typical KLs of one finished sweep point on the β grid, and its argmin summary."""
+    facts = teacher_student_facts(point)
+    N, omega, gamma, eta = facts["N"], facts["omega"], facts["gamma"], facts["eta"]
+    c = np.array([facts["c_1"], facts["c_2"]])
+    post_phase = facts["phase"]
     t0 = time.perf_counter()
-    cache: dict[float, object] = {}
+    cache: dict[float, object] = dict(zip((float(b) for b in betas), reports.run_typical_kls(facts["run"], betas)))
 
     def kl(b):
         b = float(b)
         if b not in cache:
-            cache[b] = typical_kls(W, teacher_W, b, ess="auto")
+            cache[b] = reports.run_typical_kls(facts["run"], [b])[0]
         return cache[b]
 
     rows = []
@@ -132,7 +125,7 @@ def study_one(problem, teacher_W, W, facts, betas, gamma, eta):
             "z": diff / t.forward_se_per_n if t.forward_se_per_n > 0 else math.nan,
             "rev_per_n": t.reverse_per_n, "rev_se_per_n": t.reverse_se_per_n, "fwd_ess": t.forward_ess,
             "sampling_phase": theory.sampling_phase(gamma, eta, omega, b), "posterior_phase": post_phase,
-            "c_1": float(c[0]), "c_2": float(c[1]) if c.size > 1 else math.nan,
+            "c_1": float(c[0]), "c_2": float(c[1]),
             "divergences": facts["divergences"], "latent_min_ess_bulk": facts["latent_min_ess_bulk"],
             "num_draws": facts["num_draws"],
         })
@@ -248,12 +241,8 @@ def plot(rows, theory_rows, argmins, path: Path) -> Path:
 # main
 # --------------------------------------------------------------------------
 def parser():
-    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, gamma = 2, 5 beta values, 100+100 draws",
-                     "keep rows already in the CSVs and skip complete (N, gamma)",
-                     nuts=("num_warmup", "num_samples", "num_chains"), models="the specs")
-    p.add_argument("--sizes", type=int_list_via_float, help="values of N (default 100)")
-    p.add_argument("--gammas", type=float_list, help="values of gamma (default 1.7,2,3)")
-    p.add_argument("--eta", type=float, default=ETA, help="eta (default %(default)s)")
+    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, gamma = 2, 5 beta values, 100+100 draws")
+    add_teacher_student_options(p, ",".join(map(str, SIZES)), f"{ETA:g}", ",".join(f"{g:g}" for g in GAMMAS))
     p.add_argument("--betas", type=float_list, help="beta grid (default 15 points 0.6..3)")
     return p
 
@@ -263,48 +252,40 @@ def main(argv=None) -> int:
     q = args.quick
     sizes = pick_values(args.sizes, q, QUICK_SIZES, SIZES)
     gammas = pick_values(args.gammas, q, QUICK_GAMMAS, GAMMAS)
+    etas = pick_values(args.etas, q, (ETA,), (ETA,))
     betas = tuple(sorted(set(args.betas))) if args.betas else (QUICK_BETAS if q else BETAS)
-    eta = float(args.eta)
-    nuts = nuts_overrides(args)
+    sw = teacher_student_sweep(args, out, {"model.N": list(sizes), "model.eta": list(etas), "model.gamma": list(gammas)})
+    points, failed, _, sweep_wall = run_study_sweep(sw, analyse_only=args.analyse_only, scheduler=args.scheduler,
+                                                    workers=args.workers, processes=not q)
+    omega = float(np.ravel(sw.base.data.omega)[0])
     kl_path, th_path, am_path = out / "kl_vs_beta.csv", out / "theory_curves.csv", out / "argmin.csv"
-    rows = read_csv(kl_path, strings=STRINGS, ints=INTS) if args.resume else []
-    argmins = read_csv(am_path, strings=STRINGS, ints=INTS) if args.resume else []
-    base_spec = load_spec(args.models / f"{BASE_SPEC}.toml")
-    omega = float(np.ravel(base_spec.data.omega)[0])
 
     # theory curves (cheap: always recomputed)
     theory_rows = []
-    for g in gammas:
-        vals, _, _ = theory_curve(g, eta, omega)
-        theory_rows += [{"gamma": g, "eta": eta, "omega": omega, "beta": float(b), "theory_fwd": float(v),
-                         "sampling_phase": theory.sampling_phase(g, eta, omega, b)} for b, v in zip(THEORY_BETAS, vals)]
+    for eta in etas:
+        for g in gammas:
+            vals, _, _ = theory_curve(g, eta, omega)
+            theory_rows += [{"gamma": g, "eta": eta, "omega": omega, "beta": float(b), "theory_fwd": float(v),
+                             "sampling_phase": theory.sampling_phase(g, eta, omega, b)} for b, v in zip(THEORY_BETAS, vals)]
     write_csv(th_path, THEORY_COLUMNS, theory_rows)
 
-    def complete(N, g):
-        have = {round(r["beta"], 9) for r in rows if r["N"] == N and r["gamma"] == g and r["eta"] == eta}
-        return {round(float(b), 9) for b in betas} <= have and any(a["N"] == N and a["gamma"] == g for a in argmins)
-
-    fits = {}
-    for N in sizes:
-        for g in gammas:
-            if complete(N, g):
-                print(f"[skip] N={N} gamma={g:g}: rows already in {kl_path.name}", flush=True)
-                continue
-            problem, teacher_W, W, facts = fit(base_spec, N, g, eta, nuts)
-            new, summary = study_one(problem, teacher_W, W, facts, betas, g, eta)
-            del W
-            rows = [r for r in rows if not (r["N"] == N and r["gamma"] == g and r["eta"] == eta)] + new
-            argmins = [a for a in argmins if not (a["N"] == N and a["gamma"] == g and a["eta"] == eta)] + [summary]
-            rows.sort(key=lambda r: (r["N"], r["gamma"], r["beta"]))
-            argmins.sort(key=lambda r: (r["N"], r["gamma"]))
-            write_csv(kl_path, KL_COLUMNS, rows)
-            write_csv(am_path, ARGMIN_COLUMNS, argmins)
-            fits[f"N{N}_gamma{g:g}"] = {k: facts[k] for k in ("divergences", "latent_min_ess_bulk", "num_draws", "fit_wall_s")}
-            print(f"[fit] N={N} gamma={g:g} eta={eta:g}: {facts['divergences']} divergences, min latent ESS "
-                  f"{facts['latent_min_ess_bulk']:.0f}, fit {facts['fit_wall_s']:.1f} s, KLs {summary['kl_wall_s']:.1f} s", flush=True)
-            print(f"    argmin beta: finite N {summary['refined_argmin']:.3f} (grid {summary['grid_argmin']:.3f}), theory "
-                  f"{summary['theory_argmin']:.3f}, window ({summary['beta_c']:.3f}, {summary['beta_edge']:.3f}); "
-                  f"gain {summary['gain']:.4f} ± {summary['gain_se']:.4f} (theory {summary['theory_gain']:.4f})", flush=True)
+    rows, argmins, fits = [], [], {}
+    for point in points:
+        new, summary = study_one(point, betas)
+        rows += new
+        argmins.append(summary)
+        N, g, eta = summary["N"], summary["gamma"], summary["eta"]
+        facts = {k: new[0][k] for k in ("divergences", "latent_min_ess_bulk", "num_draws")} | {"fit_wall_s": summary["fit_wall_s"]}
+        fits[f"N{N}_eta{eta:g}_gamma{g:g}"] = facts
+        print(f"[kl] N={N} gamma={g:g} eta={eta:g}: {facts['divergences']:.0f} divergences, min latent ESS "
+              f"{facts['latent_min_ess_bulk']:.0f}, KLs {summary['kl_wall_s']:.1f} s", flush=True)
+        print(f"    argmin beta: finite N {summary['refined_argmin']:.3f} (grid {summary['grid_argmin']:.3f}), theory "
+              f"{summary['theory_argmin']:.3f}, window ({summary['beta_c']:.3f}, {summary['beta_edge']:.3f}); "
+              f"gain {summary['gain']:.4f} ± {summary['gain_se']:.4f} (theory {summary['theory_gain']:.4f})", flush=True)
+    rows.sort(key=lambda r: (r["N"], r["eta"], r["gamma"], r["beta"]))
+    argmins.sort(key=lambda r: (r["N"], r["eta"], r["gamma"]))
+    write_csv(kl_path, KL_COLUMNS, rows)
+    write_csv(am_path, ARGMIN_COLUMNS, argmins)
 
     finish_study(
         out, "temperature_tuning", t_start, files=[kl_path.name, th_path.name, am_path.name],
@@ -312,15 +293,13 @@ def main(argv=None) -> int:
         seed=0,
         checks="THEORY.md §6 typical forward KL vs beta (forward_kl_typical_beta) and the window (beta_c, sqrt(gamma eta))",
         quick=bool(q),
-        settings={"sizes": list(sizes), "gammas": list(gammas), "eta": eta, "omega": omega, "betas": list(betas),
-                  "base_spec": f"models/{BASE_SPEC}.toml", "nuts_overrides": nuts or "spec",
-                  "seeds": NUTS_SEEDS,
-                  "theory_beta_grid": [float(THEORY_BETAS[0]), float(THEORY_BETAS[-1]), len(THEORY_BETAS)],
-                  "resume": bool(args.resume)},
-        fits=fits,
-        argmins=argmins,
+        settings={"sizes": list(sizes), "gammas": list(gammas), "etas": list(etas), "omega": omega, "betas": list(betas),
+                  "sweep_file": str(TEACHER_STUDENT_SWEEP.relative_to(TEACHER_STUDENT_SWEEP.parents[2])),
+                  "runs": str(sw.out), "seeds": NUTS_SEEDS,
+                  "theory_beta_grid": [float(THEORY_BETAS[0]), float(THEORY_BETAS[-1]), len(THEORY_BETAS)]},
+        fits=fits, argmins=argmins, failed=failed, sweep_wall_s=sweep_wall,
     )
-    return 0
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

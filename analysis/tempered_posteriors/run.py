@@ -15,12 +15,19 @@ teacher seed 0, N = 100 by default), the η dependence of
   and predictive reverse D(P_pp‖P*) — as the curves of
   :func:`bayes_sbm.theory.teacher_student_kls` (γ, η, ω = 2.5).
 
-For each η in the study (default {0.5, 1, 2, 3, 5}) the posterior is fitted
-with NUTS (``models/fmo.toml`` with ``model.eta``, ``model.gamma``,
-``model.N`` overridden); the points are the posterior means of λ_1, u_1, M
-(± MCSE) and the KLs of :func:`bayes_sbm.reports.predict_run` (exact
-typical KLs averaged over the draws, Monte Carlo predictive KLs with their
-standard errors and Jensen-bias estimates).
+For each (N, η) of the study (default N ∈ {200, 1000}, η ∈ {0.5, 1, 2, 5}:
+FMe below η ≈ 0.74, FMo above) the posterior comes from the teacher–student
+sweep ``models/sweeps/teacher_student.toml`` at γ = 0.5 (``models/fmo.toml``
+with ``model.N``, ``model.eta``, ``model.gamma`` overridden, band
+representation of THEORY.md §8; run on Dask distributed, shared with the
+double-descent and temperature-tuning studies; a rerun skips finished
+points).  The points are the posterior means of λ_1, u_1, M (± MCSE), the
+exact typical KLs (:func:`bayes_sbm.reports.run_typical_kls`: band draws,
+averaged exactly over the Haar block) and, at N ≤
+``bayes_sbm.runs.BAND_PREDICTIVE_MAX_N`` (300), the Monte Carlo predictive
+KLs of :func:`bayes_sbm.reports.predict_run` with their standard errors and
+Jensen-bias estimates (above it the log-mean-exp weights degenerate and the
+dense draws cost N² each: the predictive KLs are left out there).
 
 Outputs (in ``--out``, default ``analysis/tempered_posteriors/results``):
 
@@ -36,14 +43,12 @@ Outputs (in ``--out``, default ``analysis/tempered_posteriors/results``):
   bias-corrected predictive KLs);
 * ``compare/forest.png``, ``compare/density.png`` — ArviZ comparison plots
   of the tempered runs (:func:`bayes_sbm.plots.compare_plots`);
-* ``metadata.json`` — versions, seeds, settings, run folders, timings;
-* ``runs/tempered_eta<η>_N<N>/`` — each fitted run folder
-  (``bayes-sbm diagnose`` works on it).
+* ``metadata.json`` — versions, seeds, settings, run folders, timings
+  (the run folders are those of the sweep; ``bayes-sbm diagnose`` works on
+  each ``<point>/run``).
 
-``--resume`` keeps the rows already in the CSV and skips their η (a
-complete run folder fitted with the same spec is reused instead of refitted).
-``--quick``: N = 10, η ∈ {1, 3}, 100 warm-up + 100 draws per chain, 200
-predictive points (a smoke test, not a result).
+``--quick``: N = 10, η ∈ {1, 3}, 1 chain of 100 warm-up + 100 draws of the
+band model in ``OUT/runs``, 200 predictive points (a smoke test, not a result).
 """
 
 from __future__ import annotations
@@ -54,11 +59,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bayes_sbm and analysis._common
 
 from analysis._common import (  # noqa: E402
-    C_LIMIT, OMEGA, PHASE_COLORS, QUICK_NUTS, complete_groups, component, finish_study, fit_or_reuse, nuts_overrides,
-    pin_threads, previous_runs, read_csv, start_study, study_parser, summary_row, write_csv,
+    C_LIMIT, OMEGA, PHASE_COLORS, TEACHER_STUDENT_SWEEP, add_teacher_student_options, component, finish_study,
+    pin_threads, run_study_sweep, start_study, study_parser, summary_row, teacher_student_sweep, write_csv,
 )
 
-pin_threads(host_devices=2)  # before NumPy/JAX are imported: 2 chains in parallel
+pin_threads()  # before NumPy/JAX are imported (the Dask workers pin themselves)
 
 import math  # noqa: E402
 import time  # noqa: E402
@@ -67,25 +72,22 @@ import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bayes_sbm import diagnostics, theory  # noqa: E402
+from bayes_sbm import diagnostics, reports, sweep, theory  # noqa: E402
 from bayes_sbm.io import write_json_atomic  # noqa: E402
 from bayes_sbm.plots import compare_plots, save_figure  # noqa: E402
-from bayes_sbm.reports import predict_run  # noqa: E402
-from bayes_sbm.runs import load_run  # noqa: E402
-from bayes_sbm.specs import load_spec  # noqa: E402
+from bayes_sbm.runs import BAND_PREDICTIVE_MAX_N, load_run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 GAMMA = 0.5
 K = 2
-N_DEFAULT = 100
-ETAS = (0.5, 1.0, 2.0, 3.0, 5.0)
+SIZES = (200, 1000)
+ETAS = (0.5, 1.0, 2.0, 5.0)
 QUICK_N = 10
 QUICK_ETAS = (1.0, 3.0)
 QUICK_KL_POINTS = 200
 KL_POINTS = 2000
 ETA_GRID = (0.1, 6.0)
-BASE_SPEC = "fmo"
 
 #: (quantity, posterior variable, component, key of the theory reference (ObservableReference.as_dict()), label)
 OBSERVABLES = (
@@ -109,8 +111,6 @@ COLUMNS = (
 )
 CURVE_COLUMNS = ("eta", "phase", "d", "lam_1", "u_1", "u_2", "M", "fwd_typ", "rev_typ", "fwd_pp", "rev_pp")
 CSV_NAME = "tempered.csv"
-_STR_COLS = ("quantity", "phase", "phase_limit")
-_INT_COLS = ("N", "divergences", "kl_points", "num_warmup", "num_samples", "num_chains")
 
 
 # --------------------------------------------------------------------------
@@ -123,12 +123,24 @@ def _num(v) -> float:
         return math.nan
 
 
-def _eta_tag(eta: float) -> str:
-    return f"{eta:g}"
-
-
-def run_name(eta: float, N: int) -> str:
-    return f"tempered_eta{_eta_tag(eta)}_N{N}"
+def kl_report(point, kl_points: int, max_draws: int | None) -> dict:
+    """The KLs of a point in :func:`bayes_sbm.reports.predict_run`'s layout: typical and predictive at
+    N ≤ BAND_PREDICTIVE_MAX_N, else the typical ones alone (band route, no N × N matrices)."""
+    spec, run = point.spec, point.folder / sweep.RUN_DIR
+    if spec.model.N <= BAND_PREDICTIVE_MAX_N:
+        return reports.predict_run(run, beta=1.0, key=jax.random.key(spec.inference.seed + 1), num_points=kl_points,
+                                   max_draws=max_draws)
+    typ = reports.run_typical_kls(run, [1.0], max_draws=max_draws)[0]
+    try:
+        th = theory.teacher_student_kls(spec.model.gamma, spec.model.eta, OMEGA)
+        th = {"fwd_typ": th.fwd_typ, "rev_typ": th.rev_typ}
+    except ValueError:
+        th = {}
+    entry = lambda v, se, ess: {"per_n": v / typ.N, "se_per_n": se / typ.N, "ess": ess}  # noqa: E731
+    return {"N": typ.N, "typical": {"forward": entry(typ.forward_mean, typ.forward_se, typ.forward_ess),
+                                    "reverse": entry(typ.reverse_mean, typ.reverse_se, typ.reverse_ess)},
+            "theory": th, "predictive": None,
+            "predictive_note": f"left out at N > {BAND_PREDICTIVE_MAX_N}: dense draws and degenerate log-mean-exp weights"}
 
 
 # --------------------------------------------------------------------------
@@ -146,7 +158,7 @@ def rows_for_run(spec, dt, meta: dict, kl: dict, kl_points: int) -> list[dict]:
         "eta": float(m.eta), "N": int(m.N), "gamma": float(m.gamma), "omega": float(spec.data.omega),
         "phase": th_data.get("phase", "n/a"), "phase_limit": th_lim["phase"],
         "divergences": int(meta.get("divergences", -1)),
-        "sampling_s": float(meta.get("timing", {}).get("total_s", math.nan)),
+        "sampling_s": float(meta.get("timing", {}).get("wall_s", math.nan)),
         "c_1": float(c[0]), "c_2": float(c[1]),
         "num_warmup": spec.inference.num_warmup, "num_samples": spec.inference.num_samples,
         "num_chains": spec.inference.num_chains,
@@ -163,6 +175,8 @@ def rows_for_run(spec, dt, meta: dict, kl: dict, kl_points: int) -> list[dict]:
         })
     th_kl = kl.get("theory") or {}
     for q, section, direction, field, _ in KLS:
+        if not kl.get(section):
+            continue
         e = kl[section][direction]
         t_lim = _num(th_kl.get(field))
         extra = {"kl_ess": _num(e.get("ess"))}
@@ -290,12 +304,8 @@ def plot_kls(rows, curves, path: Path) -> Path:
 # --------------------------------------------------------------------------
 def parser():
     p = study_parser(__doc__, HERE / "results",
-                     f"smoke test: N = {QUICK_N}, eta in {QUICK_ETAS}, {QUICK_NUTS['num_warmup']}/{QUICK_NUTS['num_samples']} "
-                     f"draws, {QUICK_KL_POINTS} KL points",
-                     "keep rows already in the CSV and skip their (eta, N)",
-                     nuts=("num_warmup", "num_samples"), models="the base spec")
-    p.add_argument("--sizes", type=int, nargs="+", help=f"values of N (default {N_DEFAULT})")
-    p.add_argument("--etas", type=float, nargs="+", help=f"values of eta (default {ETAS})")
+                     f"smoke test: N = {QUICK_N}, eta in {QUICK_ETAS}, 100/100 draws of one chain, {QUICK_KL_POINTS} KL points")
+    add_teacher_student_options(p, ",".join(map(str, SIZES)), ",".join(f"{e:g}" for e in ETAS), f"{GAMMA:g} (fixed)")
     p.add_argument("--kl-points", type=int, help=f"Monte Carlo points per direction for the predictive KLs (default {KL_POINTS})")
     p.add_argument("--max-draws", type=int, help="thin the posterior draws to at most this many for the KLs (default: all)")
     return p
@@ -303,55 +313,35 @@ def parser():
 
 def main(argv=None) -> int:
     args, out, t_start = start_study(parser(), argv)
-    sizes = tuple(args.sizes) if args.sizes else ((QUICK_N,) if args.quick else (N_DEFAULT,))
+    sizes = tuple(args.sizes) if args.sizes else ((QUICK_N,) if args.quick else SIZES)
     etas = tuple(float(e) for e in args.etas) if args.etas else (QUICK_ETAS if args.quick else ETAS)
-    nuts = nuts_overrides(args, ("num_warmup", "num_samples"))
+    if args.gammas and list(args.gammas) != [GAMMA]:
+        print(f"error: --gammas: this study runs at gamma = {GAMMA:g} only, got {args.gammas}", file=sys.stderr)
+        return 2
     kl_points = args.kl_points if args.kl_points is not None else (QUICK_KL_POINTS if args.quick else KL_POINTS)
     csv_path = out / CSV_NAME
-
-    def key_of(r):
-        return (round(float(r["eta"]), 12), int(r["N"]))
-
-    rows = read_csv(csv_path, strings=_STR_COLS, ints=_INT_COLS, blank_ints=True) if args.resume else []
-    rows, done = complete_groups(rows, key_of, len(QUANTITIES))
-    runs_info = previous_runs(out, args.resume)
-
-    base = load_spec(args.models / f"{BASE_SPEC}.toml")
-    fitted: dict[str, Path] = {}
-    for N in sizes:
-        for eta in etas:
-            name = run_name(eta, N)
-            run_dir = out / "runs" / name
-            fitted[name] = run_dir
-            if (round(eta, 12), N) in done:
-                print(f"[skip] eta={eta:g} N={N}: rows already in {csv_path.name}", flush=True)
-                runs_info.setdefault(name, {"run": str(run_dir)})
-                continue
-            spec = base.with_overrides({
-                "name": f"tempered_eta{_eta_tag(eta)}",
-                "description": f"tempered posterior: {BASE_SPEC}.toml at gamma = {GAMMA:g}, eta = {eta:g}, N = {N}",
-                "model.N": int(N), "model.gamma": GAMMA, "model.eta": float(eta),
-                "data.omega": OMEGA, "data.K": K,
-            } | nuts)
-            t0 = time.perf_counter()
-            dt, meta, reused = fit_or_reuse(spec, run_dir, args.resume)
-            t_fit = time.perf_counter() - t0
-            kl = predict_run(run_dir, beta=1.0, key=jax.random.key(spec.inference.seed + 1), num_points=kl_points,
-                             max_draws=args.max_draws)
-            t_kl = time.perf_counter() - t0 - t_fit
-            write_json_atomic(run_dir / "predict.json", kl)
-            new = rows_for_run(spec, dt, meta, kl, kl_points)
-            rows = [r for r in rows if key_of(r) != (round(eta, 12), N)] + new
-            rows.sort(key=lambda r: (int(r["N"]), r["eta"], QUANTITIES.index(r["quantity"])))
-            write_csv(csv_path, COLUMNS, rows, none="nan")  # after every run: an interrupted study resumes from here
-            runs_info[name] = {"run": str(run_dir), "reused": reused, "fit_wall_s": t_fit, "kl_wall_s": t_kl,
-                               "phase": new[0]["phase"], "divergences": new[0]["divergences"], "c": meta.get("c")}
-            print(f"[{'reuse' if reused else 'fit'}] eta={eta:g} N={N}: phase {new[0]['phase']} "
-                  f"(N→∞: {new[0]['phase_limit']}), {new[0]['divergences']} divergences, fit {t_fit:.1f} s, KLs {t_kl:.1f} s",
-                  flush=True)
-            for r in new:
-                print(f"    {r['quantity']:>8s}: {r['value']:+.4f} ± {r['se']:.4f}  theory(c) {r['theory_data_c']:+.4f}  "
-                      f"theory(∞) {r['theory_limit']:+.4f}", flush=True)
+    sw = teacher_student_sweep(args, out, {"model.N": list(sizes), "model.eta": list(etas), "model.gamma": [GAMMA]})
+    points, failed, _, sweep_wall = run_study_sweep(sw, analyse_only=args.analyse_only, scheduler=args.scheduler,
+                                                    workers=args.workers, processes=not args.quick)
+    rows, runs_info, dts = [], {}, {}
+    for point in points:
+        run_dir = point.folder / sweep.RUN_DIR
+        dt, meta = load_run(run_dir)
+        t0 = time.perf_counter()
+        kl = kl_report(point, kl_points, args.max_draws)
+        t_kl = time.perf_counter() - t0
+        write_json_atomic(out / "kls" / f"{point.name}.json", kl)
+        new = rows_for_run(point.spec, dt, meta, kl, kl_points)
+        rows += new
+        N, eta = int(point.spec.model.N), float(point.spec.model.eta)
+        runs_info[point.name] = {"run": str(run_dir), "fit_wall_s": meta.get("timing", {}).get("wall_s"), "kl_wall_s": t_kl,
+                                 "phase": new[0]["phase"], "divergences": new[0]["divergences"], "c": meta.get("c")}
+        dts[f"eta={eta:g}" + (f", N={N}" if len(sizes) > 1 else "")] = dt
+        print(f"[kl] eta={eta:g} N={N}: phase {new[0]['phase']} (N→∞: {new[0]['phase_limit']}), "
+              f"{new[0]['divergences']} divergences, KLs {t_kl:.1f} s", flush=True)
+        for r in new:
+            print(f"    {r['quantity']:>8s}: {r['value']:+.4f} ± {r['se']:.4f}  theory(c) {r['theory_data_c']:+.4f}  "
+                  f"theory(∞) {r['theory_limit']:+.4f}", flush=True)
 
     rows.sort(key=lambda r: (int(r["N"]), r["eta"], QUANTITIES.index(r["quantity"])))
     write_csv(csv_path, COLUMNS, rows, none="nan")
@@ -360,34 +350,24 @@ def main(argv=None) -> int:
     curves = theory_curves(grid)
     write_csv(out / "theory_curves.csv", CURVE_COLUMNS, curves, none="nan")
     figs = [plot_observables(rows, curves, out / "observables_vs_eta.png"), plot_kls(rows, curves, out / "kls_vs_eta.png")]
-
-    # ArviZ comparison of the tempered runs (every run folder of this study present in --out)
-    dts, labels = {}, []
-    for name, run_dir in fitted.items():
-        if (run_dir / "inference.nc").exists():
-            dt, _ = load_run(run_dir)
-            eta = float(dt["constant_data"]["eta"].values)
-            label = f"eta={eta:g}" + (f", N={dt.attrs.get('N')}" if len(sizes) > 1 else "")
-            dts[label] = dt
-            labels.append(label)
-    figs += compare_plots(dts, out / "compare") if dts else []
+    figs += compare_plots(dts, out / "compare") if dts else []  # ArviZ comparison of the tempered runs
 
     finish_study(
         out, "tempered_posteriors", t_start, files=[CSV_NAME, "theory_curves.csv"], figures=figs, seed=0,
         checks="THEORY.md §4 (λ_1, u_1, M) and §6 (typical/predictive KLs) as functions of η at γ = 0.5, ω = 2.5",
         settings={
             "quick": bool(args.quick), "sizes": list(sizes), "etas": list(etas), "gamma": GAMMA, "omega": OMEGA, "K": K,
-            "base_spec": f"models/{BASE_SPEC}.toml", "num_warmup": nuts.get("inference.num_warmup", "spec"),
-            "num_samples": nuts.get("inference.num_samples", "spec"), "num_chains": "spec",
+            "sweep_file": str(TEACHER_STUDENT_SWEEP.relative_to(TEACHER_STUDENT_SWEEP.parents[2])), "runs": str(sw.out),
             "kl_points": kl_points, "max_draws": args.max_draws, "kl_key": "jax.random.key(inference seed + 1)",
-            "teacher_seed": "spec (0)", "inference_seed": "spec (0)", "eta_grid": [lo, hi, len(grid)],
-            "c_limit": list(C_LIMIT), "resume": bool(args.resume),
+            "predictive_max_n": BAND_PREDICTIVE_MAX_N, "teacher_seed": "spec (0)", "inference_seed": "spec (0)",
+            "eta_grid": [lo, hi, len(grid)], "c_limit": list(C_LIMIT),
         },
         phase_boundaries=phase_boundaries(curves),
         runs=runs_info,
-        compared_runs=labels,
+        compared_runs=list(dts),
+        failed=failed, sweep_wall_s=sweep_wall,
     )
-    return 0
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":
