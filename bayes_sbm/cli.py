@@ -741,11 +741,14 @@ def _cmd_predict(args) -> int:
     print()
     print(f"per N, vs theory ({theory_ref(6)}):")
     print(reports.format_predict(r))
-    pf, pr = r["predictive"]["forward"], r["predictive"]["reverse"]
     print()
-    print(f"Jensen bias of log-mean-exp (delta method, per N): forward {pf['bias_per_n']:+.2e}, reverse {pr['bias_per_n']:+.2e} "
-          f"(corrected: {pf['corrected_per_n']:.6f}, {pr['corrected_per_n']:.6f}); "
-          f"median weight ESS {pf['weight_ess']:.1f} / {pr['weight_ess']:.1f}")
+    if r["predictive"] is None:
+        print(f"note: {r['predictive_note']}")
+    else:
+        pf, pr = r["predictive"]["forward"], r["predictive"]["reverse"]
+        print(f"Jensen bias of log-mean-exp (delta method, per N): forward {pf['bias_per_n']:+.2e}, reverse {pr['bias_per_n']:+.2e} "
+              f"(corrected: {pf['corrected_per_n']:.6f}, {pr['corrected_per_n']:.6f}); "
+              f"median weight ESS {pf['weight_ess']:.1f} / {pr['weight_ess']:.1f}")
     for w in r.get("warnings", []):
         print(f"warning: {w}")
     if r["theory_note"]:

@@ -39,7 +39,7 @@ from . import _checks, _stats, diagnostics, evidence, inference, predictive, sph
 from .data import load_data
 from .io import load_npy
 from .distribution import SYMMETRY_ATOL, SphericalBoltzmann
-from .runs import TEACHER_FILE, load_run, load_run_transform, problem_from_spec
+from .runs import BAND_PREDICTIVE_MAX_N, TEACHER_FILE, load_run, load_run_transform, problem_from_spec
 from .settings import LadderSettings, derive_keys
 
 __all__ = [
@@ -546,13 +546,19 @@ def predict_run(
     K, N = data.shape
     # the teacher before the posterior couplings: a wrong one fails before the heavy computing
     teacher_W, source = _resolve_teacher(fit, teacher_W, teacher_name)
-    # thinned before the couplings are built; a band run's Haar rotations come from a fixed key, apart from the Monte Carlo's
-    W, _ = _coupling_draws(fit, jax.random.key(0), max_draws, "use 'bayes-sbm predict'")
-    chains, draws = W.shape[:2]
     key = jax.random.key(0) if key is None else key
-
-    typ = _typical_kls(fit, teacher_W, [beta], max_draws, "use 'bayes-sbm predict'", W=W)[0]
-    pp = predictive.predictive_kls_mc(key, W, teacher_W, beta, num_points)
+    band_run = str(fit.dt.attrs.get("parametrization", "")) == "band"
+    if band_run and N > BAND_PREDICTIVE_MAX_N:
+        # typical KLs by the band route; the Monte Carlo predictive KLs would need S dense N × N draws
+        typ = _typical_kls(fit, teacher_W, [beta], max_draws, "use 'bayes-sbm predict'")[0]
+        chains, draws = typ.forward.shape if typ.forward.ndim == 2 else (1, typ.forward.size)
+        pp = None
+    else:
+        # thinned before the couplings are built; a band run's Haar rotations come from a fixed key, apart from the Monte Carlo's
+        W, _ = _coupling_draws(fit, jax.random.key(0), max_draws, "use 'bayes-sbm predict'")
+        chains, draws = W.shape[:2]
+        typ = _typical_kls(fit, teacher_W, [beta], max_draws, "use 'bayes-sbm predict'", W=W)[0]
+        pp = predictive.predictive_kls_mc(key, W, teacher_W, beta, num_points)
     theory_vals, theory_note = _theory(gamma, eta, teacher_W, K, beta)
 
     def entry(value, se, **extra):
@@ -572,7 +578,7 @@ def predict_run(
             "forward": entry(typ.forward_mean, typ.forward_se, ess=typ.forward_ess),
             "reverse": entry(typ.reverse_mean, typ.reverse_se, ess=typ.reverse_ess),
         },
-        "predictive": {
+        "predictive": None if pp is None else {
             "num_points": pp.num_points,
             "forward": entry(pp.forward, pp.forward_se, bias=pp.forward_bias, bias_per_n=pp.forward_bias / N,
                              corrected_per_n=pp.forward_corrected / N, weight_ess=pp.forward_weight_ess,
@@ -583,6 +589,9 @@ def predict_run(
             "bias_reliable": bool(min(pp.forward_weight_ess, pp.reverse_weight_ess) >= predictive.MIN_WEIGHT_ESS),
             "bias_note": predictive.BIAS_NOTE,
         },
+        "predictive_note": None if pp is not None else (
+            f"predictive KLs left out: a band run at N = {N} > {BAND_PREDICTIVE_MAX_N} would need {chains * draws} dense "
+            f"N x N draws, and the log-mean-exp weights degenerate at large N (typical KLs are exact)"),
         "theory": theory_vals,
         "theory_note": theory_note,
     }
@@ -593,6 +602,8 @@ def predict_run(
         ("predictive forward D(P*||P_pp)", "predictive", "forward", "fwd_pp"),
         ("predictive reverse D(P_pp||P*)", "predictive", "reverse", "rev_pp"),
     ):
+        if result[section] is None:
+            continue
         e = result[section][name]
         t = None if theory_vals is None else theory_vals.get(th)
         rows.append({"quantity": label, "value_per_n": e["per_n"], "se_per_n": e["se_per_n"], "theory_per_n": t,
@@ -611,7 +622,7 @@ def predict_warnings(result: dict) -> list[str]:
             out.append(f"{row['quantity']}: the value is not finite ({value})")
         elif not math.isfinite(se):
             out.append(f"{row['quantity']}: standard error undefined ({se}): too few or constant draws")
-    if not result.get("predictive", {}).get("bias_reliable", True):
+    if not (result.get("predictive") or {}).get("bias_reliable", True):
         out.append("predictive: few effective draws per point: log-mean-exp is dominated by a few draws and its bias exceeds the estimate")
     return out
 

@@ -693,8 +693,9 @@ def predict_row(result: dict) -> dict:
     th = result.get("theory") or {}
     row: dict[str, Any] = {}
     for name, section, direction in DIVERGENCES:
-        e = result[section][direction]
-        row |= {f"{name}_per_n": _number(e["per_n"]), f"{name}_se_per_n": _number(e["se_per_n"]), f"{name}_theory": _number(th.get(name))}
+        e = (result.get(section) or {}).get(direction) or {}  # no predictive section: a band run above BAND_PREDICTIVE_MAX_N
+        row |= {f"{name}_per_n": _number(e.get("per_n")), f"{name}_se_per_n": _number(e.get("se_per_n")),
+                f"{name}_theory": _number(th.get(name))}
     row["predict_num_warnings"] = len(result.get("warnings") or [])
     return row
 

@@ -435,6 +435,23 @@ def test_run_typical_kls_of_a_band_run_match_dense_rebuilds(tmp_path):
         reports.run_typical_kls(run, [1.0, -1.0])
 
 
+def test_predict_run_of_a_large_band_run_gives_exact_typical_kls_only(tmp_path, monkeypatch, capsys):
+    """Above BAND_PREDICTIVE_MAX_N a band run's predict report has the band-route typical KLs and no Monte Carlo
+    predictive KLs (which would need dense draws); threshold lowered so that an N = 10 run counts as large."""
+    raw = dict(_TINY_SPEC, model={"N": 10, "gamma": 0.5, "eta": 3.0, "parametrization": "band"},
+               inference={"num_warmup": 50, "num_samples": 50, "num_chains": 1, "seed": 2})
+    run = tmp_path / "run"
+    runs.fit_spec(specs.parse_spec(raw, source="<test>"), run, progress_bar=False)
+    monkeypatch.setattr(reports, "BAND_PREDICTIVE_MAX_N", 5)
+    r = reports.predict_run(run, 1.3, jax.random.key(0), num_points=50)
+    (typ,) = reports.run_typical_kls(run, [1.3])
+    assert r["predictive"] is None and "N = 10 > 5" in r["predictive_note"] and r["num_draws"] == 50
+    assert [row["quantity"].split()[0] for row in r["rows"]] == ["typical", "typical"]
+    assert r["typical"]["forward"]["value"] == typ.forward_mean and r["typical"]["reverse"]["value"] == typ.reverse_mean
+    assert main(["predict", str(run), "--beta", "1.3", "--num-points", "50"]) == 0
+    assert "predictive KLs left out" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_predict_on_a_fit_spec_run(tmp_path):
     """End to end: runs.fit_spec writes the folder, predict_run reads it (a second, short NUTS run)."""
