@@ -87,6 +87,7 @@ __all__ = [
     "extrapolations",
     "sweep_from_file",
     "headline_table",
+    "law_band_table",
     "run_study_sweep",
     "print_extrapolations",
     "TEACHER_STUDENT_SWEEP",
@@ -715,8 +716,22 @@ def size_points(rows: Sequence[dict], select: Callable[[dict], bool], *, value: 
     return np.array(Ns, float), np.array(ds), np.array(ses)
 
 
-def fit_finite_size_law(N, d, se, p: float) -> dict:
-    """Weighted least squares of ``d = a + b N^(−p)`` (weights 1/SE²).
+def _law_basis(N, p):
+    """``N^(−p)``, or ``N^(−p) log N`` for ``p = (exponent, "log")``."""
+    import numpy as np
+
+    if isinstance(p, tuple):
+        return N ** (-p[0]) * np.log(N)
+    return N ** (-p)
+
+
+def _law_order(p) -> tuple[float, int]:
+    """Decay order of a law for "fastest": the exponent, a log factor just slower (log N/N between 1/N and N^-2/3)."""
+    return (p[0], -1) if isinstance(p, tuple) else (p, 0)
+
+
+def fit_finite_size_law(N, d, se, p) -> dict:
+    """Weighted least squares of ``d = a + b N^(−p)`` (weights 1/SE²); ``p = (q, "log")`` fits ``a + b N^(−q) log N``.
 
     Returns ``a`` (the N → ∞ limit of d), ``se_a`` (scaled by √(χ²/dof)
     when χ²/dof > 1: scatter beyond the SEs widens the extrapolation, never
@@ -731,7 +746,7 @@ def fit_finite_size_law(N, d, se, p: float) -> dict:
     out = {"a": math.nan, "se_a": math.nan, "b": math.nan, "chi2_dof": math.nan, "num_sizes": int(N.size)}
     if N.size < 3:
         return out
-    X = np.stack([np.ones_like(N), N ** (-p)], axis=1) / se[:, None]
+    X = np.stack([np.ones_like(N), _law_basis(N, p)], axis=1) / se[:, None]
     y = d / se
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     cov = np.linalg.inv(X.T @ X)
@@ -745,26 +760,32 @@ def fit_finite_size_law(N, d, se, p: float) -> dict:
 LAW_ACCEPT_QUANTILE = 0.99
 
 
-def extrapolations(N, d, se, laws: dict[str, float] | None = None) -> list[dict]:
+def extrapolations(N, d, se, laws: dict | None = None) -> list[dict]:
     """Every law of ``laws`` (default :data:`FINITE_SIZE_LAWS`) fitted to d(N): rows with ``law``, ``p``, the fit,
-    ``z = a/SE(a)`` and ``best``.
+    ``z = a/SE(a)``, ``accepted`` and ``best``.
 
-    The best law is the fastest decay (largest p) whose χ² is acceptable
-    (below the :data:`LAW_ACCEPT_QUANTILE` quantile for its degrees of
-    freedom): among laws the data cannot tell apart, the one that assumes the
-    least slow correction; the smallest χ² when none is acceptable.
+    A law is accepted when its χ² is below the :data:`LAW_ACCEPT_QUANTILE`
+    quantile for its degrees of freedom.  The best law is the fastest decay
+    (largest p; a log N factor counts as just slower) among the accepted:
+    among laws the data cannot tell apart, the one that assumes the least
+    slow correction; the smallest χ² when none is acceptable.  The spread of
+    a over the accepted laws is the extrapolation's law uncertainty.
     """
     from scipy.stats import chi2
 
     laws = FINITE_SIZE_LAWS if laws is None else laws
-    fits = [{"law": name, "p": p, **fit_finite_size_law(N, d, se, p)} for name, p in laws.items()]
+    fits = [{"law": name, "p": p[0] if isinstance(p, tuple) else p, "_order": _law_order(p), **fit_finite_size_law(N, d, se, p)}
+            for name, p in laws.items()]
     finite = [f for f in fits if math.isfinite(f["chi2_dof"])]
     accepted = [f for f in finite if f["chi2_dof"] * (f["num_sizes"] - 2) <= chi2.ppf(LAW_ACCEPT_QUANTILE, f["num_sizes"] - 2)]
+    for f in fits:
+        f["accepted"] = any(f is g for g in accepted)
     if accepted:
-        best = max(accepted, key=lambda f: f["p"])["law"]
+        best = max(accepted, key=lambda f: f["_order"])["law"]
     else:
         best = min(finite, key=lambda f: f["chi2_dof"])["law"] if finite else None
     for f in fits:
+        f.pop("_order")
         f["z"] = f["a"] / f["se_a"] if math.isfinite(f["se_a"]) and f["se_a"] > 0 else math.nan
         f["best"] = f["law"] == best
     return fits
@@ -815,6 +836,19 @@ def headline_table(csv_path: Path, key: str, names: Sequence[str], labels: dict[
             r = next((r for r in rows if r["spec"] == spec and r[key] == n), None)
             cells.append("–" if r is None else f"{r['extrapolated']:.4f} vs {r['theory_limit']:.4f} ({r['z']:+.1f} SE, {r['law']})")
         lines.append(md_row(cells))
+    return "\n".join(lines)
+
+
+def law_band_table(csv_path: Path, key: str, name: str, label: str) -> str:
+    """README table of one quantity of a finite-size study: per phase spec, the best law's N → ∞ value vs theory
+    (z, law) and z under every accepted law (the extrapolation's law uncertainty), from ``finite_size.csv``."""
+    rows = [r for r in read_csv(csv_path, strings=("spec", "phase", key, "law", "best", "accepted")) if r[key] == name]
+    lines = md_head(["spec (phase)", f"{label}: N → ∞ value vs theory (z, fastest accepted law)", "z under every accepted law"])
+    for spec in dict.fromkeys(r["spec"] for r in rows):
+        mine = [r for r in rows if r["spec"] == spec]
+        b = next(r for r in mine if r["best"] == "True")
+        acc = ", ".join(f"{r['law']}: {r['z']:+.1f}" for r in mine if r["accepted"] == "True") or "none"
+        lines.append(md_row([f"{spec} ({b['phase']})", f"{b['extrapolated']:.4f} vs {b['theory_limit']:.4f} ({b['z']:+.1f} SE, {b['law']})", acc]))
     return "\n".join(lines)
 
 

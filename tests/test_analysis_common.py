@@ -213,6 +213,32 @@ def test_sweep_from_file_narrows_the_grid(tmp_path):
     assert sw.points[0].folder == (tmp_path / "runs" / "spec=fme__model.N=100__data.seed=0").resolve()
 
 
+#: Laws with a log factor, as the evidence study adds one (log N/N: the Gaussian fluctuation of a condensed mode).
+LOG_LAWS = _common.FINITE_SIZE_LAWS | {"log N/N": (1.0, "log")}
+
+
+def test_a_log_law_is_fitted_exactly_and_ranked_just_below_its_power():
+    d = -0.1 + 3.0 * np.log(SIZES) / SIZES
+    f = _common.fit_finite_size_law(SIZES, d, np.full(SIZES.size, 1e-3), (1.0, "log"))
+    assert f["a"] == pytest.approx(-0.1, abs=EXACT_FIT_ATOL) and f["b"] == pytest.approx(3.0, abs=EXACT_FIT_ATOL)
+    fits = {r["law"]: r for r in _common.extrapolations(SIZES, d, np.full(SIZES.size, 1e-3), LOG_LAWS)}
+    assert fits["log N/N"]["best"] and fits["log N/N"]["p"] == 1.0 and not fits["1/N"]["accepted"]
+    # when both fit (a law with no correction at all), 1/N — the faster decay — is preferred
+    flat = {r["law"]: r for r in _common.extrapolations(SIZES, np.full(SIZES.size, 0.2), np.full(SIZES.size, 1e-3), LOG_LAWS)}
+    assert flat["1/N"]["best"] and flat["log N/N"]["accepted"]
+
+
+def test_accepted_means_chi2_below_its_one_percent_point():
+    from scipy.stats import chi2
+
+    rng = np.random.default_rng(11)
+    se = np.full(SIZES.size, 1e-3)
+    for _ in range(20):
+        d = 0.1 + 0.4 * SIZES ** -0.5 + rng.normal(0.0, 3e-3, SIZES.size)  # noise 3x the stated SE: some laws rejected
+        for f in _common.extrapolations(SIZES, d, se):
+            assert f["accepted"] == (f["chi2_dof"] * (SIZES.size - 2) <= chi2.ppf(_common.LAW_ACCEPT_QUANTILE, SIZES.size - 2))
+
+
 def test_the_fastest_acceptable_law_is_chosen():
     rng = np.random.default_rng(5)
     se = np.full(SIZES.size, 1e-3)
