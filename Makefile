@@ -69,6 +69,7 @@ bench: venv
 	$(PY) benchmarks/bench_partition.py
 	$(PY) benchmarks/bench_nuts.py
 	$(PY) benchmarks/bench_evidence.py
+	$(PY) benchmarks/bench_typical_kls.py
 
 figures: theory-figures posterior-study tempered-study evidence-study temperature-study double-descent-study identity-study
 

@@ -11,11 +11,13 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from conftest import run_script_main
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_typical_kls.py"
 
 
+@pytest.mark.slow  # like the other benchmark smoke tests; the KLs themselves are tested in test_predictive
 def test_bench_typical_kls_quick(tmp_path):
     out = tmp_path / "x.json"
     stdout = run_script_main(SCRIPT, "--quick", "--out", str(out))

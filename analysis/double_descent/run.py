@@ -7,8 +7,8 @@ reverse KL
     (PM phases: ½(ω − log ω − 1 + 1/(2γη)))
 
 (``bayes_sbm.theory.teacher_student_kls(γ, η, 2.5).rev_typ``) as a function
-of γ at η ∈ {1, 5}, ω = 2.5, K = 2: at η = 5 (above η* ≈ 1.34) it dips,
-rises across the FM/PM boundary and falls again; at η = 1 it decreases.
+of γ at η ∈ {0.5, 1, 2, 5}, ω = 2.5, K = 2: at η = 2, 5 (above η* ≈ 1.34) it dips,
+rises across the FM/PM boundary and falls again; at η = 0.5, 1 it decreases.
 
 One NUTS fit per (N, η, γ) from the teacher–student sweep
 ``models/sweeps/teacher_student.toml`` (``models/fmo.toml`` with ``model.N``,

@@ -7,7 +7,7 @@ Checks the THEORY.md §6 curve "Sampling temperature β (temperature tuning)"
 (:func:`bayes_sbm.theory.forward_kl_typical_beta`) with its window
 (β_c, √(γη)) (:func:`bayes_sbm.theory.temperature_window`), inside which the
 sampler condenses on the outlier and the forward KL is lowered, at η = 5,
-γ ∈ {1.7, 2, 3}, ω = 2.5, K = 2, N = 100.
+γ ∈ {1.7, 2, 3}, ω = 2.5, K = 2, N ∈ {200, 1000}.
 
 One NUTS fit per (N, γ) from the teacher–student sweep
 ``models/sweeps/teacher_student.toml`` (``models/fmo.toml`` with ``model.N``,

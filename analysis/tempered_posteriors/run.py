@@ -1,7 +1,7 @@
 """Tempered posteriors: how η changes λ_1, u_1, M and the KLs at fixed γ (THEORY.md §3, §4, §6).
 
 Checks, at fixed prior strength γ = 0.5 (K = 2 rank-one teacher, ω = 2.5,
-teacher seed 0, N = 100 by default), the η dependence of
+teacher seed 0, N = 200 and 1000 by default), the η dependence of
 
 * the THEORY.md §4 spectral saddle point: λ_1, u_1 and M of the tempered
   posterior P_η (§3: GOE precision γη, likelihood raised to η), as the
