@@ -88,6 +88,7 @@ __all__ = [
     "sweep_from_file",
     "headline_table",
     "law_band_table",
+    "two_size_limit",
     "run_study_sweep",
     "print_extrapolations",
     "TEACHER_STUDENT_SWEEP",
@@ -837,6 +838,16 @@ def headline_table(csv_path: Path, key: str, names: Sequence[str], labels: dict[
             cells.append("–" if r is None else f"{r['extrapolated']:.4f} vs {r['theory_limit']:.4f} ({r['z']:+.1f} SE, {r['law']})")
         lines.append(md_row(cells))
     return "\n".join(lines)
+
+
+def two_size_limit(n1: float, d1: float, se1: float, n2: float, d2: float, se2: float, p: float) -> tuple[float, float]:
+    """N → ∞ limit a (and its SE) of ``d = a + b N^(−p)`` through two sizes: ``a = (n2^p d2 − n1^p d1)/(n2^p − n1^p)``.
+
+    No degree of freedom is left to test the law: use it to compare laws (1/N
+    against N^(−1/2)), not to select one.
+    """
+    w1, w2 = n1**p, n2**p
+    return (w2 * d2 - w1 * d1) / (w2 - w1), math.hypot(w2 * se2, w1 * se1) / (w2 - w1)
 
 
 def law_band_table(csv_path: Path, key: str, name: str, label: str) -> str:

@@ -128,6 +128,9 @@ def test_tempered_posteriors_quick(tempered_out):
     _finite(rows, ["value", "se", "theory_limit", "diff_limit", "sampling_s"])
     obs = [r for r in rows if r["quantity"] in ("lam_1", "u_1", "M")]
     _finite(obs, ["theory_data_c", "diff", "r_hat", "min_ess"])
+    for r in rows:  # the reliability flag of the Monte Carlo predictive KLs: both weight ESS at least MIN_WEIGHT_ESS
+        if r["quantity"] in ("fwd_pp", "rev_pp"):
+            assert r["kl_reliable"] in ("True", "False")
     # at γ = 0.5 both η = 1 and η = 3 are FMo (THEORY.md §4, c = (1.6, 0.4))
     assert {r["phase_limit"] for r in rows} == {"FMo"}
     for r in rows:

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: ba
 from analysis._common import (  # noqa: E402
     NUTS_SEEDS, TEACHER_STUDENT_SWEEP, add_teacher_student_options, finish_study, fmt_num, md_head, md_row,
     pick_values, pin_threads, run_study_sweep, start_study, study_parser, teacher_student_facts, teacher_student_sweep,
-    write_csv,
+    two_size_limit, write_csv,
 )
 
 pin_threads()  # before NumPy/JAX are imported (the Dask workers pin themselves)
@@ -101,6 +101,32 @@ def measure(point) -> dict:
     }
 
 
+LIMIT_COLUMNS = ("eta", "gamma", "kl", "phase_limit", "N_small", "N_large", "diff_small", "diff_large", "shrink",
+                 "a_1_over_n", "se_1_over_n", "a_n_half", "se_n_half")
+
+
+def limit_rows(rows: list[dict]) -> list[dict]:
+    """Per (η, γ, direction): the differences from theory at the smallest and largest N, their ratio and the N → ∞
+    limits under 1/N and N^(−1/2) through those two sizes (:func:`analysis._common.two_size_limit`)."""
+    out = []
+    sizes = sorted({r["N"] for r in rows})
+    if len(sizes) < 2:
+        return out
+    n1, n2 = sizes[0], sizes[-1]
+    for eta, g in sorted({(r["eta"], r["gamma"]) for r in rows}):
+        pair = {r["N"]: r for r in rows if r["eta"] == eta and r["gamma"] == g and r["N"] in (n1, n2)}
+        if len(pair) < 2:
+            continue
+        for kl in ("rev", "fwd"):
+            (d1, s1), (d2, s2) = ((pair[n][f"diff_{kl}"], pair[n][f"{kl}_se_per_n"]) for n in (n1, n2))
+            a1, e1 = two_size_limit(n1, d1, s1, n2, d2, s2, 1.0)
+            ah, eh = two_size_limit(n1, d1, s1, n2, d2, s2, 0.5)
+            out.append({"eta": eta, "gamma": g, "kl": kl, "phase_limit": pair[n2]["phase_limit"], "N_small": n1, "N_large": n2,
+                        "diff_small": d1, "diff_large": d2, "shrink": d1 / d2 if d2 else math.nan,
+                        "a_1_over_n": a1, "se_1_over_n": e1, "a_n_half": ah, "se_n_half": eh})
+    return out
+
+
 def theory_rows(etas, omega: float) -> list[dict]:
     out = []
     for eta in etas:
@@ -114,7 +140,25 @@ def theory_rows(etas, omega: float) -> list[dict]:
 # --------------------------------------------------------------------------
 # outputs
 # --------------------------------------------------------------------------
-def markdown_table(rows: list[dict]) -> str:
+def limits_table(limits: list[dict]) -> list[str]:
+    if not limits:
+        return []
+    n1, n2 = limits[0]["N_small"], limits[0]["N_large"]
+    lines = ["", f"## Finite-size trend: N = {n1} → {n2}", "",
+             f"diff = finite N − theory; shrink = diff(N = {n1}) / diff(N = {n2}) (1/N: {n2 / n1:g}, N^-1/2: "
+             f"{math.sqrt(n2 / n1):.2f}); the N → ∞ limit of diff through the two sizes under each law (no degree of freedom "
+             "left to test the law).", "",
+             *md_head(("η", "γ", "KL", "phase (N→∞)", f"diff N={n1}", f"diff N={n2}", "shrink", "limit (1/N) ± SE",
+                       "limit (N^-1/2) ± SE"))]
+    for r in limits:
+        lines.append(md_row([fmt_num(r["eta"], 2), fmt_num(r["gamma"], 3), r["kl"], r["phase_limit"], fmt_num(r["diff_small"]),
+                             fmt_num(r["diff_large"]), fmt_num(r["shrink"], 2),
+                             f"{fmt_num(r['a_1_over_n'])} ± {fmt_num(r['se_1_over_n'])}",
+                             f"{fmt_num(r['a_n_half'])} ± {fmt_num(r['se_n_half'])}"]))
+    return lines
+
+
+def markdown_table(rows: list[dict], limits: list[dict] = ()) -> str:
     head = ("N", "η", "γ", "phase (data c / N→∞)", "reverse KL ± MCSE", "theory", "diff", "diff/SE",
             "forward KL ± MCSE", "theory fwd", "div.", "min latent ESS")
     lines = ["# Typical reverse KL vs γ (THEORY.md §6, double descent)", "",
@@ -126,8 +170,9 @@ def markdown_table(rows: list[dict]) -> str:
             str(r["N"]), fmt_num(r["eta"], 2), fmt_num(r["gamma"], 3), f"{r['phase']} / {r['phase_limit']}",
             f"{fmt_num(r['rev_per_n'])} ± {fmt_num(r['rev_se_per_n'])}", fmt_num(r["theory_rev"]), fmt_num(r["diff_rev"]),
             fmt_num(r["z_rev"], 2), f"{fmt_num(r['fwd_per_n'])} ± {fmt_num(r['fwd_se_per_n'])}", fmt_num(r["theory_fwd"]),
-            str(r["divergences"]), fmt_num(r["latent_min_ess_bulk"], 0),
+            fmt_num(r["divergences"], 0), fmt_num(r["latent_min_ess_bulk"], 0),
         ]))
+    lines += limits_table(list(limits))
     return "\n".join(lines) + "\n"
 
 
@@ -208,8 +253,10 @@ def main(argv=None) -> int:
               flush=True)
     rows.sort(key=lambda x: (x["N"], x["eta"], x["gamma"]))
     write_csv(csv_path, COLUMNS, rows)
+    limits = limit_rows(rows)
+    write_csv(out / "finite_size.csv", LIMIT_COLUMNS, limits)
     finish_study(
-        out, "double_descent", t_start, files=[csv_path.name, th_path.name], table=markdown_table(rows),
+        out, "double_descent", t_start, files=[csv_path.name, th_path.name, "finite_size.csv"], table=markdown_table(rows, limits),
         figures=[plot(rows, th_rows, out / "double_descent.png")], seed=0,
         checks="THEORY.md §6 typical reverse and forward KLs vs gamma (teacher_student_kls(...).rev_typ, .fwd_typ)",
         quick=bool(q),

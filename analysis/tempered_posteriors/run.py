@@ -106,7 +106,7 @@ QUANTITIES = tuple(o[0] for o in OBSERVABLES) + tuple(k[0] for k in KLS)
 COLUMNS = (
     "eta", "N", "gamma", "omega", "quantity", "value", "se", "theory_data_c", "diff", "theory_limit", "diff_limit",
     "phase", "phase_limit", "r_hat", "min_ess", "divergences", "sampling_s",
-    "kl_ess", "kl_bias_per_n", "kl_corrected_per_n", "kl_min_weight_ess", "kl_points",
+    "kl_ess", "kl_bias_per_n", "kl_corrected_per_n", "kl_min_weight_ess", "kl_reliable", "kl_points",
     "c_1", "c_2", "num_warmup", "num_samples", "num_chains",
 )
 CURVE_COLUMNS = ("eta", "phase", "d", "lam_1", "u_1", "u_2", "M", "fwd_typ", "rev_typ", "fwd_pp", "rev_pp")
@@ -185,6 +185,8 @@ def rows_for_run(spec, dt, meta: dict, kl: dict, kl_points: int) -> list[dict]:
                 "kl_bias_per_n": _num(e.get("bias_per_n")),
                 "kl_corrected_per_n": _num(e.get("corrected_per_n")),
                 "kl_min_weight_ess": _num(e.get("min_weight_ess")),
+                # predict_run's flag: median weight ESS ≥ predictive.MIN_WEIGHT_ESS in both directions
+                "kl_reliable": bool(kl[section].get("bias_reliable", False)),
                 "kl_points": int(kl_points),
             }
         rows.append(common | extra | {
@@ -262,13 +264,14 @@ def plot_observables(rows, curves, path: Path) -> Path:
         ax.plot(grid, [c[q] for c in curves], color="k", linewidth=1.4, label="theory, N → ∞ (c = 1.6, 0.4)")
         if q == "u_1":
             ax.plot(grid, [c["u_2"] for c in curves], color="0.5", linewidth=1.0, linestyle="--", label=r"theory $u_2$")
-        pts = _rows_of(rows, q)
-        if pts:
-            eta = np.array([r["eta"] for r in pts])
-            ax.errorbar(eta, [r["value"] for r in pts], yerr=[r["se"] for r in pts], color="C0", marker="o",
-                        linestyle="none", capsize=3, label=f"posterior mean ± MCSE (N = {', '.join(map(str, Ns))})")
-            ax.plot(eta, [r["theory_data_c"] for r in pts], color="C3", marker="x", linestyle="none", markersize=8,
-                    label="theory at the fitted data c")
+        for k, N in enumerate(Ns):
+            pts = [r for r in _rows_of(rows, q) if int(r["N"]) == N]
+            if pts:
+                eta = np.array([r["eta"] for r in pts])
+                ax.errorbar(eta, [r["value"] for r in pts], yerr=[r["se"] for r in pts], color=f"C{k}", marker="os^D"[k % 4],
+                            linestyle="none", capsize=3, label=f"posterior mean ± MCSE, N = {N}")
+                ax.plot(eta, [r["theory_data_c"] for r in pts], color=f"C{k}", marker="x", linestyle="none", markersize=8,
+                        label=f"theory at the fitted data c, N = {N}")
         ax.set_title(label)
         _finish_axis(ax, rows)
     axes[0].legend(fontsize=8, loc="center right")
@@ -283,14 +286,19 @@ def plot_kls(rows, curves, path: Path) -> Path:
     for ax, (q, section, _, _, label) in zip(axes.ravel(), KLS):
         _shade_phases(ax, curves, label=True)
         ax.plot(grid, [c[q] for c in curves], color="k", linewidth=1.4, label="theory, N → ∞ (THEORY.md §6)")
-        pts = _rows_of(rows, q)
-        if pts:
-            eta = np.array([r["eta"] for r in pts])
-            ax.errorbar(eta, [r["value"] for r in pts], yerr=[r["se"] for r in pts], color="C0", marker="o",
-                        linestyle="none", capsize=3, label=f"estimate ± SE (N = {', '.join(map(str, Ns))})")
-            if section == "predictive":
-                ax.plot(eta, [r["kl_corrected_per_n"] for r in pts], color="C0", marker="o", markerfacecolor="white",
-                        linestyle="none", label="Jensen-bias corrected")
+        for k, N in enumerate(Ns):
+            pts = [r for r in _rows_of(rows, q) if int(r["N"]) == N]
+            good = [r for r in pts if section != "predictive" or r.get("kl_reliable") in (True, "True")]
+            bad = [r for r in pts if r not in good]
+            if good:
+                ax.errorbar([r["eta"] for r in good], [r["value"] for r in good], yerr=[r["se"] for r in good], color=f"C{k}",
+                            marker="os^D"[k % 4], linestyle="none", capsize=3, label=f"estimate ± SE, N = {N}")
+                if section == "predictive":
+                    ax.plot([r["eta"] for r in good], [r["kl_corrected_per_n"] for r in good], color=f"C{k}", marker="o",
+                            markerfacecolor="white", linestyle="none", label=f"Jensen-bias corrected, N = {N}")
+            if bad:
+                ax.plot([r["eta"] for r in bad], [r["value"] for r in bad], color="0.6", marker="x", linestyle="none",
+                        label=f"N = {N}: weights dominated by a few draws (no estimate)")
         ax.set_title(label)
         ax.set_ylabel("per N")
         _finish_axis(ax, rows)
