@@ -453,6 +453,15 @@ def _ess_of(values: np.ndarray, ess) -> float:
     return e
 
 
+def _typical_result(fwd: np.ndarray, rev: np.ndarray, ess, N: int, beta: float) -> TypicalKL:
+    """Per-draw KLs (leading shape of the draws) → :class:`TypicalKL` with means and ``sd/√ESS`` standard errors."""
+    ess_f, ess_r = _ess_of(fwd, ess), _ess_of(rev, ess)
+    sd = lambda v: float(np.std(v, ddof=1)) if v.size > 1 else math.nan  # noqa: E731
+    return TypicalKL(forward=fwd, reverse=rev, forward_mean=float(np.mean(fwd)), reverse_mean=float(np.mean(rev)),
+                     forward_se=sd(fwd) / math.sqrt(ess_f), reverse_se=sd(rev) / math.sqrt(ess_r),
+                     forward_ess=ess_f, reverse_ess=ess_r, N=N, beta=beta)
+
+
 def typical_kls(W_draws, teacher_W, beta: float = 1.0, *, ess=None, teacher_beta: float = 1.0, chunk: int | None = None) -> TypicalKL:
     """Exact typical KLs between each student ``p(·|βW_s)`` and the teacher (THEORY.md §1, §6).
 
@@ -500,21 +509,7 @@ def typical_kls(W_draws, teacher_W, beta: float = 1.0, *, ess=None, teacher_beta
         f, r = _typical_chunk(part, beta, *args)
         fwd[start : start + n] = np.asarray(f)[:n]
         rev[start : start + n] = np.asarray(r)[:n]
-    fwd, rev = fwd.reshape(lead), rev.reshape(lead)
-    ess_f, ess_r = _ess_of(fwd, ess), _ess_of(rev, ess)
-    sd = lambda v: float(np.std(v, ddof=1)) if v.size > 1 else math.nan  # noqa: E731
-    return TypicalKL(
-        forward=fwd,
-        reverse=rev,
-        forward_mean=float(np.mean(fwd)),
-        reverse_mean=float(np.mean(rev)),
-        forward_se=sd(fwd) / math.sqrt(ess_f),
-        reverse_se=sd(rev) / math.sqrt(ess_r),
-        forward_ess=ess_f,
-        reverse_ess=ess_r,
-        N=N,
-        beta=beta,
-    )
+    return _typical_result(fwd.reshape(lead), rev.reshape(lead), ess, N, beta)
 
 
 @jax.jit
@@ -627,21 +622,7 @@ def typical_kls_band(T, frame, teacher_W, beta: float = 1.0, *, ess=None, teache
         cross_rev = 0.5 * (np.einsum("sij,ij->s", sig_ss, A_ss) + A_rest * (N - tr_sig_ss)) - log_z_t
         fwd[start : start + n] = teacher_self - cross_fwd
         rev[start : start + n] = 0.5 * tr_T_sigma - log_z - cross_rev
-    fwd, rev = fwd.reshape(lead), rev.reshape(lead)
-    ess_f, ess_r = _ess_of(fwd, ess), _ess_of(rev, ess)
-    sd = lambda v: float(np.std(v, ddof=1)) if v.size > 1 else math.nan  # noqa: E731
-    return TypicalKL(
-        forward=fwd,
-        reverse=rev,
-        forward_mean=float(np.mean(fwd)),
-        reverse_mean=float(np.mean(rev)),
-        forward_se=sd(fwd) / math.sqrt(ess_f),
-        reverse_se=sd(rev) / math.sqrt(ess_r),
-        forward_ess=ess_f,
-        reverse_ess=ess_r,
-        N=N,
-        beta=beta,
-    )
+    return _typical_result(fwd.reshape(lead), rev.reshape(lead), ess, N, beta)
 
 
 # ---------------------------------------------------------------------------
