@@ -415,13 +415,20 @@ def test_predict_run_reads_W_or_latent_and_needs_one(tiny_nuts, tiny_run, tmp_pa
 DENSE_REBUILDS = 8
 
 
-def test_run_typical_kls_of_a_band_run_match_dense_rebuilds(tmp_path):
-    """A band run (N = 10): run_typical_kls's Haar-averaged band route against the dense route on W rebuilt with
-    independent Haar rotations (same T draws, so the per-draw differences are pure H noise of mean zero)."""
+@pytest.fixture(scope="module")
+def band_run(tmp_path_factory):
+    """A band run folder at N = 10 (2 chains × 100 draws) written by runs.fit_spec."""
     raw = dict(_TINY_SPEC, model={"N": 10, "gamma": 0.5, "eta": 3.0, "parametrization": "band"},
                inference={"num_warmup": 100, "num_samples": 100, "num_chains": 2, "seed": 1})
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("band_run") / "run"
     runs.fit_spec(specs.parse_spec(raw, source="<test>"), run, progress_bar=False)
+    return run
+
+
+def test_run_typical_kls_of_a_band_run_match_dense_rebuilds(band_run):
+    """A band run (N = 10): run_typical_kls's Haar-averaged band route against the dense route on W rebuilt with
+    independent Haar rotations (same T draws, so the per-draw differences are pure H noise of mean zero)."""
+    run = band_run
     betas = (1.0, 1.6)
     band_kls = reports.run_typical_kls(run, betas)
     assert [k.beta for k in band_kls] == list(betas) and band_kls[0].forward.shape == (2, 100)
@@ -435,17 +442,14 @@ def test_run_typical_kls_of_a_band_run_match_dense_rebuilds(tmp_path):
         reports.run_typical_kls(run, [1.0, -1.0])
 
 
-def test_predict_run_of_a_large_band_run_gives_exact_typical_kls_only(tmp_path, monkeypatch, capsys):
+def test_predict_run_of_a_large_band_run_gives_exact_typical_kls_only(band_run, monkeypatch, capsys):
     """Above BAND_PREDICTIVE_MAX_N a band run's predict report has the band-route typical KLs and no Monte Carlo
     predictive KLs (which would need dense draws); threshold lowered so that an N = 10 run counts as large."""
-    raw = dict(_TINY_SPEC, model={"N": 10, "gamma": 0.5, "eta": 3.0, "parametrization": "band"},
-               inference={"num_warmup": 50, "num_samples": 50, "num_chains": 1, "seed": 2})
-    run = tmp_path / "run"
-    runs.fit_spec(specs.parse_spec(raw, source="<test>"), run, progress_bar=False)
+    run = band_run
     monkeypatch.setattr(reports, "BAND_PREDICTIVE_MAX_N", 5)
     r = reports.predict_run(run, 1.3, jax.random.key(0), num_points=50)
     (typ,) = reports.run_typical_kls(run, [1.3])
-    assert r["predictive"] is None and "N = 10 > 5" in r["predictive_note"] and r["num_draws"] == 50
+    assert r["predictive"] is None and "N = 10 > 5" in r["predictive_note"] and r["num_draws"] == 200
     assert [row["quantity"].split()[0] for row in r["rows"]] == ["typical", "typical"]
     assert r["typical"]["forward"]["value"] == typ.forward_mean and r["typical"]["reverse"]["value"] == typ.reverse_mean
     assert main(["predict", str(run), "--beta", "1.3", "--num-points", "50"]) == 0
