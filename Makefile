@@ -71,7 +71,8 @@ bench: venv
 	$(PY) benchmarks/bench_evidence.py
 	$(PY) benchmarks/bench_typical_kls.py
 
-figures: theory-figures posterior-study tempered-study evidence-study temperature-study double-descent-study identity-study
+figures: theory-figures posterior-study tempered-study evidence-study temperature-study double-descent-study identity-study \
+	predictive-evidence-study
 
 theory-figures: venv
 	$(PY) analysis/phase_diagrams/run.py
@@ -91,7 +92,7 @@ tempered-study: venv
 
 # Evidence and teacher-student studies (THEORY.md §5-6; long, on Dask like the above: a rerun skips finished points;
 # the teacher-student studies share the fits of models/sweeps/teacher_student.toml) and the evidence benchmark
-.PHONY: evidence-study temperature-study double-descent-study identity-study bench-evidence
+.PHONY: evidence-study temperature-study double-descent-study identity-study predictive-evidence-study bench-evidence
 evidence-study: venv
 	$(PY) analysis/evidence_vs_theory/run.py $(DASK_ARGS)
 
@@ -103,6 +104,9 @@ double-descent-study: venv
 
 identity-study: venv
 	$(PY) analysis/evidence_identity/run.py $(DASK_ARGS)
+
+predictive-evidence-study: venv
+	$(PY) analysis/predictive_evidence/run.py $(DASK_ARGS)
 
 bench-evidence: venv
 	$(PY) benchmarks/bench_evidence.py $(RESUME)

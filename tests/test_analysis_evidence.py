@@ -126,6 +126,26 @@ def test_evidence_identity_quick(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# 4b. predictive forward KL from evidence ratios
+# ---------------------------------------------------------------------------
+@pytest.mark.slow  # three TI ladders; the ratio identity itself is tested in test_predictive against NUTS
+def test_predictive_evidence_quick(tmp_path):
+    out = tmp_path / "predictive_evidence"
+    _run("analysis/predictive_evidence/run.py", "--quick", "--out", str(out))
+    _check_folder(out, ("predictive_kl.csv", "table.md", "metadata.json"))
+    rows = _rows(out / "predictive_kl.csv")
+    assert [r["row"] for r in rows] == ["D", "D+x", "D+x", "KL"]
+    _finite(rows[:3], ("log_evidence", "se"))
+    _finite(rows[1:3], ("log_pp", "log_pp_se", "teacher_log_prob_per_n"))
+    _finite(rows[3:], ("fwd_pp_per_n", "fwd_pp_se_per_n", "theory_fwd_pp", "z"))
+    for r in rows[1:3]:  # log P_pp(x) is the difference of the two evidence estimates
+        assert float(r["log_pp"]) == pytest.approx(float(r["log_evidence"]) - float(rows[0]["log_evidence"]), rel=1e-12)
+    # a rerun finds the three evidence points finished
+    stdout = _run("analysis/predictive_evidence/run.py", "--quick", "--out", str(out))
+    assert "[1/3]" not in stdout
+
+
+# ---------------------------------------------------------------------------
 # 5. benchmark (slow: TI ladder + SVI per problem)
 # ---------------------------------------------------------------------------
 @pytest.mark.slow
