@@ -898,8 +898,9 @@ def print_extrapolations(fss: Sequence[dict], key: str, labels: dict[str, str] |
 
 #: The teacher–student fits shared by the double-descent, temperature-tuning and tempered-posterior studies.
 TEACHER_STUDENT_SWEEP = ROOT / "models" / "sweeps" / "teacher_student.toml"
-#: ``--quick`` points of the teacher–student studies: tiny NUTS runs of the band model (the large-N code path).
-QUICK_TEACHER_STUDENT_SET = {"inference.num_warmup": 100, "inference.num_samples": 100, "inference.num_chains": 1,
+#: ``--quick`` points of the teacher–student studies: tiny NUTS runs of the band model (the large-N code path), two chains
+#: so that R-hat is defined.
+QUICK_TEACHER_STUDENT_SET = {"inference.num_warmup": 100, "inference.num_samples": 100, "inference.num_chains": 2,
                              "model.parametrization": "band"}
 
 

@@ -95,10 +95,13 @@ def test_double_descent_quick(tmp_path):
     _run("analysis/double_descent/run.py", "--quick", "--out", str(out))
     _check_folder(out, ("rev_kl_vs_gamma.csv", "theory_curves.csv", "table.md", "double_descent.png", "metadata.json"))
     rows = _rows(out / "rev_kl_vs_gamma.csv")
-    assert all(r["max_r_hat"] and int(float(r["num_draws"])) == 100 for r in rows)  # one chain of 100 band draws per point
+    assert all(math.isfinite(float(r["max_r_hat"])) and int(float(r["num_draws"])) == 200 for r in rows)  # 2 chains x 100 draws
     # a rerun finds every point of the sweep finished: nothing is refitted, the same KLs come back
     stdout = _run("analysis/double_descent/run.py", "--quick", "--out", str(out))
-    assert "[1/3]" not in stdout and _rows(out / "rev_kl_vs_gamma.csv") == rows
+    assert "[1/3]" not in stdout
+    timing = ("kl_wall_s",)  # the KLs' own compute time differs between runs; everything else is reproduced exactly
+    again = _rows(out / "rev_kl_vs_gamma.csv")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in again] == [{k: v for k, v in r.items() if k not in timing} for r in rows]
     assert [float(r["gamma"]) for r in rows] == [0.3, 1.0, 3.0] and {r["eta"] for r in rows} == {"1.0"}
     _finite(rows, ("rev_per_n", "rev_se_per_n", "theory_rev", "diff_rev", "fwd_per_n", "theory_fwd"))
     assert all(float(r["rev_per_n"]) > 0 for r in rows)

@@ -32,7 +32,7 @@ Outputs (in ``--out``, default ``analysis/double_descent/results``):
   γ: NUTS points ± MCSE over the theory curves, phase changes marked;
 * ``metadata.json``.
 
-``--quick``: N = 10, η = 1, γ ∈ {0.3, 1, 3}, 1 chain of 100 + 100 draws of
+``--quick``: N = 10, η = 1, γ ∈ {0.3, 1, 3}, 2 chains of 100 + 100 draws of
 the band model, in ``OUT/runs`` (a smoke test, not a result).
 """
 
@@ -225,7 +225,7 @@ def plot(rows, th_rows, path: Path) -> Path:
 # main
 # --------------------------------------------------------------------------
 def parser():
-    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, eta = 1, gamma in {0.3, 1, 3}, 100+100 draws")
+    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, eta = 1, gamma in {0.3, 1, 3}, 2 chains of 100+100 draws")
     add_teacher_student_options(p, ",".join(map(str, SIZES)), ",".join(f"{e:g}" for e in ETAS), ",".join(f"{g:g}" for g in GAMMAS))
     return p
 

@@ -41,7 +41,7 @@ Outputs (in ``--out``, default ``analysis/evidence_identity/results``):
   largest N, and c = (1.6, 0.4)) with the NUTS estimates ± 2 MCSE;
 * ``metadata.json``.
 
-``--quick``: N = 10, η = 3, γ ∈ {0.5, 4}, 1 chain of 100 warm-up + 100 draws
+``--quick``: N = 10, η = 3, γ ∈ {0.5, 4}, 2 chains of 100 warm-up + 100 draws
 of the band model in ``OUT/runs`` (a smoke test, not a result).
 """
 
@@ -231,7 +231,7 @@ def plot(rows, curves, path: Path) -> Path:
 # main
 # --------------------------------------------------------------------------
 def parser():
-    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, eta = 3, gamma in {0.5, 4}, 1 chain of 100 + 100 draws")
+    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, eta = 3, gamma in {0.5, 4}, 2 chains of 100 + 100 draws")
     add_teacher_student_options(p, ",".join(map(str, SIZES)), ",".join(f"{e:g}" for e in ETAS), ",".join(f"{g:g}" for g in GAMMAS))
     p.add_argument("--rel-step", type=float, default=REL_STEP, help="relative finite-difference step in gamma (default %(default)s)")
     return p

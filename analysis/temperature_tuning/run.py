@@ -36,7 +36,7 @@ Outputs (in ``--out``, default ``analysis/temperature_tuning/results``):
   the theory curves, windows shaded, argmins marked;
 * ``metadata.json``.
 
-``--quick``: N = 10, γ = 2, 5 β values, 1 chain of 100 + 100 draws of the
+``--quick``: N = 10, γ = 2, 5 β values, 2 chains of 100 + 100 draws of the
 band model in ``OUT/runs`` (a smoke test, not a result).
 """
 
@@ -241,7 +241,7 @@ def plot(rows, theory_rows, argmins, path: Path) -> Path:
 # main
 # --------------------------------------------------------------------------
 def parser():
-    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, gamma = 2, 5 beta values, 100+100 draws")
+    p = study_parser(__doc__, HERE / "results", "smoke test: N = 10, gamma = 2, 5 beta values, 2 chains of 100+100 draws")
     add_teacher_student_options(p, ",".join(map(str, SIZES)), f"{ETA:g}", ",".join(f"{g:g}" for g in GAMMAS))
     p.add_argument("--betas", type=float_list, help="beta grid (default 15 points 0.6..3)")
     return p

@@ -47,7 +47,7 @@ Outputs (in ``--out``, default ``analysis/tempered_posteriors/results``):
   (the run folders are those of the sweep; ``bayes-sbm diagnose`` works on
   each ``<point>/run``).
 
-``--quick``: N = 10, η ∈ {1, 3}, 1 chain of 100 warm-up + 100 draws of the
+``--quick``: N = 10, η ∈ {1, 3}, 2 chains of 100 warm-up + 100 draws of the
 band model in ``OUT/runs``, 200 predictive points (a smoke test, not a result).
 """
 
@@ -312,7 +312,7 @@ def plot_kls(rows, curves, path: Path) -> Path:
 # --------------------------------------------------------------------------
 def parser():
     p = study_parser(__doc__, HERE / "results",
-                     f"smoke test: N = {QUICK_N}, eta in {QUICK_ETAS}, 100/100 draws of one chain, {QUICK_KL_POINTS} KL points")
+                     f"smoke test: N = {QUICK_N}, eta in {QUICK_ETAS}, 2 chains of 100/100 draws, {QUICK_KL_POINTS} KL points")
     add_teacher_student_options(p, ",".join(map(str, SIZES)), ",".join(f"{e:g}" for e in ETAS), f"{GAMMA:g} (fixed)")
     p.add_argument("--kl-points", type=int, help=f"Monte Carlo points per direction for the predictive KLs (default {KL_POINTS})")
     p.add_argument("--max-draws", type=int, help="thin the posterior draws to at most this many for the KLs (default: all)")
