@@ -177,6 +177,11 @@ def _check_output_file(path: str, what: str, suffixes: tuple[str, ...] | None = 
     return p
 
 
+def _run_output_folder(out: str | None, run: Path, default: str) -> Path:
+    """``--out`` when given, else ``RUN/<default>``, checked by :func:`_check_output_folder` before any computing."""
+    return _check_output_folder(out, "--out") if out else _check_output_folder(run / default, "RUN")
+
+
 def _check_output_folder(path: str | os.PathLike, what: str) -> Path:
     """Fail before any computing when an output folder is a file or cannot be created (its parents may be created)."""
     p = Path(path)
@@ -617,7 +622,7 @@ def _add_diagnose(sub) -> None:
 
 def _cmd_diagnose(args) -> int:
     run = _check_run_path(args.run)
-    out = _check_output_folder(args.out, "--out") if args.out else _check_output_folder(run / "diagnostics", "RUN")
+    out = _run_output_folder(args.out, run, "diagnostics")
     dt, meta = _load_run_folder(args.run)
     progress = _Progress(args.quiet)
     with progress.stage(f"summary and sampler diagnostics of {args.run}", titled=False):
@@ -766,7 +771,7 @@ def _cmd_predict_heldout(args) -> int:
     if args.json:
         _check_output_file(args.json, "--json")
     run = _check_run_path(args.run)
-    out = _check_output_folder(args.out, "--out") if args.out else _check_output_folder(run / "heldout", "RUN")
+    out = _run_output_folder(args.out, run, "heldout")
     heldout = read_data(args.heldout)
     betas = sorted(set(args.beta))
     progress = _Progress(args.quiet)
@@ -831,7 +836,7 @@ def _add_generate(sub) -> None:
 
 def _cmd_generate(args) -> int:
     run = _check_run_path(args.run)
-    out = _check_output_folder(args.out, "--out") if args.out else _check_output_folder(run / "generated", "RUN")
+    out = _run_output_folder(args.out, run, "generated")
     _load_run_folder(args.run)  # unreadable run files: one line before any computing
     data_path = run / "data.npy"
     if args.image_shape is not None and data_path.is_file():

@@ -70,6 +70,9 @@ __all__ = [
     "sample_predictive",
     "typical_kls",
     "typical_kls_band",
+    "BandTeacher",
+    "band_teacher",
+    "typical_kls_band_at",
     "predictive_log_density",
     "predictive_log_density_with_bias",
     "log_mean_exp_bias",
@@ -97,6 +100,9 @@ CHUNK_NUMBERS = 1 << 23
 DRAW_CHUNK = 4096
 #: Points evaluated together in :func:`predictive_log_density` (M×N work arrays stay ≤ 1024·N numbers).
 POINT_CHUNK = 1024
+#: The data frame's first m columns are orthonormal to this absolute accuracy (an SVD's or QR's columns: ~1e-15;
+#: a frame off by more was not made for these draws).
+FRAME_ORTHONORMAL_ATOL = 1e-8
 #: Draws vectorised together inside a chunk on GPU/TPU (``lax.map(batch_size=...)``): batched eigh, small temporaries.
 MAP_BATCH = 8
 
@@ -520,10 +526,11 @@ def _band_moments(lower):
 
 
 def _band_blocks(lower: np.ndarray, grad: np.ndarray, m: int):
-    """From band storage: ``T_ss``, ``Σ_ss`` (c, m, m), ``tr T`` and ``tr(T Σ)`` (c,) with ``Σ = E_{p(x|T)}[xxᵀ]``.
+    """``T_ss``, ``Σ_ss`` (c, m, m), ``tr T`` and ``tr(T Σ)`` (c,) from T's band storage and ``grad = ∂ log Z/∂(βT).lower``.
 
-    ``∂ log Z/∂T.lower[0, p] = ½ Σ_pp`` and ``∂ log Z/∂T.lower[k, p] = Σ_{p,p−k}``
-    (k ≥ 1: the entry appears twice in T), so ``tr(TΣ) = 2 Σ lower·grad``.
+    With ``Σ = E_{p(x|βT)}[xxᵀ]``: ``∂ log Z/∂(βT).lower[0, p] = ½ Σ_pp`` and
+    ``∂ log Z/∂(βT).lower[k, p] = Σ_{p,p−k}`` (k ≥ 1: the entry appears twice),
+    so ``tr(TΣ) = 2 Σ lower·grad``.
     """
     c, N = lower.shape[0], lower.shape[-1]
     inside = band._valid_mask(m, N)
@@ -585,6 +592,16 @@ def typical_kls_band(T, frame, teacher_W, beta: float = 1.0, *, ess=None, teache
     """
     beta = _checks.positive_scalar("beta", beta)
     teacher_beta = _checks.positive_scalar("teacher_beta", teacher_beta)
+    lower, lead = _band_draws(T)
+    if np.ndim(frame) != 2 or np.shape(frame)[0] != lower.shape[-1]:
+        raise ValueError(f"frame: expected shape ({lower.shape[-1]}, k) to match the draws, got {np.shape(frame)}")
+    teacher = band_teacher(frame, teacher_W, lower.shape[-2] - 1, teacher_beta)
+    fwd, rev = _band_typical_values(lower, teacher, beta, chunk)
+    return _typical_result(fwd.reshape(lead), rev.reshape(lead), ess, teacher.N, beta)
+
+
+def _band_draws(T) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Host band storage (S, m+1, N) of band draws and their leading shape; ``ValueError`` naming ``T``."""
     lower = np.asarray(T.lower if isinstance(T, band.Band) else T, dtype=np.float64)
     if lower.ndim < 3 or lower.shape[-2] < 2:
         raise ValueError(f"T: expected band storage of shape (..., S, m+1, N) with m >= 1, got {lower.shape}")
@@ -592,37 +609,73 @@ def typical_kls_band(T, frame, teacher_W, beta: float = 1.0, *, ess=None, teache
     if N - m < 1:
         raise ValueError(f"T: bandwidth m = {m} leaves no Haar block at N = {N}")
     lead = lower.shape[:-2]
-    S = math.prod(lead)
-    if S < 1:
+    if math.prod(lead) < 1:
         raise ValueError(f"T: no draws (shape {lower.shape})")
-    lower = lower.reshape((S,) + lower.shape[-2:])
+    return lower.reshape((-1,) + lower.shape[-2:]), lead
+
+
+class BandTeacher(NamedTuple):
+    """The teacher as the band route of :func:`typical_kls_band` sees it (one ``eigh`` of W*, reusable over β).
+
+    ``S = Q_mᵀ Σ* Q_m`` and ``A = Q_mᵀ (β*W*) Q_m`` (m × m), their Haar-block
+    traces per dimension ``S_rest = (N − tr S)/(N − m)``,
+    ``A_rest = (tr β*W* − tr A)/(N − m)``, ``log Z*`` and ``E_*[log p*]``.
+    """
+
+    S: np.ndarray
+    A: np.ndarray
+    S_rest: float
+    A_rest: float
+    log_z: float
+    self_term: float
+    N: int
+    m: int
+
+
+def band_teacher(frame, teacher_W, m: int, teacher_beta: float = 1.0) -> BandTeacher:
+    """:class:`BandTeacher` of ``p(·|teacher_beta · W*)`` in the first m columns of the data frame Q (N, k ≥ m)."""
     Q = np.asarray(frame, dtype=np.float64)
-    if Q.ndim != 2 or Q.shape[0] != N or Q.shape[1] < m:
-        raise ValueError(f"frame: expected shape ({N}, k) with k >= m = {m}, got {Q.shape}")
+    if Q.ndim != 2 or Q.shape[1] < m:
+        raise ValueError(f"frame: expected shape (N, k) with k >= m = {m}, got {Q.shape}")
+    N = Q.shape[0]
     Qm = Q[:, :m]
-    if not np.allclose(Qm.T @ Qm, np.eye(m), atol=1e-8):
+    if not np.allclose(Qm.T @ Qm, np.eye(m), atol=FRAME_ORTHONORMAL_ATOL):
         raise ValueError("frame: the first m columns are not orthonormal")
     scaled = teacher_beta * _teacher(teacher_W, N)
-    cov, log_z_t, teacher_self, _, _ = (np.asarray(a) for a in _teacher_terms(jnp.asarray(scaled)))
-    S_ss, A_ss = Qm.T @ cov @ Qm, Qm.T @ scaled @ Qm
-    rest = N - m
-    S_rest, A_rest = (N - np.trace(S_ss)) / rest, (np.trace(scaled) - np.trace(A_ss)) / rest
+    cov, log_z, self_term, _, _ = (np.asarray(a) for a in _teacher_terms(jnp.asarray(scaled)))
+    S, A = Qm.T @ cov @ Qm, Qm.T @ scaled @ Qm
+    return BandTeacher(S, A, float((N - np.trace(S)) / (N - m)), float((np.trace(scaled) - np.trace(A)) / (N - m)),
+                       float(log_z), float(self_term), N, m)
+
+
+def _band_typical_values(lower: np.ndarray, teacher: BandTeacher, beta: float, chunk: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-draw (forward, reverse) KLs (S,) of band draws (S, m+1, N), the formulas of :func:`typical_kls_band`."""
+    S, m, N = lower.shape[0], lower.shape[-2] - 1, lower.shape[-1]
+    if (N, m) != (teacher.N, teacher.m):
+        raise ValueError(f"frame: N = {teacher.N}, m = {teacher.m} does not match the draws' N = {N}, m = {m}")
     c = int(chunk) if chunk is not None else _bucket(S, max(1, min(DRAW_CHUNK, CHUNK_NUMBERS // ((m + 1) * N))))
     if c < 1:
         raise ValueError(f"chunk: expected a positive integer, got {chunk}")
     fwd, rev = np.empty(S), np.empty(S)
     for start in range(0, S, c):
         part, n = _padded(lower, start, c)
-        log_z, grad = (np.asarray(a)[:n] for a in _band_moments(beta * part))
-        T_ss, sig_ss, tr_T, tr_T_sigma = _band_blocks(beta * lower[start : start + n], grad, m)
-        T_ss, tr_T = T_ss / beta, tr_T / beta  # back to T (the moments are those of βT)
-        tr_T_ss = np.trace(T_ss, axis1=-2, axis2=-1)
-        cross_fwd = 0.5 * beta * (np.einsum("sij,ij->s", T_ss, S_ss) + S_rest * (tr_T - tr_T_ss)) - log_z
-        tr_sig_ss = np.trace(sig_ss, axis1=-2, axis2=-1)
-        cross_rev = 0.5 * (np.einsum("sij,ij->s", sig_ss, A_ss) + A_rest * (N - tr_sig_ss)) - log_z_t
-        fwd[start : start + n] = teacher_self - cross_fwd
-        rev[start : start + n] = 0.5 * tr_T_sigma - log_z - cross_rev
-    return _typical_result(fwd.reshape(lead), rev.reshape(lead), ess, N, beta)
+        log_z, grad = (np.asarray(a)[:n] for a in _band_moments(beta * part))  # moments of βT
+        T_ss, sig_ss, tr_T, tr_T_sigma = _band_blocks(lower[start : start + n], grad, m)
+        cross_fwd = 0.5 * beta * (np.einsum("sij,ij->s", T_ss, teacher.S)
+                                  + teacher.S_rest * (tr_T - np.trace(T_ss, axis1=-2, axis2=-1))) - log_z
+        cross_rev = 0.5 * (np.einsum("sij,ij->s", sig_ss, teacher.A)
+                           + teacher.A_rest * (N - np.trace(sig_ss, axis1=-2, axis2=-1))) - teacher.log_z
+        fwd[start : start + n] = teacher.self_term - cross_fwd
+        rev[start : start + n] = 0.5 * beta * tr_T_sigma - log_z - cross_rev  # tr(βT Σ) = β tr(T Σ)
+    return fwd, rev
+
+
+def typical_kls_band_at(T, teacher: BandTeacher, beta: float = 1.0, *, ess=None, chunk: int | None = None) -> TypicalKL:
+    """:func:`typical_kls_band` with the teacher prepared once (:func:`band_teacher`): for many β on the same draws."""
+    beta = _checks.positive_scalar("beta", beta)
+    lower, lead = _band_draws(T)
+    fwd, rev = _band_typical_values(lower, teacher, beta, chunk)
+    return _typical_result(fwd.reshape(lead), rev.reshape(lead), ess, teacher.N, beta)
 
 
 # ---------------------------------------------------------------------------

@@ -14,8 +14,9 @@
   model (``bayes-sbm predict RUN --heldout FILE``);
 * :func:`run_coupling_draws` — the coupling draws W of a run folder;
 * :func:`run_latent_draws` — the problem and latent draws of a run folder;
-* :func:`run_typical_kls` — exact typical KLs of a run to its teacher over
-  a grid of β (band runs without N × N matrices);
+* :func:`run_typical_kl_function` / :func:`run_typical_kls` — exact typical
+  KLs of a run to its teacher at any β, the run read once (band runs without
+  N × N matrices);
 * :func:`generate_samples` — draws from a run's posterior predictive at a
   chosen β, mapped back through the run's data transform
   (``bayes-sbm generate RUN``).
@@ -58,6 +59,7 @@ __all__ = [
     "format_heldout",
     "run_coupling_draws",
     "run_latent_draws",
+    "run_typical_kl_function",
     "run_typical_kls",
     "GeneratedSamples",
     "generate_samples",
@@ -358,39 +360,39 @@ def _latent_draws(fit: _FittedRun, max_draws: int | None, purpose: str) -> _Late
     return _LatentDraws(None, z[:, keep], problem, keep)
 
 
-def _coupling_draws(fit: _FittedRun, key, max_draws: int | None, purpose: str) -> tuple[np.ndarray, np.ndarray]:
-    """(W draws (chain, draw, N, N), kept draw indices), thinned to ``max_draws`` before anything is built.
-
-    The stored ``W`` if any, else rebuilt from the latent ``z`` through
-    :func:`bayes_sbm.inference.coupling_draws` (in the fit's frame, see
-    :func:`_latent_draws`); ``key`` draws the Haar rotations of band runs.
-    """
-    draws = _latent_draws(fit, max_draws, purpose)
+def _rebuilt_couplings(N: int, draws: _LatentDraws, key) -> np.ndarray:
+    """The W draws (chain, draw, N, N) of :func:`_latent_draws`' result: the stored ones, or rebuilt from ``z``
+    through :func:`bayes_sbm.inference.coupling_draws`; ``key`` draws the Haar rotations of band runs."""
     if draws.W is not None:
-        return draws.W, draws.keep
-    N, z = fit.data.shape[1], draws.z
-    chains, num = z.shape[:2]
-    flat = z.reshape((chains * num, -1))
+        return draws.W
+    chains, num = draws.z.shape[:2]
+    flat = draws.z.reshape((chains * num, -1))
     W = np.empty((flat.shape[0], N, N))
     step = max(1, predictive.CHUNK_NUMBERS // (N * N))
     for s in range(0, flat.shape[0], step):
         W[s : s + step] = inference.coupling_draws(draws.problem, flat[s : s + step], key=jax.random.fold_in(key, s))
-    return W.reshape((chains, num, N, N)), draws.keep
+    return W.reshape((chains, num, N, N))
 
 
-def _typical_kls(fit: _FittedRun, teacher_W: np.ndarray, betas, max_draws: int | None, purpose: str,
-                 W: np.ndarray | None = None) -> list:
-    """Typical KLs of a run at each β: the band route (no N×N matrices, Rao–Blackwellised over the Haar block)
-    for band runs that store the latent, else the dense route on ``W`` (built here when not given)."""
+def _coupling_draws(fit: _FittedRun, key, max_draws: int | None, purpose: str) -> tuple[np.ndarray, np.ndarray]:
+    """(W draws (chain, draw, N, N), kept draw indices), thinned to ``max_draws`` before anything is built."""
     draws = _latent_draws(fit, max_draws, purpose)
+    return _rebuilt_couplings(fit.data.shape[1], draws, key), draws.keep
+
+
+def _typical_kl_function(fit: _FittedRun, teacher_W: np.ndarray, draws: _LatentDraws, W: np.ndarray | None = None):
+    """β ↦ TypicalKL of a run, with everything that does not depend on β done once: band runs that store the latent
+    use the band route (no N×N matrices, exact Haar average; the teacher's eigh once), others the dense route on ``W``
+    (rebuilt here when not given)."""
     if draws.z is not None and draws.problem.parametrization == "band":
         chains, num = draws.z.shape[:2]
         T = inference.band_draws(draws.problem, draws.z.reshape((chains * num, -1)))
         T = T._replace(lower=np.asarray(T.lower).reshape((chains, num) + T.lower.shape[-2:]))
-        return [predictive.typical_kls_band(T, draws.problem.frame.Q, teacher_W, b, ess="auto") for b in betas]
+        teacher = predictive.band_teacher(draws.problem.frame.Q, teacher_W, T.m)
+        return lambda beta: predictive.typical_kls_band_at(T, teacher, beta, ess="auto")
     if W is None:
-        W = _coupling_draws(fit, jax.random.key(0), max_draws, purpose)[0]
-    return [predictive.typical_kls(W, teacher_W, b, ess="auto") for b in betas]
+        W = _rebuilt_couplings(fit.data.shape[1], draws, jax.random.key(0))
+    return lambda beta: predictive.typical_kls(W, teacher_W, beta, ess="auto")
 
 
 def _resolve_teacher(fit: _FittedRun, teacher_W, teacher_name: str) -> tuple[np.ndarray, str]:
@@ -421,25 +423,40 @@ def run_latent_draws(run_dir, max_draws: int | None = None):
     return draws.problem, draws.z
 
 
-def run_typical_kls(run_dir, betas, teacher_W=None, *, max_draws: int | None = None, teacher_name: str = "teacher_W") -> list:
-    """Exact typical KLs of a fitted run to its teacher at each sampling β (THEORY.md §6).
+def run_typical_kl_function(run_dir, teacher_W=None, *, max_draws: int | None = None, teacher_name: str = "teacher_W"):
+    """β ↦ exact typical KLs of a fitted run to its teacher (THEORY.md §6), the run read once.
 
-    Band runs (THEORY.md §8) use :func:`bayes_sbm.predictive.typical_kls_band`
-    (no N × N matrix per draw; exact Haar average), others
-    :func:`bayes_sbm.predictive.typical_kls` on the coupling draws.  The
+    Band runs (THEORY.md §8) use :func:`bayes_sbm.predictive.typical_kls_band_at`
+    (no N × N matrix per draw; exact Haar average; the teacher prepared once),
+    others :func:`bayes_sbm.predictive.typical_kls` on the coupling draws.  The
     teacher is resolved as in :func:`predict_run`.
 
     Parameters
     ----------
     run_dir : path
         A run folder (:func:`bayes_sbm.runs.fit_spec`).
-    betas : sequence of float
-        Sampling inverse temperatures of the student.
     teacher_W : array_like, shape (N, N), optional
     max_draws : int, optional
         Thin the draws evenly to at most this many.
     teacher_name : str, default "teacher_W"
         How error messages name ``teacher_W``.
+
+    Returns
+    -------
+    callable
+        ``f(beta) -> bayes_sbm.predictive.TypicalKL`` (per-draw values of
+        shape (chain, draw), ``ess="auto"``); ``beta`` > 0.
+    """
+    if max_draws is not None:
+        max_draws = _checks.positive_int("max_draws", max_draws)
+    fit = _load_fitted_run(run_dir)
+    teacher_W, _ = _resolve_teacher(fit, teacher_W, teacher_name)
+    kl = _typical_kl_function(fit, teacher_W, _latent_draws(fit, max_draws, "compute typical KLs"))
+    return lambda beta: kl(_checks.positive_scalar("beta", beta))
+
+
+def run_typical_kls(run_dir, betas, teacher_W=None, *, max_draws: int | None = None, teacher_name: str = "teacher_W") -> list:
+    """Exact typical KLs of a fitted run to its teacher at each sampling β (:func:`run_typical_kl_function`).
 
     Returns
     -------
@@ -449,11 +466,8 @@ def run_typical_kls(run_dir, betas, teacher_W=None, *, max_draws: int | None = N
     betas = [_checks.positive_scalar("betas", b) for b in np.atleast_1d(np.asarray(betas, dtype=np.float64)).tolist()]
     if not betas:
         raise ValueError("betas: expected at least one inverse temperature")
-    if max_draws is not None:
-        max_draws = _checks.positive_int("max_draws", max_draws)
-    fit = _load_fitted_run(run_dir)
-    teacher_W, _ = _resolve_teacher(fit, teacher_W, teacher_name)
-    return _typical_kls(fit, teacher_W, betas, max_draws, "compute typical KLs")
+    kl = run_typical_kl_function(run_dir, teacher_W, max_draws=max_draws, teacher_name=teacher_name)
+    return [kl(b) for b in betas]
 
 
 def _teacher_from_run(spec: dict, data: np.ndarray, run: Path) -> np.ndarray:
@@ -547,17 +561,16 @@ def predict_run(
     # the teacher before the posterior couplings: a wrong one fails before the heavy computing
     teacher_W, source = _resolve_teacher(fit, teacher_W, teacher_name)
     key = jax.random.key(0) if key is None else key
-    band_run = str(fit.dt.attrs.get("parametrization", "")) == "band"
-    if band_run and N > BAND_PREDICTIVE_MAX_N:
-        # typical KLs by the band route; the Monte Carlo predictive KLs would need S dense N × N draws
-        typ = _typical_kls(fit, teacher_W, [beta], max_draws, "use 'bayes-sbm predict'")[0]
-        chains, draws = typ.forward.shape if typ.forward.ndim == 2 else (1, typ.forward.size)
+    latent = _latent_draws(fit, max_draws, "use 'bayes-sbm predict'")  # thinned before anything is built
+    chains, draws = (latent.W if latent.W is not None else latent.z).shape[:2]
+    if latent.z is not None and latent.problem.parametrization == "band" and N > BAND_PREDICTIVE_MAX_N:
+        # typical KLs by the band route alone: the Monte Carlo predictive KLs would need S dense N × N draws
+        typ = _typical_kl_function(fit, teacher_W, latent)(beta)
         pp = None
     else:
-        # thinned before the couplings are built; a band run's Haar rotations come from a fixed key, apart from the Monte Carlo's
-        W, _ = _coupling_draws(fit, jax.random.key(0), max_draws, "use 'bayes-sbm predict'")
-        chains, draws = W.shape[:2]
-        typ = _typical_kls(fit, teacher_W, [beta], max_draws, "use 'bayes-sbm predict'", W=W)[0]
+        # a band run's Haar rotations come from a fixed key, apart from the Monte Carlo's
+        W = _rebuilt_couplings(N, latent, jax.random.key(0))
+        typ = _typical_kl_function(fit, teacher_W, latent, W)(beta)
         pp = predictive.predictive_kls_mc(key, W, teacher_W, beta, num_points)
     theory_vals, theory_note = _theory(gamma, eta, teacher_W, K, beta)
 

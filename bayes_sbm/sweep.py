@@ -723,12 +723,16 @@ def _fit(point: Point, progress_bar: bool) -> runs.RunData:
     return runs.fit_spec(point.spec, run, progress_bar=progress_bar)
 
 
-def run_point(point: Point, task: Task, *, progress_bar: bool = False) -> dict:
+def run_point(point: Point, task: Task, *, progress_bar: bool = False, release_compiled: bool = False) -> dict:
     """Run one point and return its result row; never raises for a failure of the point.
 
     Writes ``point.json`` (status ``running``, then ``ok`` or ``error``) and the
     task's files in the point folder. A failure becomes a row with status
     ``"error"`` and the one-line error (the traceback goes to ``point.json``).
+    With ``release_compiled`` the point's compiled programs are dropped
+    afterwards (``jax.clear_caches()``): a process that runs many points (an
+    evidence ladder compiles dozens of programs) otherwise runs out of memory
+    for JIT code ("LLVM ERROR: Unable to allocate section memory", seen here).
 
     Returns
     -------
@@ -764,6 +768,9 @@ def run_point(point: Point, task: Task, *, progress_bar: bool = False) -> dict:
                 row |= predict_row(result) | {"predict_s": time.perf_counter() - t1}
     except Exception as exc:  # a failed point is recorded, the others go on
         error, tb, row = _error_line(exc), traceback.format_exc(), {}
+    finally:
+        if release_compiled:
+            jax.clear_caches()
     row = {**point.values, "point": point.name, "status": "ok" if error is None else "error", "error": error,
            "seconds": time.perf_counter() - t0, **row}
     marker |= {"status": row["status"], "error": error, "traceback": tb, "finished_at": _now(), "row": row}
@@ -772,16 +779,6 @@ def run_point(point: Point, task: Task, *, progress_bar: bool = False) -> dict:
     except OSError as exc:
         row |= {"status": "error", "error": _error_line(exc)}
     return row
-
-
-def _run_point_on_worker(point: Point, task: Task, progress_bar: bool) -> dict:
-    """:func:`run_point` as a Dask task, then the point's compiled programs dropped: a worker runs many points (an
-    evidence ladder compiles dozens of programs), and a long-lived one ran out of memory for JIT code here
-    ("LLVM ERROR: Unable to allocate section memory") without this."""
-    try:
-        return run_point(point, task, progress_bar=progress_bar)
-    finally:
-        jax.clear_caches()
 
 
 # --------------------------------------------------------------------------
@@ -989,7 +986,7 @@ def run_sweep(sweep: Sweep, *, client=None, scheduler: str | None = None, worker
 
         start()
         token = uuid.uuid4().hex[:8]
-        futures = c.map(_run_point_on_worker, todo, task=sweep.task, progress_bar=progress_bar, pure=False,
+        futures = c.map(run_point, todo, task=sweep.task, progress_bar=progress_bar, release_compiled=True, pure=False,
                         key=[f"sweep-{token}-{i}" for i in range(len(todo))])
         by_key = {f.key: p for f, p in zip(futures, todo)}
         try:

@@ -190,6 +190,10 @@ def test_band_typical_kls_shapes_and_errors(rng):
     res = predictive.typical_kls_band(band.Band(lower), Q[:, :4], Wt, 1.3, ess="auto", chunk=4)
     flat = predictive.typical_kls_band(T, Q, Wt, 1.3)
     assert res.forward.shape == (2, 3) and res.N == 9 and res.beta == 1.3
+    prepared = predictive.band_teacher(Q, Wt, 2)  # the teacher once, reused over β: the same numbers
+    for b in (0.7, 1.3):
+        again = predictive.typical_kls_band_at(T, prepared, b)
+        np.testing.assert_array_equal(again.forward, predictive.typical_kls_band(T, Q, Wt, b).forward)
     np.testing.assert_allclose(res.forward.ravel(), flat.forward, rtol=0, atol=EXACT_ATOL_PER_N * 9)
     for kwargs, match in (({"frame": Q[:5]}, "frame"), ({"frame": 2 * Q}, "frame"), ({"teacher_W": Wt[:3]}, "teacher_W"),
                           ({"beta": 0.0}, "beta")):

@@ -447,5 +447,5 @@ def test_run_point_on_a_finished_point_returns_its_row_without_running(tmp_path,
     monkeypatch.setattr(reports, "evidence_report", fake_evidence)
     sw = load_sweep(write_sweep(tmp_path, HEADER.replace('task = "fit"', 'task = "evidence"') + '[grid]\n"model.gamma" = [0.5]\n'))
     first = run_point(sw.points[0], sw.task)
-    again = sweep._run_point_on_worker(sw.points[0], sw.task, False)
+    again = run_point(sw.points[0], sw.task, release_compiled=True)
     assert calls == [0.5] and again == json.loads(json.dumps(first))

@@ -199,8 +199,7 @@ def run_sweep_here(path: Path, label: str) -> tuple:
             rows[s.point.name] = s.row
             print(f"[{label}] {i}/{len(statuses)} {s.point.name}: finished before", flush=True)
             continue
-        row = sweep.run_point(s.point, sw.task)
-        jax.clear_caches()  # each point compiles its own programs; kept, they exhaust the process's memory maps (LLVM then fails)
+        row = sweep.run_point(s.point, sw.task, release_compiled=True)  # many points in one process: drop each one's programs
         print(f"[{label}] {sweep.format_progress(row, i, len(statuses))}", flush=True)
         if row.get("status") != "ok":
             raise RuntimeError(f"{label}: point {row.get('point')} failed: {row.get('error')}")

@@ -103,15 +103,14 @@ def study_one(point, betas):
     """Forward/reverse typical KLs of one finished sweep point on the β grid, and its argmin summary."""
     facts = teacher_student_facts(point)
     N, omega, gamma, eta = facts["N"], facts["omega"], facts["gamma"], facts["eta"]
-    c = np.array([facts["c_1"], facts["c_2"]])
-    post_phase = facts["phase"]
     t0 = time.perf_counter()
-    cache: dict[float, object] = dict(zip((float(b) for b in betas), reports.run_typical_kls(facts["run"], betas)))
+    kl_at = reports.run_typical_kl_function(facts["run"])  # the run and the teacher read once for every β
+    cache: dict[float, object] = {}
 
     def kl(b):
         b = float(b)
         if b not in cache:
-            cache[b] = reports.run_typical_kls(facts["run"], [b])[0]
+            cache[b] = kl_at(b)
         return cache[b]
 
     rows = []
@@ -124,8 +123,8 @@ def study_one(point, betas):
             "fwd_per_n": t.forward_per_n, "fwd_se_per_n": t.forward_se_per_n, "theory_fwd": th, "diff": diff,
             "z": diff / t.forward_se_per_n if t.forward_se_per_n > 0 else math.nan,
             "rev_per_n": t.reverse_per_n, "rev_se_per_n": t.reverse_se_per_n, "fwd_ess": t.forward_ess,
-            "sampling_phase": theory.sampling_phase(gamma, eta, omega, b), "posterior_phase": post_phase,
-            "c_1": float(c[0]), "c_2": float(c[1]),
+            "sampling_phase": theory.sampling_phase(gamma, eta, omega, b), "posterior_phase": facts["phase"],
+            "c_1": facts["c_1"], "c_2": facts["c_2"],
             "divergences": facts["divergences"], "latent_min_ess_bulk": facts["latent_min_ess_bulk"],
             "num_draws": facts["num_draws"],
         })

@@ -124,23 +124,10 @@ def _num(v) -> float:
 
 
 def kl_report(point, kl_points: int, max_draws: int | None) -> dict:
-    """The KLs of a point in :func:`bayes_sbm.reports.predict_run`'s layout: typical and predictive at
-    N ≤ BAND_PREDICTIVE_MAX_N, else the typical ones alone (band route, no N × N matrices)."""
-    spec, run = point.spec, point.folder / sweep.RUN_DIR
-    if spec.model.N <= BAND_PREDICTIVE_MAX_N:
-        return reports.predict_run(run, beta=1.0, key=jax.random.key(spec.inference.seed + 1), num_points=kl_points,
-                                   max_draws=max_draws)
-    typ = reports.run_typical_kls(run, [1.0], max_draws=max_draws)[0]
-    try:
-        th = theory.teacher_student_kls(spec.model.gamma, spec.model.eta, OMEGA)
-        th = {"fwd_typ": th.fwd_typ, "rev_typ": th.rev_typ}
-    except ValueError:
-        th = {}
-    entry = lambda v, se, ess: {"per_n": v / typ.N, "se_per_n": se / typ.N, "ess": ess}  # noqa: E731
-    return {"N": typ.N, "typical": {"forward": entry(typ.forward_mean, typ.forward_se, typ.forward_ess),
-                                    "reverse": entry(typ.reverse_mean, typ.reverse_se, typ.reverse_ess)},
-            "theory": th, "predictive": None,
-            "predictive_note": f"left out at N > {BAND_PREDICTIVE_MAX_N}: dense draws and degenerate log-mean-exp weights"}
+    """The KLs of a point (:func:`bayes_sbm.reports.predict_run`): typical and Monte Carlo predictive at
+    N ≤ BAND_PREDICTIVE_MAX_N, the typical ones alone above (band route, no N × N matrices)."""
+    return reports.predict_run(point.folder / sweep.RUN_DIR, beta=1.0, key=jax.random.key(point.spec.inference.seed + 1),
+                               num_points=kl_points, max_draws=max_draws)
 
 
 # --------------------------------------------------------------------------
